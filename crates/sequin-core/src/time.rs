@@ -1,0 +1,201 @@
+//! Event time: microseconds since the Unix epoch, UTC.
+//!
+//! Inputs carry time as RFC 3339 text, as a date, or as a number of seconds, milliseconds,
+//! microseconds or nanoseconds since the epoch. [`parse_text`] and [`from_epoch`] turn each
+//! into [`Micros`]; [`format_rfc3339`] prints it back with millisecond precision, or
+//! microsecond precision when the value needs it.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+
+/// Event time in microseconds since 1970-01-01T00:00:00Z.
+pub type Micros = i64;
+
+/// One second in [`Micros`].
+pub const SECOND: Micros = 1_000_000;
+/// One minute in [`Micros`].
+pub const MINUTE: Micros = 60 * SECOND;
+/// One hour in [`Micros`].
+pub const HOUR: Micros = 60 * MINUTE;
+/// One day in [`Micros`].
+pub const DAY: Micros = 24 * HOUR;
+
+/// How a time field is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeFormat {
+    /// RFC 3339 text, a date, or an epoch number whose unit is guessed from its size.
+    #[default]
+    Auto,
+    /// RFC 3339 text (or a date, or `YYYY-MM-DD HH:MM:SS`), always UTC unless an offset is given.
+    Rfc3339,
+    /// Seconds since the epoch (may have a fraction).
+    EpochSeconds,
+    /// Milliseconds since the epoch.
+    EpochMillis,
+    /// Microseconds since the epoch.
+    EpochMicros,
+    /// Nanoseconds since the epoch.
+    EpochNanos,
+}
+
+impl std::str::FromStr for TimeFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "auto" => TimeFormat::Auto,
+            "rfc3339" | "iso" | "iso8601" => TimeFormat::Rfc3339,
+            "s" | "epoch_s" | "seconds" => TimeFormat::EpochSeconds,
+            "ms" | "epoch_ms" | "millis" => TimeFormat::EpochMillis,
+            "us" | "µs" | "epoch_us" | "micros" => TimeFormat::EpochMicros,
+            "ns" | "epoch_ns" | "nanos" => TimeFormat::EpochNanos,
+            other => {
+                return Err(format!(
+                    "unknown time format `{other}` (expected auto, rfc3339, s, ms, us or ns)"
+                ));
+            }
+        })
+    }
+}
+
+/// Earliest accepted time (year 1000) and latest (year 9999): anything outside is a typo or
+/// a unit mix-up, and is rejected rather than silently stored.
+const MIN_TIME: Micros = -30_610_224_000 * SECOND;
+const MAX_TIME: Micros = 253_402_300_799 * SECOND;
+
+fn checked(t: Micros) -> Result<Micros, String> {
+    if (MIN_TIME..=MAX_TIME).contains(&t) {
+        Ok(t)
+    } else {
+        Err(format!("time {t}µs is outside the years 1000..9999"))
+    }
+}
+
+/// Converts an epoch number in the given unit; `Auto` guesses the unit from the magnitude
+/// (below 1e11 seconds, below 1e14 milliseconds, below 1e17 microseconds, else nanoseconds).
+pub fn from_epoch(x: f64, format: TimeFormat) -> Result<Micros, String> {
+    if !x.is_finite() {
+        return Err("time is not a finite number".into());
+    }
+    let scale = match format {
+        TimeFormat::EpochSeconds => 1e6,
+        TimeFormat::EpochMillis => 1e3,
+        TimeFormat::EpochMicros => 1.0,
+        TimeFormat::EpochNanos => 1e-3,
+        TimeFormat::Rfc3339 => return Err("expected RFC 3339 text, found a number".into()),
+        TimeFormat::Auto => {
+            let a = x.abs();
+            if a < 1e11 {
+                1e6
+            } else if a < 1e14 {
+                1e3
+            } else if a < 1e17 {
+                1.0
+            } else {
+                1e-3
+            }
+        }
+    };
+    checked((x * scale).round() as Micros)
+}
+
+/// Converts an integer epoch value exactly (no float rounding for large microsecond values).
+pub fn from_epoch_int(x: i64, format: TimeFormat) -> Result<Micros, String> {
+    let a = x.unsigned_abs();
+    let t = match format {
+        TimeFormat::EpochSeconds => x.checked_mul(SECOND),
+        TimeFormat::EpochMillis => x.checked_mul(1000),
+        TimeFormat::EpochMicros => Some(x),
+        TimeFormat::EpochNanos => Some(x.div_euclid(1000)),
+        TimeFormat::Rfc3339 => return Err("expected RFC 3339 text, found a number".into()),
+        TimeFormat::Auto => {
+            if a < 100_000_000_000 {
+                x.checked_mul(SECOND)
+            } else if a < 100_000_000_000_000 {
+                x.checked_mul(1000)
+            } else if a < 100_000_000_000_000_000 {
+                Some(x)
+            } else {
+                Some(x.div_euclid(1000))
+            }
+        }
+    };
+    checked(t.ok_or_else(|| format!("time {x} overflows"))?)
+}
+
+/// Parses a time written as text: RFC 3339 (`2024-01-02T03:04:05.678Z`, any offset),
+/// `YYYY-MM-DD HH:MM:SS[.fff]` (UTC), a date `YYYY-MM-DD` (midnight UTC), or — with `Auto` or
+/// an epoch format — a number.
+pub fn parse_text(s: &str, format: TimeFormat) -> Result<Micros, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("time is empty".into());
+    }
+    let numeric = s.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+        && s.bytes().any(|b| b.is_ascii_digit())
+        && !(s.len() == 10 && s.as_bytes()[4] == b'-');
+    if numeric && format != TimeFormat::Rfc3339 {
+        if let Ok(i) = s.parse::<i64>() {
+            return from_epoch_int(i, format);
+        }
+        if let Ok(x) = s.parse::<f64>() {
+            return from_epoch(x, format);
+        }
+    }
+    if matches!(
+        format,
+        TimeFormat::EpochSeconds | TimeFormat::EpochMillis | TimeFormat::EpochMicros | TimeFormat::EpochNanos
+    ) {
+        return Err(format!("expected an epoch number, found `{s}`"));
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return checked(dt.timestamp_micros());
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+        if let Ok(ndt) = NaiveDateTime::parse_from_str(s, fmt) {
+            return checked(ndt.and_utc().timestamp_micros());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return checked(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_micros());
+    }
+    Err(format!("`{s}` is not a time (expected RFC 3339 such as 2024-01-31T12:00:00Z, or epoch seconds/ms/µs)"))
+}
+
+/// Prints a time as RFC 3339 in UTC: milliseconds, or microseconds when they are not zero.
+pub fn format_rfc3339(t: Micros) -> String {
+    match DateTime::<Utc>::from_timestamp_micros(t) {
+        Some(dt) => {
+            let precision = if t.rem_euclid(1000) == 0 { SecondsFormat::Millis } else { SecondsFormat::Micros };
+            dt.to_rfc3339_opts(precision, true)
+        }
+        None => format!("{t}µs"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_accepted_form() {
+        let t = 1_704_067_200 * SECOND; // 2024-01-01T00:00:00Z
+        assert_eq!(parse_text("2024-01-01T00:00:00Z", TimeFormat::Auto), Ok(t));
+        assert_eq!(parse_text("2024-01-01T01:00:00+01:00", TimeFormat::Auto), Ok(t));
+        assert_eq!(parse_text("2024-01-01", TimeFormat::Auto), Ok(t));
+        assert_eq!(parse_text("2024-01-01 00:00:00.5", TimeFormat::Auto), Ok(t + SECOND / 2));
+        assert_eq!(parse_text("1704067200", TimeFormat::Auto), Ok(t));
+        assert_eq!(parse_text("1704067200000", TimeFormat::Auto), Ok(t));
+        assert_eq!(parse_text("1704067200000000", TimeFormat::Auto), Ok(t));
+        assert_eq!(parse_text("1704067200000000000", TimeFormat::Auto), Ok(t));
+        assert_eq!(parse_text("1704067200.25", TimeFormat::EpochSeconds), Ok(t + SECOND / 4));
+        assert_eq!(parse_text("1704067200", TimeFormat::EpochMillis), Ok(1_704_067_200_000));
+        assert!(parse_text("yesterday", TimeFormat::Auto).is_err());
+        assert!(parse_text("2024-01-01", TimeFormat::EpochSeconds).is_err());
+        assert!(parse_text("", TimeFormat::Auto).is_err());
+    }
+
+    #[test]
+    fn formats_millis_unless_micros_needed() {
+        assert_eq!(format_rfc3339(1_704_067_200_123_000), "2024-01-01T00:00:00.123Z");
+        assert_eq!(format_rfc3339(1_704_067_200_123_456), "2024-01-01T00:00:00.123456Z");
+    }
+}

@@ -1,0 +1,511 @@
+//! [`PartitionData`]: one partition's events in memory, column by column, sorted by
+//! (unit, time, arrival). It is what the memtable flushes, what history files hold, and what
+//! readers (stats, evaluation) iterate unit by unit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+
+use sequin_core::{Event, MessageKind, Value};
+
+/// Marks a missing entry in a [`StrColumn`].
+pub const NULL_KEY: u32 = u32::MAX;
+
+/// A dictionary-encoded, nullable text column.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StrColumn {
+    /// Distinct values.
+    pub dict: Vec<String>,
+    /// Per row, an index into `dict`, or [`NULL_KEY`].
+    pub keys: Vec<u32>,
+}
+
+impl StrColumn {
+    /// The value at `row`.
+    pub fn get(&self, row: usize) -> Option<&str> {
+        match self.keys[row] {
+            NULL_KEY => None,
+            k => Some(&self.dict[k as usize]),
+        }
+    }
+
+    /// Does any row have a value?
+    pub fn any(&self) -> bool {
+        self.keys.iter().any(|&k| k != NULL_KEY)
+    }
+
+    fn take(&self, order: &[u32]) -> StrColumn {
+        StrColumn { dict: self.dict.clone(), keys: order.iter().map(|&i| self.keys[i as usize]).collect() }
+    }
+
+    fn append(&mut self, other: &StrColumn) {
+        let mut index: HashMap<&str, u32> = HashMap::with_capacity(self.dict.len());
+        for (i, s) in self.dict.iter().enumerate() {
+            index.insert(s, i as u32);
+        }
+        let mut remap = Vec::with_capacity(other.dict.len());
+        let mut added = Vec::new();
+        for s in &other.dict {
+            let k = match index.get(s.as_str()) {
+                Some(&k) => k,
+                None => {
+                    let k = (self.dict.len() + added.len()) as u32;
+                    added.push(s.clone());
+                    k
+                }
+            };
+            remap.push(k);
+        }
+        self.dict.extend(added);
+        self.keys.extend(other.keys.iter().map(|&k| if k == NULL_KEY { NULL_KEY } else { remap[k as usize] }));
+    }
+
+    fn nulls(rows: usize) -> StrColumn {
+        StrColumn { dict: Vec::new(), keys: vec![NULL_KEY; rows] }
+    }
+}
+
+/// A typed property column. A column whose values have several types in one partition is
+/// `Mixed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PropColumn {
+    /// Whole numbers (`None` = missing).
+    Int(Vec<Option<i64>>),
+    /// Numbers.
+    Float(Vec<Option<f64>>),
+    /// Booleans.
+    Bool(Vec<Option<bool>>),
+    /// Text.
+    Str(StrColumn),
+    /// Anything else, value by value.
+    Mixed(Vec<Option<Value>>),
+}
+
+impl PropColumn {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match self {
+            PropColumn::Int(v) => v.len(),
+            PropColumn::Float(v) => v.len(),
+            PropColumn::Bool(v) => v.len(),
+            PropColumn::Str(c) => c.keys.len(),
+            PropColumn::Mixed(v) => v.len(),
+        }
+    }
+
+    /// Is the column empty?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value at `row`.
+    pub fn get(&self, row: usize) -> Option<Value> {
+        match self {
+            PropColumn::Int(v) => v[row].map(Value::Int),
+            PropColumn::Float(v) => v[row].map(Value::Float),
+            PropColumn::Bool(v) => v[row].map(Value::Bool),
+            PropColumn::Str(c) => c.get(row).map(|s| Value::Str(s.to_string())),
+            PropColumn::Mixed(v) => v[row].clone(),
+        }
+    }
+
+    /// Builds the narrowest column type that holds `values`.
+    pub fn from_values(values: Vec<Option<Value>>) -> PropColumn {
+        let mut kinds = [false; 5];
+        for v in values.iter().flatten() {
+            kinds[match v {
+                Value::Bool(_) => 0,
+                Value::Int(_) => 1,
+                Value::Float(_) => 2,
+                Value::Str(_) => 3,
+                Value::Json(_) => 4,
+            }] = true;
+        }
+        match kinds {
+            [true, false, false, false, false] => {
+                PropColumn::Bool(values.into_iter().map(|v| v.map(|v| matches!(v, Value::Bool(true)))).collect())
+            }
+            [false, true, false, false, false] => PropColumn::Int(
+                values.into_iter().map(|v| v.and_then(|v| if let Value::Int(i) = v { Some(i) } else { None })).collect(),
+            ),
+            [false, _, true, false, false] => {
+                PropColumn::Float(values.into_iter().map(|v| v.and_then(|v| v.as_f64())).collect())
+            }
+            [false, false, false, _, false] => {
+                let mut col = StrColumn::default();
+                let mut index: HashMap<String, u32> = HashMap::new();
+                for v in values {
+                    col.keys.push(match v {
+                        Some(Value::Str(s)) => {
+                            let next = index.len() as u32;
+                            *index.entry(s).or_insert_with_key(|s| {
+                                col.dict.push(s.clone());
+                                next
+                            })
+                        }
+                        _ => NULL_KEY,
+                    });
+                }
+                PropColumn::Str(col)
+            }
+            _ => PropColumn::Mixed(values),
+        }
+    }
+
+    fn values(&self) -> Vec<Option<Value>> {
+        (0..self.len()).map(|i| self.get(i)).collect()
+    }
+
+    fn take(&self, order: &[u32]) -> PropColumn {
+        let pick = |i: &u32| *i as usize;
+        match self {
+            PropColumn::Int(v) => PropColumn::Int(order.iter().map(|i| v[pick(i)]).collect()),
+            PropColumn::Float(v) => PropColumn::Float(order.iter().map(|i| v[pick(i)]).collect()),
+            PropColumn::Bool(v) => PropColumn::Bool(order.iter().map(|i| v[pick(i)]).collect()),
+            PropColumn::Str(c) => PropColumn::Str(c.take(order)),
+            PropColumn::Mixed(v) => PropColumn::Mixed(order.iter().map(|i| v[pick(i)].clone()).collect()),
+        }
+    }
+
+    fn append(&mut self, other: &PropColumn) {
+        match (&mut *self, other) {
+            (PropColumn::Int(a), PropColumn::Int(b)) => a.extend_from_slice(b),
+            (PropColumn::Float(a), PropColumn::Float(b)) => a.extend_from_slice(b),
+            (PropColumn::Bool(a), PropColumn::Bool(b)) => a.extend_from_slice(b),
+            (PropColumn::Str(a), PropColumn::Str(b)) => a.append(b),
+            _ => {
+                let mut all = self.values();
+                all.extend(other.values());
+                *self = PropColumn::from_values(all);
+            }
+        }
+    }
+
+    fn nulls(rows: usize) -> PropColumn {
+        PropColumn::Int(vec![None; rows])
+    }
+}
+
+/// Which optional id columns an event carries.
+pub const ID_COLUMNS: [&str; 6] = ["user_id", "anonymous_id", "previous_id", "session_id", "conversation_id", "message_id"];
+
+/// One partition's events, sorted by (unit, time, arrival).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartitionData {
+    /// Distinct unit keys (after identity stitching), in sorted order.
+    pub units: Vec<String>,
+    /// Row ranges: unit `i` is rows `unit_start[i]..unit_start[i + 1]`.
+    pub unit_start: Vec<u32>,
+    /// Event time per row (µs).
+    pub time: Vec<i64>,
+    /// Event name per row, an index into `names`.
+    pub name: Vec<u32>,
+    /// Distinct event names of this partition.
+    pub names: Vec<String>,
+    /// Message kind per row.
+    pub kind: Vec<u8>,
+    /// Optional id columns by name (see [`ID_COLUMNS`]); absent when no row has one.
+    pub ids: BTreeMap<String, StrColumn>,
+    /// Property columns by namespaced key: `p.` properties, `c.` context, `t.` traits.
+    pub props: BTreeMap<String, PropColumn>,
+}
+
+impl PartitionData {
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.time.len()
+    }
+
+    /// No events?
+    pub fn is_empty(&self) -> bool {
+        self.time.is_empty()
+    }
+
+    /// The units with their row ranges.
+    pub fn unit_rows(&self) -> impl Iterator<Item = (&str, Range<usize>)> + '_ {
+        self.units
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.as_str(), self.unit_start[i] as usize..self.unit_start[i + 1] as usize))
+    }
+
+    /// An id column value.
+    pub fn id(&self, column: &str, row: usize) -> Option<&str> {
+        self.ids.get(column).and_then(|c| c.get(row))
+    }
+
+    /// Rebuilds the full event at `row` (for tests and exports; evaluation reads columns).
+    pub fn event(&self, row: usize) -> Event {
+        let id = |c: &str| self.id(c, row).map(str::to_string);
+        let mut ev = Event {
+            kind: MessageKind::from_u8(self.kind[row]),
+            name: self.names[self.name[row] as usize].clone(),
+            time: self.time[row],
+            user_id: id("user_id"),
+            anonymous_id: id("anonymous_id"),
+            previous_id: id("previous_id"),
+            session_id: id("session_id"),
+            conversation_id: id("conversation_id"),
+            message_id: id("message_id"),
+            properties: Vec::new(),
+            context: Vec::new(),
+            traits: Vec::new(),
+        };
+        for (key, col) in &self.props {
+            if let Some(v) = col.get(row) {
+                let (ns, k) = key.split_at(2);
+                let target = match ns {
+                    "c." => &mut ev.context,
+                    "t." => &mut ev.traits,
+                    _ => &mut ev.properties,
+                };
+                target.push((k.to_string(), v));
+            }
+        }
+        ev
+    }
+
+    /// Builds sorted partition data from events whose unit keys are already resolved:
+    /// `units[i]` is the unit of `events[i]`. Ties keep the order of `events` (arrival).
+    pub fn from_events(events: &[Event], units: &[&str]) -> PartitionData {
+        let mut order: Vec<u32> = (0..events.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (a as usize, b as usize);
+            units[a].cmp(units[b]).then(events[a].time.cmp(&events[b].time)).then(a.cmp(&b))
+        });
+        let mut data = PartitionData::default();
+        let mut name_index: HashMap<&str, u32> = HashMap::new();
+        let mut ids: Vec<Vec<Option<&str>>> = vec![Vec::with_capacity(events.len()); ID_COLUMNS.len()];
+        let mut props: BTreeMap<String, Vec<Option<Value>>> = BTreeMap::new();
+        for (row, &i) in order.iter().enumerate() {
+            let e = &events[i as usize];
+            let unit = units[i as usize];
+            if data.units.last().map(String::as_str) != Some(unit) {
+                data.units.push(unit.to_string());
+                data.unit_start.push(row as u32);
+            }
+            data.time.push(e.time);
+            let next = name_index.len() as u32;
+            let k = *name_index.entry(&e.name).or_insert_with(|| {
+                data.names.push(e.name.clone());
+                next
+            });
+            data.name.push(k);
+            data.kind.push(e.kind as u8);
+            let vals = [&e.user_id, &e.anonymous_id, &e.previous_id, &e.session_id, &e.conversation_id, &e.message_id];
+            for (c, v) in ids.iter_mut().zip(vals) {
+                c.push(v.as_deref());
+            }
+            for (ns, list) in [("p.", &e.properties), ("c.", &e.context), ("t.", &e.traits)] {
+                for (k, v) in list {
+                    let col = props.entry(format!("{ns}{k}")).or_insert_with(|| vec![None; row]);
+                    col.resize(row, None);
+                    col.push(Some(v.clone()));
+                }
+            }
+        }
+        data.unit_start.push(order.len() as u32);
+        for (name, vals) in ID_COLUMNS.iter().zip(ids) {
+            if vals.iter().any(Option::is_some) {
+                let mut col = StrColumn::default();
+                let mut index: HashMap<&str, u32> = HashMap::new();
+                for v in vals {
+                    col.keys.push(match v {
+                        None => NULL_KEY,
+                        Some(s) => {
+                            let next = index.len() as u32;
+                            *index.entry(s).or_insert_with(|| {
+                                col.dict.push(s.to_string());
+                                next
+                            })
+                        }
+                    });
+                }
+                data.ids.insert(name.to_string(), col);
+            }
+        }
+        for (k, mut vals) in props {
+            vals.resize(order.len(), None);
+            data.props.insert(k, PropColumn::from_values(vals));
+        }
+        data
+    }
+
+    /// Merges several sorted partitions (e.g. history runs, oldest first) into one sorted
+    /// partition. Ties in (unit, time) keep the order of `parts`, then of rows: arrival order.
+    pub fn merge(parts: Vec<PartitionData>) -> PartitionData {
+        let mut parts: Vec<PartitionData> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+        if parts.len() <= 1 {
+            return parts.pop().unwrap_or_else(PartitionData::empty);
+        }
+        // Concatenate, then sort a permutation by (unit, time, concatenated position).
+        let mut all = PartitionData::empty();
+        let mut row_unit: Vec<u32> = Vec::new();
+        let mut unit_index: HashMap<String, u32> = HashMap::new();
+        let mut unit_names: Vec<String> = Vec::new();
+        for p in &parts {
+            for (u, range) in p.unit_rows() {
+                let next = unit_index.len() as u32;
+                let id = *unit_index.entry(u.to_string()).or_insert_with(|| {
+                    unit_names.push(u.to_string());
+                    next
+                });
+                row_unit.extend(std::iter::repeat_n(id, range.len()));
+            }
+            all.append_columns(p);
+        }
+        let mut order: Vec<u32> = (0..all.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            let (ua, ub) = (&unit_names[row_unit[a as usize] as usize], &unit_names[row_unit[b as usize] as usize]);
+            ua.cmp(ub).then(all.time[a as usize].cmp(&all.time[b as usize])).then(a.cmp(&b))
+        });
+        let mut out = all.take(&order);
+        out.units.clear();
+        out.unit_start.clear();
+        for (row, &i) in order.iter().enumerate() {
+            let u = &unit_names[row_unit[i as usize] as usize];
+            if out.units.last() != Some(u) {
+                out.units.push(u.clone());
+                out.unit_start.push(row as u32);
+            }
+        }
+        out.unit_start.push(order.len() as u32);
+        out
+    }
+
+    fn empty() -> PartitionData {
+        PartitionData { unit_start: vec![0], ..Default::default() }
+    }
+
+    /// Appends `other`'s rows (not its unit index) to self's columns.
+    fn append_columns(&mut self, other: &PartitionData) {
+        let rows = self.len();
+        let mut name_index: HashMap<&str, u32> = HashMap::new();
+        for (i, n) in self.names.iter().enumerate() {
+            name_index.insert(n, i as u32);
+        }
+        let mut remap = Vec::with_capacity(other.names.len());
+        let mut added = Vec::new();
+        for n in &other.names {
+            remap.push(match name_index.get(n.as_str()) {
+                Some(&k) => k,
+                None => {
+                    added.push(n.clone());
+                    (self.names.len() + added.len() - 1) as u32
+                }
+            });
+        }
+        self.names.extend(added);
+        self.name.extend(other.name.iter().map(|&k| remap[k as usize]));
+        self.time.extend_from_slice(&other.time);
+        self.kind.extend_from_slice(&other.kind);
+        let keys: std::collections::BTreeSet<String> = self.ids.keys().chain(other.ids.keys()).cloned().collect();
+        for k in keys {
+            let col = self.ids.entry(k.clone()).or_insert_with(|| StrColumn::nulls(rows));
+            match other.ids.get(&k) {
+                Some(o) => col.append(o),
+                None => col.keys.extend(std::iter::repeat_n(NULL_KEY, other.len())),
+            }
+        }
+        let keys: std::collections::BTreeSet<String> = self.props.keys().chain(other.props.keys()).cloned().collect();
+        for k in keys {
+            let col = self.props.entry(k.clone()).or_insert_with(|| PropColumn::nulls(rows));
+            match other.props.get(&k) {
+                Some(o) => col.append(o),
+                None => col.append(&PropColumn::nulls(other.len())),
+            }
+        }
+    }
+
+    /// Reorders rows (the unit index is left for the caller to rebuild).
+    pub(crate) fn take_rows(&self, order: &[u32]) -> PartitionData {
+        self.take(order)
+    }
+
+    fn take(&self, order: &[u32]) -> PartitionData {
+        PartitionData {
+            units: Vec::new(),
+            unit_start: Vec::new(),
+            time: order.iter().map(|&i| self.time[i as usize]).collect(),
+            name: order.iter().map(|&i| self.name[i as usize]).collect(),
+            names: self.names.clone(),
+            kind: order.iter().map(|&i| self.kind[i as usize]).collect(),
+            ids: self.ids.iter().map(|(k, c)| (k.clone(), c.take(order))).collect(),
+            props: self.props.iter().map(|(k, c)| (k.clone(), c.take(order))).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(u: &str, t: i64, n: &str) -> Event {
+        let mut e = Event::new(u, t, n);
+        e.properties.push(("x".into(), Value::Int(t)));
+        e
+    }
+
+    #[test]
+    fn from_events_sorts_by_unit_time_then_arrival() {
+        let events = vec![ev("b", 2, "x"), ev("a", 5, "y"), ev("a", 1, "z"), ev("a", 5, "w")];
+        let units: Vec<&str> = events.iter().map(|e| e.user_id.as_deref().unwrap()).collect();
+        let d = PartitionData::from_events(&events, &units);
+        assert_eq!(d.units, vec!["a", "b"]);
+        let names: Vec<&str> = (0..d.len()).map(|r| d.names[d.name[r] as usize].as_str()).collect();
+        assert_eq!(names, vec!["z", "y", "w", "x"]);
+        assert_eq!(d.event(1), events[1]);
+    }
+
+    #[test]
+    fn merge_keeps_arrival_order_for_ties_and_unifies_types() {
+        let a = vec![ev("a", 5, "first"), ev("c", 1, "c")];
+        let mut late = ev("a", 5, "second");
+        late.properties[0].1 = Value::Str("text".into());
+        let b = vec![late, ev("b", 0, "b")];
+        let ua: Vec<&str> = a.iter().map(|e| e.user_id.as_deref().unwrap()).collect();
+        let ub: Vec<&str> = b.iter().map(|e| e.user_id.as_deref().unwrap()).collect();
+        let m = PartitionData::merge(vec![PartitionData::from_events(&a, &ua), PartitionData::from_events(&b, &ub)]);
+        assert_eq!(m.units, vec!["a", "b", "c"]);
+        let names: Vec<String> = (0..m.len()).map(|r| m.event(r).name).collect();
+        assert_eq!(names, vec!["first", "second", "b", "c"]);
+        assert_eq!(m.event(1).property("x"), Some(&Value::Str("text".into())));
+        assert_eq!(m.event(0).property("x"), Some(&Value::Int(5)));
+    }
+}
+
+impl PartitionData {
+    /// Re-labels units (`new_unit[i]` for unit `i`) and splits the rows by the partition of
+    /// their new unit, each piece sorted again. Used when identity stitching moves an
+    /// anonymous id's events to a user.
+    pub fn regroup(&self, new_unit: &[String], partitions: usize) -> Vec<(usize, PartitionData)> {
+        let mut pieces: std::collections::BTreeMap<usize, Vec<(u32, u32)>> = std::collections::BTreeMap::new();
+        for (i, range) in self.unit_rows().map(|(_, r)| r).enumerate() {
+            let p = (sequin_core::unit_hash(&new_unit[i]) % partitions as u64) as usize;
+            let list = pieces.entry(p).or_default();
+            list.extend(range.map(|r| (r as u32, i as u32)));
+        }
+        pieces
+            .into_iter()
+            .map(|(p, rows)| {
+                let mut rows = rows;
+                rows.sort_by(|a, b| {
+                    new_unit[a.1 as usize]
+                        .cmp(&new_unit[b.1 as usize])
+                        .then(self.time[a.0 as usize].cmp(&self.time[b.0 as usize]))
+                        .then(a.0.cmp(&b.0))
+                });
+                let order: Vec<u32> = rows.iter().map(|r| r.0).collect();
+                let mut piece = self.take(&order);
+                for (row, r) in rows.iter().enumerate() {
+                    let u = &new_unit[r.1 as usize];
+                    if piece.units.last() != Some(u) {
+                        piece.units.push(u.clone());
+                        piece.unit_start.push(row as u32);
+                    }
+                }
+                piece.unit_start.push(rows.len() as u32);
+                (p, piece)
+            })
+            .collect()
+    }
+}

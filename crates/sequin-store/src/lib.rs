@@ -1,0 +1,492 @@
+//! Sequin's durable store.
+//!
+//! The data path inside the store:
+//!
+//! ```text
+//! append(events) ─▶ write-ahead log (fsync) ─▶ memtable ─flush─▶ Parquet runs ─compact─▶ one run per partition
+//! ```
+//!
+//! - [`wal`]: an event is accepted only once its block is in the log and the log is synced
+//!   (one sync covers a whole appended batch: group commit).
+//! - [`memtable`]: accepted events not yet flushed, column by column.
+//! - [`history`]: Parquet files, partitioned by unit hash, sorted by (unit, time, arrival).
+//! - [`manifest`]: which files are live and how far the log is flushed; replaced atomically,
+//!   so a `kill -9` at any point leaves a store that reopens with every accepted event
+//!   exactly once (log records already flushed are skipped by sequence number).
+//! - [`identity`]: identify/alias links; events of a linked id move to its user, also those
+//!   already in history (their partitions are rewritten at the next compaction).
+//! - [`data`]: [`PartitionData`], the in-memory columnar form readers consume.
+//!
+//! Readers go through the [`EventSource`] trait; [`MemorySource`] implements it over a plain
+//! list of events for tests.
+
+pub mod codec;
+pub mod data;
+pub mod error;
+pub mod history;
+pub mod identity;
+pub mod manifest;
+pub mod memtable;
+pub mod stats;
+pub mod wal;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use sequin_core::{Event, unit_hash};
+
+pub use data::{PartitionData, PropColumn, StrColumn};
+pub use error::StoreError;
+pub use history::Projection;
+pub use identity::Identity;
+pub use manifest::{Manifest, Run};
+
+use error::IoContext;
+use memtable::Memtable;
+use wal::Wal;
+
+/// Anything that can hand out sorted partitions of events.
+pub trait EventSource: Sync {
+    /// Number of partitions.
+    fn partitions(&self) -> usize;
+    /// One partition's events, sorted by (unit, time, arrival), with the projected columns.
+    fn read_partition(&self, partition: usize, projection: &Projection) -> Result<PartitionData, StoreError>;
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Partitions of a new store (ignored for an existing one).
+    pub partitions: usize,
+    /// Flush the memtable to history once it holds about this many bytes.
+    pub memtable_bytes: usize,
+    /// Create the store if it does not exist.
+    pub create: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { partitions: 16, memtable_bytes: 2 << 30, create: true }
+    }
+}
+
+/// What [`Store::append`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Events accepted (durable).
+    pub accepted: u64,
+    /// Events dropped as duplicates of an accepted message id.
+    pub duplicates: u64,
+}
+
+/// A store directory, open for reading and writing. Holds an exclusive lock on the
+/// directory while open.
+pub struct Store {
+    dir: PathBuf,
+    manifest: Manifest,
+    wal: Wal,
+    memtable: Memtable,
+    identity: Identity,
+    /// Links made since the last flush (persisted to the identity file at flush).
+    new_links: Vec<(String, String)>,
+    memtable_bytes: usize,
+    _lock: File,
+}
+
+const IDENTITY: &str = "identity.jsonl";
+
+impl Store {
+    /// Opens the store in `dir`, replaying its log.
+    pub fn open(dir: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
+        if !dir.join(manifest::MANIFEST).exists() && !opts.create {
+            return Err(StoreError::NotFound(dir.to_path_buf()));
+        }
+        fs::create_dir_all(dir).at(dir)?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).at(&lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.to_path_buf())),
+            Err(fs::TryLockError::Error(e)) => return Err(StoreError::io(lock_path, e)),
+        }
+        let mut manifest = match Manifest::load(dir)? {
+            Some(m) => m,
+            None => {
+                let m = Manifest::new(opts.partitions.max(1));
+                m.save(dir)?;
+                m
+            }
+        };
+        let mut identity = Identity::default();
+        let id_path = dir.join(IDENTITY);
+        if let Ok(f) = File::open(&id_path) {
+            for (i, line) in BufReader::new(f).lines().enumerate() {
+                let line = line.at(&id_path)?;
+                if line.is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<(String, String)>(&line) {
+                    Ok((from, to)) => {
+                        identity.link(&from, &to);
+                    }
+                    // A torn last line from a crash mid-flush: its events are still in the log.
+                    Err(_) => {
+                        let _ = i;
+                        break;
+                    }
+                }
+            }
+        }
+        let (wal, recovered) = Wal::open(&dir.join("wal"), manifest.next_seq)?;
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            manifest: manifest.clone(),
+            wal,
+            memtable: Memtable::default(),
+            identity,
+            new_links: Vec::new(),
+            memtable_bytes: opts.memtable_bytes,
+            _lock: lock,
+        };
+        for block in recovered {
+            for (i, e) in block.events.iter().enumerate() {
+                let seq = block.first_seq + i as u64;
+                if seq < store.manifest.flushed_seq {
+                    continue; // already in history
+                }
+                store.accept(e);
+                manifest.next_seq = manifest.next_seq.max(seq + 1);
+            }
+        }
+        store.manifest.next_seq = manifest.next_seq;
+        Ok(store)
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The identity map.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Events accepted but not yet flushed to history.
+    pub fn unflushed(&self) -> usize {
+        self.memtable.len()
+    }
+
+    fn accept(&mut self, e: &Event) -> bool {
+        if !self.memtable.push(e) {
+            return false;
+        }
+        if let Some((from, to)) = e.identity_link()
+            && self.identity.link(from, to)
+        {
+            self.new_links.push((from.to_string(), to.to_string()));
+        }
+        true
+    }
+
+    /// Appends events; when this returns `Ok`, they are durable (in the synced log).
+    /// Events whose message id was already accepted since the last flush are dropped here;
+    /// older duplicates are dropped when history is compacted.
+    pub fn append(&mut self, events: &[Event]) -> Result<AppendOutcome, StoreError> {
+        let fresh: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.message_id.as_deref().is_none_or(|m| !self.memtable.seen_message(m)))
+            .collect();
+        // Duplicates inside this batch are caught by the memtable below; the log holds them
+        // too, harmlessly (replay drops them the same way).
+        let block: Vec<Event> = fresh.iter().map(|e| (*e).clone()).collect();
+        let first = self.manifest.next_seq;
+        self.wal.append(first, &block)?;
+        self.wal.sync()?;
+        self.manifest.next_seq += block.len() as u64;
+        let mut accepted = 0;
+        for e in &block {
+            if self.accept(e) {
+                accepted += 1;
+            }
+        }
+        if self.memtable.approx_bytes() >= self.memtable_bytes {
+            self.flush()?;
+        }
+        Ok(AppendOutcome { accepted, duplicates: events.len() as u64 - accepted })
+    }
+
+    /// Writes the memtable to new history runs and drops the log it covered.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if self.memtable.is_empty() {
+            return Ok(());
+        }
+        let flushed_to = self.manifest.next_seq;
+        self.wal.rotate(flushed_to)?;
+        let parts = self.memtable.to_partitions(&self.identity, self.manifest.partitions);
+        let base_run = self.manifest.next_run;
+        let dir = self.dir.clone();
+        let runs: Vec<Run> = parts
+            .into_par_iter()
+            .map(|(p, data)| {
+                let file = format!("history/p{p:03}/r{base_run:08}.parquet");
+                history::write_run(&dir.join(&file), &data)?;
+                Ok(Run {
+                    partition: p,
+                    file,
+                    rows: data.len() as u64,
+                    min_time: data.time.iter().copied().min().unwrap_or(0),
+                    max_time: data.time.iter().copied().max().unwrap_or(0),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        for p in runs.iter().map(|r| r.partition).collect::<std::collections::BTreeSet<_>>() {
+            let d = self.dir.join(format!("history/p{p:03}"));
+            wal::sync_dir(&d)?;
+        }
+        if !self.new_links.is_empty() {
+            let path = self.dir.join(IDENTITY);
+            let mut f = OpenOptions::new().create(true).append(true).open(&path).at(&path)?;
+            let mut buf = Vec::new();
+            for link in &self.new_links {
+                serde_json::to_writer(&mut buf, link).expect("strings serialize");
+                buf.push(b'\n');
+            }
+            f.write_all(&buf).at(&path)?;
+            f.sync_all().at(&path)?;
+        }
+        let mut next = self.manifest.clone();
+        // Runs flushed before this one may hold events of ids linked just now.
+        let had_history: std::collections::BTreeSet<usize> = next.runs.iter().map(|r| r.partition).collect();
+        for (from, _) in &self.new_links {
+            let p = (unit_hash(from) % next.partitions as u64) as usize;
+            if had_history.contains(&p) {
+                next.rekey.push(from.clone());
+            }
+        }
+        next.identity_links += self.new_links.len() as u64;
+        next.runs.extend(runs);
+        next.next_run += 1;
+        next.flushed_seq = flushed_to;
+        next.save(&self.dir)?;
+        self.manifest = next;
+        self.new_links.clear();
+        self.memtable = Memtable::default();
+        self.wal.remove_below(flushed_to)?;
+        Ok(())
+    }
+
+    /// Flushes, then merges every partition that has several runs (or holds events of ids
+    /// linked since they were written) into a single run, dropping duplicate message ids.
+    pub fn compact(&mut self) -> Result<(), StoreError> {
+        self.flush()?;
+        let n = self.manifest.partitions;
+        let mut dirty: std::collections::BTreeSet<usize> =
+            (0..n).filter(|&p| self.manifest.runs_of(p).count() > 1).collect();
+        for from in &self.manifest.rekey {
+            dirty.insert((unit_hash(from) % n as u64) as usize);
+            dirty.insert((unit_hash(self.identity.resolve(from)) % n as u64) as usize);
+        }
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let reader = self.reader();
+        // Read, re-resolve units, and scatter rows to the partition of their (new) unit.
+        let pieces: Vec<Vec<(usize, PartitionData)>> = dirty
+            .par_iter()
+            .map(|&p| {
+                let data = reader.read_partition(p, &Projection::All)?;
+                let new_units: Vec<String> = data.units.iter().map(|u| self.identity.resolve(u).to_string()).collect();
+                if new_units == data.units {
+                    return Ok(vec![(p, data)]);
+                }
+                Ok(data.regroup(&new_units, n))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let mut by_partition: std::collections::BTreeMap<usize, Vec<PartitionData>> = Default::default();
+        for (p, piece) in pieces.into_iter().flatten() {
+            by_partition.entry(p).or_default().push(piece);
+        }
+        for &p in &dirty {
+            by_partition.entry(p).or_default();
+        }
+        let run_id = self.manifest.next_run;
+        let dir = self.dir.clone();
+        let new_runs: Vec<Option<Run>> = by_partition
+            .into_par_iter()
+            .map(|(p, pieces)| {
+                let merged = dedup_messages(PartitionData::merge(pieces));
+                if merged.is_empty() {
+                    return Ok(None);
+                }
+                let file = format!("history/p{p:03}/r{run_id:08}.parquet");
+                history::write_run(&dir.join(&file), &merged)?;
+                Ok(Some(Run {
+                    partition: p,
+                    file,
+                    rows: merged.len() as u64,
+                    min_time: merged.time.iter().copied().min().unwrap_or(0),
+                    max_time: merged.time.iter().copied().max().unwrap_or(0),
+                }))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let mut next = self.manifest.clone();
+        let old: Vec<Run> = next.runs.iter().filter(|r| dirty.contains(&r.partition)).cloned().collect();
+        next.runs.retain(|r| !dirty.contains(&r.partition));
+        next.runs.extend(new_runs.into_iter().flatten());
+        next.runs.sort_by_key(|r| r.partition);
+        next.next_run += 1;
+        next.rekey.clear();
+        next.save(&self.dir)?;
+        self.manifest = next;
+        for r in old {
+            let path = self.dir.join(&r.file);
+            fs::remove_file(&path).at(&path)?;
+        }
+        Ok(())
+    }
+
+    /// A consistent view for reading: history runs plus the memtable as of now.
+    pub fn reader(&self) -> StoreReader {
+        let mem = self.memtable.to_partitions(&self.identity, self.manifest.partitions);
+        let mut memtable = vec![None; self.manifest.partitions];
+        for (p, d) in mem {
+            memtable[p] = Some(d);
+        }
+        StoreReader { dir: self.dir.clone(), manifest: self.manifest.clone(), memtable }
+    }
+}
+
+/// Drops rows whose message id repeats an earlier row of the same unit.
+fn dedup_messages(data: PartitionData) -> PartitionData {
+    let Some(ids) = data.ids.get("message_id") else { return data };
+    let mut keep = Vec::with_capacity(data.len());
+    let mut dropped = false;
+    for (_, range) in data.unit_rows() {
+        let mut seen = std::collections::HashSet::new();
+        for r in range {
+            match ids.keys[r] {
+                data::NULL_KEY => keep.push(true),
+                k => {
+                    let fresh = seen.insert(k);
+                    dropped |= !fresh;
+                    keep.push(fresh);
+                }
+            }
+        }
+    }
+    if !dropped {
+        return data;
+    }
+    let mut order = Vec::new();
+    let mut units = Vec::new();
+    let mut unit_start = Vec::new();
+    for (u, range) in data.unit_rows() {
+        let start = order.len() as u32;
+        order.extend(range.filter(|&r| keep[r]).map(|r| r as u32));
+        units.push(u.to_string());
+        unit_start.push(start);
+    }
+    unit_start.push(order.len() as u32);
+    let mut out = data.take_rows(&order);
+    out.units = units;
+    out.unit_start = unit_start;
+    out
+}
+
+/// A read view of a store (see [`Store::reader`]).
+pub struct StoreReader {
+    dir: PathBuf,
+    manifest: Manifest,
+    memtable: Vec<Option<PartitionData>>,
+}
+
+impl StoreReader {
+    /// Opens a read view without taking the writer's lock: history as of the manifest, plus
+    /// whatever the log holds beyond it.
+    pub fn open(dir: &Path) -> Result<StoreReader, StoreError> {
+        let store = Store::open(dir, &StoreOptions { create: false, ..Default::default() })?;
+        Ok(store.reader())
+    }
+
+    /// The manifest this view reads.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+}
+
+fn project(mut data: PartitionData, projection: &Projection) -> PartitionData {
+    if let Projection::Columns(cols) = projection {
+        data.props.retain(|k, _| cols.iter().any(|c| c == k));
+        data.ids.retain(|k, _| cols.iter().any(|c| c == k));
+    }
+    data
+}
+
+impl EventSource for StoreReader {
+    fn partitions(&self) -> usize {
+        self.manifest.partitions
+    }
+
+    fn read_partition(&self, partition: usize, projection: &Projection) -> Result<PartitionData, StoreError> {
+        let mut parts = Vec::new();
+        for run in self.manifest.runs_of(partition) {
+            parts.push(history::read_run(&self.dir.join(&run.file), projection)?);
+        }
+        if let Some(m) = &self.memtable[partition] {
+            parts.push(project(m.clone(), projection));
+        }
+        Ok(PartitionData::merge(parts))
+    }
+}
+
+/// An in-memory [`EventSource`] over a list of events (arrival order = list order), for
+/// tests and small tools. Identity links in the events are applied like the store does.
+pub struct MemorySource {
+    parts: Vec<PartitionData>,
+}
+
+impl MemorySource {
+    /// Partitions `events` into `partitions` sorted partitions.
+    pub fn new(events: &[Event], partitions: usize) -> MemorySource {
+        let mut identity = Identity::default();
+        for e in events {
+            if let Some((from, to)) = e.identity_link() {
+                identity.link(from, to);
+            }
+        }
+        let mut buckets: Vec<(Vec<Event>, Vec<String>)> = vec![Default::default(); partitions];
+        for e in events {
+            let Some(key) = e.unit_key() else { continue };
+            let unit = identity.resolve(key).to_string();
+            let p = (unit_hash(&unit) % partitions as u64) as usize;
+            buckets[p].0.push(e.clone());
+            buckets[p].1.push(unit);
+        }
+        let parts = buckets
+            .into_iter()
+            .map(|(evs, units)| {
+                let refs: Vec<&str> = units.iter().map(String::as_str).collect();
+                PartitionData::from_events(&evs, &refs)
+            })
+            .collect();
+        MemorySource { parts }
+    }
+}
+
+impl EventSource for MemorySource {
+    fn partitions(&self) -> usize {
+        self.parts.len()
+    }
+
+    fn read_partition(&self, partition: usize, projection: &Projection) -> Result<PartitionData, StoreError> {
+        Ok(project(self.parts[partition].clone(), projection))
+    }
+}

@@ -1,0 +1,301 @@
+//! The memtable: accepted events not yet in history, kept column by column with interned
+//! strings (a few dozen bytes an event), and turned into sorted [`PartitionData`] at flush.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use sequin_core::{Event, Value, unit_hash};
+
+use crate::data::{ID_COLUMNS, NULL_KEY, PartitionData, PropColumn, StrColumn};
+use crate::identity::Identity;
+
+#[derive(Default)]
+struct Interner {
+    index: HashMap<Box<str>, u32>,
+    strings: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&k) = self.index.get(s) {
+            return k;
+        }
+        let k = self.strings.len() as u32;
+        self.strings.push(s.into());
+        self.index.insert(s.into(), k);
+        k
+    }
+
+    fn opt(&mut self, s: Option<&str>) -> u32 {
+        s.map_or(NULL_KEY, |s| self.intern(s))
+    }
+
+    fn get(&self, k: u32) -> &str {
+        &self.strings[k as usize]
+    }
+}
+
+/// Accepted, not yet flushed events.
+#[derive(Default)]
+pub struct Memtable {
+    strings: Interner,
+    kind: Vec<u8>,
+    name: Vec<u32>,
+    time: Vec<i64>,
+    ids: [Vec<u32>; 6],
+    prop_end: Vec<u32>,
+    prop_key: Vec<u32>,
+    prop_val: Vec<Value>,
+    message_ids: HashSet<u32>,
+    bytes: usize,
+}
+
+const USER: usize = 0;
+const ANON: usize = 1;
+const MESSAGE: usize = 5;
+
+impl Memtable {
+    /// Number of events held.
+    pub fn len(&self) -> usize {
+        self.time.len()
+    }
+
+    /// Nothing held?
+    pub fn is_empty(&self) -> bool {
+        self.time.is_empty()
+    }
+
+    /// Approximate memory held, in bytes.
+    pub fn approx_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Has an event with this message id been accepted since the last flush?
+    pub fn seen_message(&self, id: &str) -> bool {
+        self.strings.index.get(id).is_some_and(|k| self.message_ids.contains(k))
+    }
+
+    /// Adds an event. Returns false (and adds nothing) for a message id already held.
+    pub fn push(&mut self, e: &Event) -> bool {
+        if let Some(m) = &e.message_id {
+            let k = self.strings.intern(m);
+            if !self.message_ids.insert(k) {
+                return false;
+            }
+        }
+        let before = self.strings.strings.len();
+        self.kind.push(e.kind as u8);
+        let n = self.strings.intern(&e.name);
+        self.name.push(n);
+        self.time.push(e.time);
+        let vals = [&e.user_id, &e.anonymous_id, &e.previous_id, &e.session_id, &e.conversation_id, &e.message_id];
+        for (col, v) in self.ids.iter_mut().zip(vals) {
+            col.push(self.strings.opt(v.as_deref()));
+        }
+        let mut prop_bytes = 0;
+        for (ns, list) in [("p.", &e.properties), ("c.", &e.context), ("t.", &e.traits)] {
+            for (k, v) in list {
+                let key = if let Some(&id) = self.strings.index.get(format!("{ns}{k}").as_str()) {
+                    id
+                } else {
+                    self.strings.intern(&format!("{ns}{k}"))
+                };
+                self.prop_key.push(key);
+                prop_bytes += 48 + match v {
+                    Value::Str(s) | Value::Json(s) => s.len(),
+                    _ => 0,
+                };
+                self.prop_val.push(v.clone());
+            }
+        }
+        self.prop_end.push(self.prop_key.len() as u32);
+        let new_strings: usize = self.strings.strings[before..].iter().map(|s| s.len() * 2 + 48).sum();
+        self.bytes += 8 + 4 + 1 + 24 + 4 + prop_bytes + new_strings;
+        true
+    }
+
+    /// Sorts the held events into per-partition data, resolving each event's unit through
+    /// `identity`. Returns `(partition, data)` for every non-empty partition.
+    pub fn to_partitions(&self, identity: &Identity, partitions: usize) -> Vec<(usize, PartitionData)> {
+        let rows = self.len();
+        if rows == 0 {
+            return Vec::new();
+        }
+        // Unit of each row: canonical(user id, else anonymous id), as a string id.
+        let mut canon_strings: Vec<String> = Vec::new();
+        let mut canon_of: HashMap<u32, u32> = HashMap::new();
+        let mut canon_index: HashMap<String, u32> = HashMap::new();
+        let mut row_unit = Vec::with_capacity(rows);
+        for r in 0..rows {
+            let k = if self.ids[USER][r] != NULL_KEY { self.ids[USER][r] } else { self.ids[ANON][r] };
+            let c = *canon_of.entry(k).or_insert_with(|| {
+                let s = identity.resolve(self.strings.get(k)).to_string();
+                let next = canon_index.len() as u32;
+                *canon_index.entry(s).or_insert_with_key(|s| {
+                    canon_strings.push(s.clone());
+                    next
+                })
+            });
+            row_unit.push(c);
+        }
+        drop(canon_of);
+        drop(canon_index);
+        // Rank units by (partition, key).
+        let mut by_rank: Vec<u32> = (0..canon_strings.len() as u32).collect();
+        let part: Vec<u32> =
+            canon_strings.iter().map(|s| (unit_hash(s) % partitions as u64) as u32).collect();
+        by_rank.sort_unstable_by(|&a, &b| {
+            part[a as usize].cmp(&part[b as usize]).then_with(|| canon_strings[a as usize].cmp(&canon_strings[b as usize]))
+        });
+        let mut rank = vec![0u32; canon_strings.len()];
+        for (r, &u) in by_rank.iter().enumerate() {
+            rank[u as usize] = r as u32;
+        }
+        // Counting sort of rows by unit rank: stable, so ties keep arrival order.
+        let mut start = vec![0u32; by_rank.len() + 1];
+        for &u in &row_unit {
+            start[rank[u as usize] as usize + 1] += 1;
+        }
+        for i in 1..start.len() {
+            start[i] += start[i - 1];
+        }
+        let mut fill = start.clone();
+        let mut order = vec![0u32; rows];
+        for (r, &u) in row_unit.iter().enumerate() {
+            let slot = &mut fill[rank[u as usize] as usize];
+            order[*slot as usize] = r as u32;
+            *slot += 1;
+        }
+        // Within a unit, order by time (stable: arrival breaks ties).
+        for w in start.windows(2) {
+            let slice = &mut order[w[0] as usize..w[1] as usize];
+            if !slice.windows(2).all(|p| self.time[p[0] as usize] <= self.time[p[1] as usize]) {
+                slice.sort_by_key(|&r| self.time[r as usize]);
+            }
+        }
+        // Cut into partitions.
+        let mut out = Vec::new();
+        let mut r0 = 0usize;
+        while r0 < by_rank.len() {
+            let p = part[by_rank[r0] as usize];
+            let mut r1 = r0;
+            while r1 < by_rank.len() && part[by_rank[r1] as usize] == p {
+                r1 += 1;
+            }
+            let units: Vec<String> = by_rank[r0..r1].iter().map(|&u| canon_strings[u as usize].clone()).collect();
+            let base = start[r0];
+            let unit_start: Vec<u32> = start[r0..=r1].iter().map(|s| s - base).collect();
+            let rows = &order[start[r0] as usize..start[r1] as usize];
+            out.push((p as usize, self.gather(units, unit_start, rows)));
+            r0 = r1;
+        }
+        out
+    }
+
+    fn gather(&self, units: Vec<String>, unit_start: Vec<u32>, rows: &[u32]) -> PartitionData {
+        let mut names = Vec::new();
+        let mut name_local: HashMap<u32, u32> = HashMap::new();
+        let name = rows
+            .iter()
+            .map(|&r| {
+                let k = self.name[r as usize];
+                let next = name_local.len() as u32;
+                *name_local.entry(k).or_insert_with(|| {
+                    names.push(self.strings.get(k).to_string());
+                    next
+                })
+            })
+            .collect();
+        let mut ids = BTreeMap::new();
+        for (c, col_name) in ID_COLUMNS.iter().enumerate() {
+            if !rows.iter().any(|&r| self.ids[c][r as usize] != NULL_KEY) {
+                continue;
+            }
+            let mut col = StrColumn::default();
+            let mut local: HashMap<u32, u32> = HashMap::new();
+            col.keys = rows
+                .iter()
+                .map(|&r| match self.ids[c][r as usize] {
+                    NULL_KEY => NULL_KEY,
+                    k => {
+                        let next = local.len() as u32;
+                        *local.entry(k).or_insert_with(|| {
+                            col.dict.push(self.strings.get(k).to_string());
+                            next
+                        })
+                    }
+                })
+                .collect();
+            ids.insert(col_name.to_string(), col);
+        }
+        let _ = MESSAGE;
+        let mut props: HashMap<u32, Vec<Option<Value>>> = HashMap::new();
+        for (i, &r) in rows.iter().enumerate() {
+            let r = r as usize;
+            let from = if r == 0 { 0 } else { self.prop_end[r - 1] as usize };
+            for p in from..self.prop_end[r] as usize {
+                let col = props.entry(self.prop_key[p]).or_default();
+                col.resize(i, None);
+                col.push(Some(self.prop_val[p].clone()));
+            }
+        }
+        let props = props
+            .into_iter()
+            .map(|(k, mut v)| {
+                v.resize(rows.len(), None);
+                (self.strings.get(k).to_string(), PropColumn::from_values(v))
+            })
+            .collect();
+        PartitionData {
+            units,
+            unit_start,
+            time: rows.iter().map(|&r| self.time[r as usize]).collect(),
+            name,
+            names,
+            kind: rows.iter().map(|&r| self.kind[r as usize]).collect(),
+            ids,
+            props,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_agree_with_the_simple_sort() {
+        let mut m = Memtable::default();
+        let mut events = Vec::new();
+        for i in 0..200i64 {
+            let mut e = Event::new(format!("u{}", i % 7), (i * 37) % 11, format!("e{}", i % 3));
+            if i % 5 == 0 {
+                e.properties.push(("k".into(), Value::Int(i)));
+            }
+            events.push(e);
+        }
+        for e in &events {
+            assert!(m.push(e));
+        }
+        let parts = m.to_partitions(&Identity::default(), 4);
+        let mut total = 0;
+        for (p, data) in parts {
+            let mine: Vec<&Event> =
+                events.iter().filter(|e| unit_hash(e.user_id.as_deref().unwrap()) % 4 == p as u64).collect();
+            let owned: Vec<Event> = mine.into_iter().cloned().collect();
+            let units: Vec<&str> = owned.iter().map(|e| e.user_id.as_deref().unwrap()).collect();
+            assert_eq!(data, PartitionData::from_events(&owned, &units));
+            total += data.len();
+        }
+        assert_eq!(total, 200);
+    }
+
+    #[test]
+    fn duplicate_message_ids_are_dropped() {
+        let mut m = Memtable::default();
+        let mut e = Event::new("u", 1, "x");
+        e.message_id = Some("m".into());
+        assert!(m.push(&e));
+        assert!(!m.push(&e));
+        assert_eq!(m.len(), 1);
+    }
+}
