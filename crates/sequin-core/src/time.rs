@@ -199,3 +199,23 @@ mod tests {
         assert_eq!(format_rfc3339(1_704_067_200_123_456), "2024-01-01T00:00:00.123456Z");
     }
 }
+
+/// Parses a duration such as `500ms`, `30s`, `5m`, `2h`, `7d`, `2w` (also `min`, `sec`,
+/// `hour(s)`, `day(s)`, `week(s)`; `us` for microseconds).
+pub fn parse_duration(s: &str) -> Result<Micros, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration (e.g. 30s, 5m, 2h, 7d)"))?;
+    let scale = match unit.trim() {
+        "us" | "µs" => 1,
+        "ms" => 1000,
+        "s" | "sec" | "secs" | "second" | "seconds" => SECOND,
+        "m" | "min" | "mins" | "minute" | "minutes" => MINUTE,
+        "h" | "hour" | "hours" => HOUR,
+        "d" | "day" | "days" => DAY,
+        "w" | "week" | "weeks" => 7 * DAY,
+        other => return Err(format!("unknown duration unit `{other}` in `{s}` (use ms, s, m, h, d or w)")),
+    };
+    Ok((n * scale as f64).round() as Micros)
+}

@@ -5,7 +5,7 @@
 //! zig-zag deltas from the previous event. The format is private to the log: history is
 //! Parquet.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use sequin_core::{Event, MessageKind, Value};
 
@@ -79,7 +79,7 @@ impl<'a> Writer<'a> {
 
 /// Encodes `events` into `out`.
 pub fn encode_events<'a>(events: &'a [Event], out: &'a mut Vec<u8>) {
-    let mut w = Writer { out, strings: HashMap::new() };
+    let mut w = Writer { out, strings: HashMap::default() };
     put_uvarint(w.out, events.len() as u64);
     let mut prev_time = 0i64;
     for e in events {

@@ -228,6 +228,34 @@ impl PartitionData {
             .map(|(i, u)| (u.as_str(), self.unit_start[i] as usize..self.unit_start[i + 1] as usize))
     }
 
+    /// The unit of a row.
+    pub fn unit_of(&self, row: usize) -> &str {
+        let i = self.unit_start.partition_point(|&s| s as usize <= row) - 1;
+        &self.units[i]
+    }
+
+    /// The user id of a row. Files omit the `user_id` column when it equals the unit on
+    /// every row (the common case), so it is derived from the unit then.
+    pub fn user_id(&self, row: usize) -> Option<&str> {
+        match self.ids.get("user_id") {
+            Some(c) => c.get(row),
+            None => Some(self.unit_of(row)),
+        }
+    }
+
+    /// Makes the `user_id` column explicit (before rows are relabelled or mixed with data
+    /// that has one).
+    pub fn materialize_user_ids(&mut self) {
+        if self.ids.contains_key("user_id") || self.is_empty() {
+            return;
+        }
+        let mut col = StrColumn { dict: self.units.clone(), keys: Vec::with_capacity(self.len()) };
+        for (i, w) in self.unit_start.windows(2).enumerate() {
+            col.keys.extend(std::iter::repeat_n(i as u32, (w[1] - w[0]) as usize));
+        }
+        self.ids.insert("user_id".into(), col);
+    }
+
     /// An id column value.
     pub fn id(&self, column: &str, row: usize) -> Option<&str> {
         self.ids.get(column).and_then(|c| c.get(row))
@@ -240,7 +268,7 @@ impl PartitionData {
             kind: MessageKind::from_u8(self.kind[row]),
             name: self.names[self.name[row] as usize].clone(),
             time: self.time[row],
-            user_id: id("user_id"),
+            user_id: if self.ids.contains_key("user_id") { id("user_id") } else { Some(self.unit_of(row).to_string()) },
             anonymous_id: id("anonymous_id"),
             previous_id: id("previous_id"),
             session_id: id("session_id"),
@@ -327,6 +355,11 @@ impl PartitionData {
             vals.resize(order.len(), None);
             data.props.insert(k, PropColumn::from_values(vals));
         }
+        if let Some(col) = data.ids.get("user_id")
+            && (0..data.len()).all(|r| col.get(r) == Some(data.unit_of(r)))
+        {
+            data.ids.remove("user_id");
+        }
         data
     }
 
@@ -336,6 +369,9 @@ impl PartitionData {
         let mut parts: Vec<PartitionData> = parts.into_iter().filter(|p| !p.is_empty()).collect();
         if parts.len() <= 1 {
             return parts.pop().unwrap_or_else(PartitionData::empty);
+        }
+        if parts.iter().any(|p| p.ids.contains_key("user_id")) {
+            parts.iter_mut().for_each(PartitionData::materialize_user_ids);
         }
         // Concatenate, then sort a permutation by (unit, time, concatenated position).
         let mut all = PartitionData::empty();
@@ -478,6 +514,11 @@ impl PartitionData {
     /// their new unit, each piece sorted again. Used when identity stitching moves an
     /// anonymous id's events to a user.
     pub fn regroup(&self, new_unit: &[String], partitions: usize) -> Vec<(usize, PartitionData)> {
+        if !self.ids.contains_key("user_id") {
+            let mut explicit = self.clone();
+            explicit.materialize_user_ids();
+            return explicit.regroup(new_unit, partitions);
+        }
         let mut pieces: std::collections::BTreeMap<usize, Vec<(u32, u32)>> = std::collections::BTreeMap::new();
         for (i, range) in self.unit_rows().map(|(_, r)| r).enumerate() {
             let p = (sequin_core::unit_hash(&new_unit[i]) % partitions as u64) as usize;

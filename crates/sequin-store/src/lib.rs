@@ -199,20 +199,17 @@ impl Store {
     /// Appends events; when this returns `Ok`, they are durable (in the synced log).
     /// Events whose message id was already accepted since the last flush are dropped here;
     /// older duplicates are dropped when history is compacted.
-    pub fn append(&mut self, events: &[Event]) -> Result<AppendOutcome, StoreError> {
-        let fresh: Vec<&Event> = events
-            .iter()
-            .filter(|e| e.message_id.as_deref().is_none_or(|m| !self.memtable.seen_message(m)))
-            .collect();
-        // Duplicates inside this batch are caught by the memtable below; the log holds them
-        // too, harmlessly (replay drops them the same way).
-        let block: Vec<Event> = fresh.iter().map(|e| (*e).clone()).collect();
+    pub fn append(&mut self, mut events: Vec<Event>) -> Result<AppendOutcome, StoreError> {
+        let offered = events.len() as u64;
+        // Duplicates of already-accepted messages are not logged; duplicates inside this
+        // batch are, harmlessly (the memtable drops them here and again on replay).
+        events.retain(|e| e.message_id.as_deref().is_none_or(|m| !self.memtable.seen_message(m)));
         let first = self.manifest.next_seq;
-        self.wal.append(first, &block)?;
+        self.wal.append(first, &events)?;
         self.wal.sync()?;
-        self.manifest.next_seq += block.len() as u64;
+        self.manifest.next_seq += events.len() as u64;
         let mut accepted = 0;
-        for e in &block {
+        for e in &events {
             if self.accept(e) {
                 accepted += 1;
             }
@@ -220,7 +217,7 @@ impl Store {
         if self.memtable.approx_bytes() >= self.memtable_bytes {
             self.flush()?;
         }
-        Ok(AppendOutcome { accepted, duplicates: events.len() as u64 - accepted })
+        Ok(AppendOutcome { accepted, duplicates: offered - accepted })
     }
 
     /// Writes the memtable to new history runs and drops the log it covered.
@@ -230,7 +227,11 @@ impl Store {
         }
         let flushed_to = self.manifest.next_seq;
         self.wal.rotate(flushed_to)?;
+        let t0 = std::time::Instant::now();
         let parts = self.memtable.to_partitions(&self.identity, self.manifest.partitions);
+        if std::env::var_os("SEQUIN_TRACE").is_some() {
+            eprintln!("flush: sorted {} events in {:?}", self.memtable.len(), t0.elapsed());
+        }
         let base_run = self.manifest.next_run;
         let dir = self.dir.clone();
         let runs: Vec<Run> = parts
@@ -247,6 +248,9 @@ impl Store {
                 })
             })
             .collect::<Result<_, StoreError>>()?;
+        if std::env::var_os("SEQUIN_TRACE").is_some() {
+            eprintln!("flush: wrote runs at {:?}", t0.elapsed());
+        }
         for p in runs.iter().map(|r| r.partition).collect::<std::collections::BTreeSet<_>>() {
             let d = self.dir.join(format!("history/p{p:03}"));
             wal::sync_dir(&d)?;

@@ -1,7 +1,11 @@
 //! The memtable: accepted events not yet in history, kept column by column with interned
 //! strings (a few dozen bytes an event), and turned into sorted [`PartitionData`] at flush.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+use rayon::prelude::*;
 
 use sequin_core::{Event, Value, unit_hash};
 
@@ -51,7 +55,6 @@ pub struct Memtable {
 
 const USER: usize = 0;
 const ANON: usize = 1;
-const MESSAGE: usize = 5;
 
 impl Memtable {
     /// Number of events held.
@@ -92,13 +95,13 @@ impl Memtable {
             col.push(self.strings.opt(v.as_deref()));
         }
         let mut prop_bytes = 0;
+        let mut key_buf = String::new();
         for (ns, list) in [("p.", &e.properties), ("c.", &e.context), ("t.", &e.traits)] {
             for (k, v) in list {
-                let key = if let Some(&id) = self.strings.index.get(format!("{ns}{k}").as_str()) {
-                    id
-                } else {
-                    self.strings.intern(&format!("{ns}{k}"))
-                };
+                key_buf.clear();
+                key_buf.push_str(ns);
+                key_buf.push_str(k);
+                let key = self.strings.intern(&key_buf);
                 self.prop_key.push(key);
                 prop_bytes += 48 + match v {
                     Value::Str(s) | Value::Json(s) => s.len(),
@@ -120,36 +123,61 @@ impl Memtable {
         if rows == 0 {
             return Vec::new();
         }
-        // Unit of each row: canonical(user id, else anonymous id), as a string id.
-        let mut canon_strings: Vec<String> = Vec::new();
-        let mut canon_of: HashMap<u32, u32> = HashMap::new();
-        let mut canon_index: HashMap<String, u32> = HashMap::new();
+        // Unit of each row: canonical(user id, else anonymous id), as a string id. Ids at or
+        // above `n` name canonical ids that are not interned here (`extra`).
+        let n = self.strings.strings.len() as u32;
+        let trace = std::env::var_os("SEQUIN_TRACE").is_some();
+        let t0 = std::time::Instant::now();
+        let mut extra: Vec<String> = Vec::new();
+        let mut canon_of: HashMap<u32, u32> = HashMap::default();
         let mut row_unit = Vec::with_capacity(rows);
         for r in 0..rows {
             let k = if self.ids[USER][r] != NULL_KEY { self.ids[USER][r] } else { self.ids[ANON][r] };
+            if identity.is_empty() {
+                row_unit.push(k);
+                continue;
+            }
             let c = *canon_of.entry(k).or_insert_with(|| {
-                let s = identity.resolve(self.strings.get(k)).to_string();
-                let next = canon_index.len() as u32;
-                *canon_index.entry(s).or_insert_with_key(|s| {
-                    canon_strings.push(s.clone());
-                    next
-                })
+                let own = self.strings.get(k);
+                let canon = identity.resolve(own);
+                if canon == own {
+                    k
+                } else if let Some(&id) = self.strings.index.get(canon) {
+                    id
+                } else {
+                    extra.push(canon.to_string());
+                    n + extra.len() as u32 - 1
+                }
             });
             row_unit.push(c);
         }
         drop(canon_of);
-        drop(canon_index);
+        let unit_str = |u: u32| -> &str { if u < n { self.strings.get(u) } else { &extra[(u - n) as usize] } };
+        // Dense ids for the distinct units.
+        let mut dense = vec![NULL_KEY; (n as usize) + extra.len()];
+        let mut distinct: Vec<u32> = Vec::new();
+        for u in row_unit.iter_mut() {
+            let d = &mut dense[*u as usize];
+            if *d == NULL_KEY {
+                *d = distinct.len() as u32;
+                distinct.push(*u);
+            }
+            *u = *d;
+        }
+        let canon_strings: Vec<&str> = distinct.iter().map(|&u| unit_str(u)).collect();
+        if trace { eprintln!("  units resolved {:?}", t0.elapsed()); }
         // Rank units by (partition, key).
         let mut by_rank: Vec<u32> = (0..canon_strings.len() as u32).collect();
         let part: Vec<u32> =
             canon_strings.iter().map(|s| (unit_hash(s) % partitions as u64) as u32).collect();
-        by_rank.sort_unstable_by(|&a, &b| {
+        by_rank.par_sort_unstable_by(|&a, &b| {
             part[a as usize].cmp(&part[b as usize]).then_with(|| canon_strings[a as usize].cmp(&canon_strings[b as usize]))
         });
         let mut rank = vec![0u32; canon_strings.len()];
         for (r, &u) in by_rank.iter().enumerate() {
             rank[u as usize] = r as u32;
         }
+        if trace { eprintln!("  units ranked {:?}", t0.elapsed()); }
         // Counting sort of rows by unit rank: stable, so ties keep arrival order.
         let mut start = vec![0u32; by_rank.len() + 1];
         for &u in &row_unit {
@@ -172,8 +200,9 @@ impl Memtable {
                 slice.sort_by_key(|&r| self.time[r as usize]);
             }
         }
+        if trace { eprintln!("  rows sorted {:?}", t0.elapsed()); }
         // Cut into partitions.
-        let mut out = Vec::new();
+        let mut ranges = Vec::new();
         let mut r0 = 0usize;
         while r0 < by_rank.len() {
             let p = part[by_rank[r0] as usize];
@@ -181,37 +210,69 @@ impl Memtable {
             while r1 < by_rank.len() && part[by_rank[r1] as usize] == p {
                 r1 += 1;
             }
-            let units: Vec<String> = by_rank[r0..r1].iter().map(|&u| canon_strings[u as usize].clone()).collect();
-            let base = start[r0];
-            let unit_start: Vec<u32> = start[r0..=r1].iter().map(|s| s - base).collect();
-            let rows = &order[start[r0] as usize..start[r1] as usize];
-            out.push((p as usize, self.gather(units, unit_start, rows)));
+            ranges.push((p as usize, r0, r1));
             r0 = r1;
         }
-        out
+        // Event names are few: map interned ids to dense name ids once for all partitions.
+        let mut name_dense = vec![NULL_KEY; self.strings.strings.len()];
+        let mut name_list: Vec<String> = Vec::new();
+        for &k in &self.name {
+            if name_dense[k as usize] == NULL_KEY {
+                name_dense[k as usize] = name_list.len() as u32;
+                name_list.push(self.strings.get(k).to_string());
+            }
+        }
+        ranges
+            .into_par_iter()
+            .map(|(p, r0, r1)| {
+                let units: Vec<String> = by_rank[r0..r1].iter().map(|&u| canon_strings[u as usize].to_string()).collect();
+                let base = start[r0];
+                let unit_start: Vec<u32> = start[r0..=r1].iter().map(|s| s - base).collect();
+                let rows = &order[start[r0] as usize..start[r1] as usize];
+                // Is the user id of every row its unit? Then the file needs no user_id column.
+                let user_is_unit = |rows: &[u32]| {
+                    rows.iter().all(|&r| {
+                        let k = self.ids[USER][r as usize];
+                        k != NULL_KEY && k == distinct[row_unit[r as usize] as usize]
+                    })
+                };
+                (p, self.gather(units, unit_start, rows, &name_dense, &name_list, user_is_unit))
+            })
+            .collect()
     }
 
-    fn gather(&self, units: Vec<String>, unit_start: Vec<u32>, rows: &[u32]) -> PartitionData {
+    #[allow(clippy::too_many_arguments)]
+    fn gather(
+        &self,
+        units: Vec<String>,
+        unit_start: Vec<u32>,
+        rows: &[u32],
+        name_dense: &[u32],
+        name_list: &[String],
+        user_is_unit: impl Fn(&[u32]) -> bool,
+    ) -> PartitionData {
+        // Local name dictionary: the global dense ids used in this partition, in first-use order.
+        let mut local = vec![NULL_KEY; name_list.len()];
         let mut names = Vec::new();
-        let mut name_local: HashMap<u32, u32> = HashMap::new();
         let name = rows
             .iter()
             .map(|&r| {
-                let k = self.name[r as usize];
-                let next = name_local.len() as u32;
-                *name_local.entry(k).or_insert_with(|| {
-                    names.push(self.strings.get(k).to_string());
-                    next
-                })
+                let g = name_dense[self.name[r as usize] as usize] as usize;
+                if local[g] == NULL_KEY {
+                    local[g] = names.len() as u32;
+                    names.push(name_list[g].clone());
+                }
+                local[g]
             })
             .collect();
         let mut ids = BTreeMap::new();
+        let user_is_unit = user_is_unit(rows);
         for (c, col_name) in ID_COLUMNS.iter().enumerate() {
-            if !rows.iter().any(|&r| self.ids[c][r as usize] != NULL_KEY) {
+            if !rows.iter().any(|&r| self.ids[c][r as usize] != NULL_KEY) || (c == USER && user_is_unit) {
                 continue;
             }
             let mut col = StrColumn::default();
-            let mut local: HashMap<u32, u32> = HashMap::new();
+            let mut local: HashMap<u32, u32> = HashMap::default();
             col.keys = rows
                 .iter()
                 .map(|&r| match self.ids[c][r as usize] {
@@ -227,8 +288,7 @@ impl Memtable {
                 .collect();
             ids.insert(col_name.to_string(), col);
         }
-        let _ = MESSAGE;
-        let mut props: HashMap<u32, Vec<Option<Value>>> = HashMap::new();
+        let mut props: HashMap<u32, Vec<Option<Value>>> = HashMap::default();
         for (i, &r) in rows.iter().enumerate() {
             let r = r as usize;
             let from = if r == 0 { 0 } else { self.prop_end[r - 1] as usize };

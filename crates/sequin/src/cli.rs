@@ -1,0 +1,131 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Sequin: behavioral segments over every event of every user.
+#[derive(Debug, Parser)]
+#[command(name = "sequin", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The one-command tour: generate data, import it, show what is in it.
+    Demo(DemoArgs),
+    /// Generate realistic synthetic telemetry (Segment NDJSON, or Parquet) with planted behaviours.
+    Gen(GenArgs),
+    /// Import event files (NDJSON, CSV, Parquet; .gz too) into a store.
+    Import(ImportArgs),
+    /// Summarise a store: events, units, sessions, conversations, names, properties.
+    Stats(StatsArgs),
+}
+
+/// `sequin import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Store directory (created if missing).
+    #[arg(long)]
+    pub store: PathBuf,
+    /// Files to import.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Column holding the unit (user) key [default: user_id, case_id, conversation_id, … if present].
+    #[arg(long)]
+    pub unit: Option<String>,
+    /// Column holding the event time [default: timestamp, ts, time, date].
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Column holding the event name [default: event, activity, type, name].
+    #[arg(long)]
+    pub event: Option<String>,
+    /// Event name for every row, for inputs without an event column (e.g. a purchases table).
+    #[arg(long)]
+    pub event_name: Option<String>,
+    /// Column holding an anonymous id.
+    #[arg(long)]
+    pub anonymous: Option<String>,
+    /// Column holding a session id [default: session_id if present].
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Column holding a conversation id [default: conversation_id if present].
+    #[arg(long)]
+    pub conversation: Option<String>,
+    /// Column holding a message id used to drop duplicates [default: message_id if present].
+    #[arg(long)]
+    pub message_id: Option<String>,
+    /// How times are written: auto, rfc3339, s, ms, us, ns.
+    #[arg(long, default_value = "auto")]
+    pub time_format: String,
+    /// Input format: ndjson, csv, parquet [default: from the file name].
+    #[arg(long)]
+    pub input_format: Option<String>,
+    /// Stop at the first bad row; nothing of that file is imported.
+    #[arg(long)]
+    pub strict: bool,
+    /// Where to write rejected rows [default: STORE/rejects/FILE.rejects.ndjson].
+    #[arg(long)]
+    pub rejects: Option<PathBuf>,
+    /// Partitions of a new store.
+    #[arg(long, default_value_t = 16)]
+    pub partitions: usize,
+    /// Append "acked N" lines to this file after every durable append (for scripts and crash tests).
+    #[arg(long)]
+    pub ack_log: Option<PathBuf>,
+    /// Leave the imported events in the log and memtable runs (skip the final compaction).
+    #[arg(long)]
+    pub no_compact: bool,
+}
+
+/// `sequin stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Store directory.
+    #[arg(long)]
+    pub store: PathBuf,
+    /// Output format: text or json.
+    #[arg(long, default_value = "text")]
+    pub format: String,
+    /// Inactivity that ends a session.
+    #[arg(long, default_value = "30m")]
+    pub session_gap: String,
+}
+
+/// `sequin gen`.
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// Output file: .ndjson (Segment messages), .ndjson.gz, or .parquet.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of users.
+    #[arg(long, default_value_t = 10_000)]
+    pub users: u64,
+    /// Days of activity.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// Random seed (same seed, same output).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Plant an incident: one week in which checkout conversion drops for one segment.
+    #[arg(long)]
+    pub incident: bool,
+}
+
+/// `sequin demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Working directory for the generated file and the store.
+    #[arg(long, default_value = "target/demo")]
+    pub dir: PathBuf,
+    /// Number of users to generate.
+    #[arg(long, default_value_t = 20_000)]
+    pub users: u64,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
