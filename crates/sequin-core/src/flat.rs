@@ -184,7 +184,8 @@ impl FlatMapping {
         let conversation =
             pick(&opts.conversation, &["conversation_id", "conversationId", "gen_ai.conversation.id"], columns, "conversation")?;
         let message_id = pick(&opts.message_id, &["message_id", "messageId"], columns, "message id")?;
-        let anonymous = pick(&opts.anonymous, &[], columns, "anonymous id")?;
+        let anon_candidates: Vec<&str> = ["anonymous_id", "anonymousId"].into_iter().filter(|c| *c != unit).collect();
+        let anonymous = pick(&opts.anonymous, &anon_candidates, columns, "anonymous id")?;
         Ok(FlatMapping {
             unit,
             time,

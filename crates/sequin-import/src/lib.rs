@@ -22,7 +22,7 @@ use sequin_store::{Store, StoreError};
 pub use readers::InputFormat;
 
 /// Events per chunk handed to the store (one durable append each).
-pub const CHUNK: usize = 1 << 16;
+pub const CHUNK: usize = 1 << 14;
 
 /// The one error type of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -80,6 +80,9 @@ pub struct ImportArgs {
     /// Leave the imported events in the log and memtable runs (skip the final compaction).
     #[arg(long)]
     pub no_compact: bool,
+    /// Flush the in-memory table to history whenever it holds about this many MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub memtable_mb: usize,
 }
 
 /// `sequin stats`.

@@ -56,7 +56,7 @@ fn import(a: ImportArgs) -> Result<()> {
             bail!("{}: no such file", f.display());
         }
     }
-    let mut store = Store::open(&a.store, &StoreOptions { partitions: a.partitions, ..Default::default() })
+    let mut store = Store::open(&a.store, &StoreOptions { partitions: a.partitions, memtable_bytes: a.memtable_mb << 20, create: true })
         .with_context(|| format!("opening store {}", a.store.display()))?;
     let mut ack_log = match &a.ack_log {
         Some(p) => Some(std::fs::OpenOptions::new().create(true).append(true).open(p).with_context(|| p.display().to_string())?),
@@ -212,6 +212,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         partitions: 16,
         ack_log: None,
         no_compact: false,
+        memtable_mb: 2048,
     })?;
     eprintln!("\n== 3/3 stats");
     stats(StatsArgs { store: store_dir, format: "text".into(), session_gap: "30m".into() })?;

@@ -1,0 +1,68 @@
+//! Every real log in ../shared/data imports with the counts its README states.
+
+use crate::util::{run_ok, shared_data, stats};
+
+fn check(file: &str, extra: &[&str], events: u64, units: u64) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let path = shared_data().join(file);
+    let mut args = vec!["import", "--store", store.to_str().unwrap(), path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run_ok(&args);
+    let s = stats(&store);
+    assert_eq!(s["events"], events, "{file}: events");
+    assert_eq!(s["units"], units, "{file}: units");
+    s
+}
+
+#[test]
+fn bpic2012_has_262200_events_of_13087_cases() {
+    let s = check("bpic2012/events.csv", &["--unit", "case_id", "--time", "timestamp", "--event", "activity"], 262_200, 13_087);
+    assert_eq!(s["first_event"], "2011-09-30T22:38:44.546Z");
+    assert_eq!(s["last_event"], "2012-03-14T15:04:54.681Z");
+    assert_eq!(s["event_names"].as_array().unwrap().len(), 24, "24 activities");
+    // amount_req is numeric in the CSV and must be typed as a number.
+    let amount = s["properties"].as_array().unwrap().iter().find(|p| p["name"] == "properties.amount_req").unwrap();
+    assert_eq!(amount["types"], serde_json::json!(["int"]));
+}
+
+#[test]
+fn sepsis_keeps_the_case_named_na() {
+    check("sepsis/events.csv", &[], 15_214, 1_050);
+}
+
+#[test]
+fn traffic_fines_imports_every_fine() {
+    check("traffic_fines/events.csv", &[], 34_724, 10_000);
+}
+
+#[test]
+fn helpdesk_imports_every_ticket() {
+    check("helpdesk/events.csv", &[], 21_348, 4_580);
+}
+
+#[test]
+fn otto_sessions_are_units_and_sessions() {
+    let s = check("otto_sample/events.csv", &["--unit", "session_id", "--time", "ts", "--event", "type"], 862, 20);
+    assert_eq!(s["sessions"], 20, "explicit session ids count as sessions");
+}
+
+#[test]
+fn cdnow_purchases_with_a_constant_event_name() {
+    let s = check("cdnow/purchases.csv", &["--unit", "customer_id", "--time", "date", "--event-name", "purchase"], 69_659, 23_570);
+    assert_eq!(s["event_names"][0]["name"], "purchase");
+}
+
+#[test]
+fn tau_bench_conversations() {
+    let s = check("tau_bench_airline/events.ndjson", &["--unit", "conversation_id", "--time", "ts", "--event", "event"], 5_398, 200);
+    assert_eq!(s["conversations"], 200);
+    let names: Vec<(String, u64)> = s["event_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap().to_string(), n["count"].as_u64().unwrap()))
+        .collect();
+    assert!(names.contains(&("user_message".into(), 1_490)), "{names:?}");
+    assert!(names.contains(&("tool_call".into(), 1_164)), "{names:?}");
+}
