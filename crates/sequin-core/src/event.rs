@@ -109,6 +109,9 @@ impl Event {
 
     /// A property by key.
     pub fn property(&self, key: &str) -> Option<&Value> {
-        self.properties.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.properties
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
 }

@@ -14,8 +14,16 @@ use crate::value::{Value, flatten_into};
 
 /// Customary names for the unit key column, in order of preference.
 pub const UNIT_COLUMNS: &[&str] = &[
-    "user_id", "userId", "anonymous_id", "anonymousId", "case_id", "customer_id", "conversation_id",
-    "session_id", "unit", "id",
+    "user_id",
+    "userId",
+    "anonymous_id",
+    "anonymousId",
+    "case_id",
+    "customer_id",
+    "conversation_id",
+    "session_id",
+    "unit",
+    "id",
 ];
 /// Customary names for the time column.
 pub const TIME_COLUMNS: &[&str] = &["timestamp", "ts", "time", "event_time", "datetime", "date"];
@@ -107,7 +115,12 @@ impl Cell<'_> {
             Cell::Json(serde_json::Value::String(s)) => (!s.is_empty()).then(|| s.clone()),
             Cell::Json(serde_json::Value::Number(n)) => Some(n.to_string()),
             Cell::Json(serde_json::Value::Null) => None,
-            other => return Err(MapError::new(column, format!("must be a string or an integer, found {other:?}"))),
+            other => {
+                return Err(MapError::new(
+                    column,
+                    format!("must be a string or an integer, found {other:?}"),
+                ));
+            }
         })
     }
 
@@ -124,7 +137,9 @@ impl Cell<'_> {
                 None => from_epoch(n.as_f64().unwrap_or(f64::NAN), format),
             },
             Cell::Json(serde_json::Value::Null) => Err("missing".to_string()),
-            Cell::Bool(_) | Cell::Json(_) => Err("must be a time, found a non-time value".to_string()),
+            Cell::Bool(_) | Cell::Json(_) => {
+                Err("must be a time, found a non-time value".to_string())
+            }
         };
         r.map_err(|e| MapError::new(column, e))
     }
@@ -150,28 +165,50 @@ impl Cell<'_> {
     }
 }
 
-fn pick(explicit: &Option<String>, candidates: &[&str], columns: &[&str], role: &str) -> Result<Option<String>, String> {
+fn pick(
+    explicit: &Option<String>,
+    candidates: &[&str],
+    columns: &[&str],
+    role: &str,
+) -> Result<Option<String>, String> {
     if let Some(name) = explicit {
         if columns.contains(&name.as_str()) {
             return Ok(Some(name.clone()));
         }
-        return Err(format!("the {role} column `{name}` is not in the input (columns: {})", columns.join(", ")));
+        return Err(format!(
+            "the {role} column `{name}` is not in the input (columns: {})",
+            columns.join(", ")
+        ));
     }
-    Ok(candidates.iter().find(|c| columns.contains(c)).map(|c| c.to_string()))
+    Ok(candidates
+        .iter()
+        .find(|c| columns.contains(c))
+        .map(|c| c.to_string()))
 }
 
 impl FlatMapping {
     /// Resolves the options against the columns of one input.
     pub fn resolve(opts: &FlatOptions, columns: &[&str]) -> Result<FlatMapping, String> {
-        let unit = pick(&opts.unit, UNIT_COLUMNS, columns, "unit")?
-            .ok_or_else(|| format!("no unit column: pass --unit (columns: {})", columns.join(", ")))?;
-        let time = pick(&opts.time, TIME_COLUMNS, columns, "time")?
-            .ok_or_else(|| format!("no time column: pass --time (columns: {})", columns.join(", ")))?;
+        let unit = pick(&opts.unit, UNIT_COLUMNS, columns, "unit")?.ok_or_else(|| {
+            format!(
+                "no unit column: pass --unit (columns: {})",
+                columns.join(", ")
+            )
+        })?;
+        let time = pick(&opts.time, TIME_COLUMNS, columns, "time")?.ok_or_else(|| {
+            format!(
+                "no time column: pass --time (columns: {})",
+                columns.join(", ")
+            )
+        })?;
         let event = if opts.event_name.is_some() && opts.event.is_none() {
             None
         } else {
-            let candidates: Vec<&str> =
-                EVENT_COLUMNS.iter().copied().filter(|c| *c != unit && *c != time).collect();
+            let candidates: Vec<&str> = EVENT_COLUMNS
+                .iter()
+                .copied()
+                .filter(|c| *c != unit && *c != time)
+                .collect();
             pick(&opts.event, &candidates, columns, "event")?
         };
         if event.is_none() && opts.event_name.is_none() {
@@ -180,11 +217,32 @@ impl FlatMapping {
                 columns.join(", ")
             ));
         }
-        let session = pick(&opts.session, &["session_id", "sessionId"], columns, "session")?;
-        let conversation =
-            pick(&opts.conversation, &["conversation_id", "conversationId", "gen_ai.conversation.id"], columns, "conversation")?;
-        let message_id = pick(&opts.message_id, &["message_id", "messageId"], columns, "message id")?;
-        let anon_candidates: Vec<&str> = ["anonymous_id", "anonymousId"].into_iter().filter(|c| *c != unit).collect();
+        let session = pick(
+            &opts.session,
+            &["session_id", "sessionId"],
+            columns,
+            "session",
+        )?;
+        let conversation = pick(
+            &opts.conversation,
+            &[
+                "conversation_id",
+                "conversationId",
+                "gen_ai.conversation.id",
+            ],
+            columns,
+            "conversation",
+        )?;
+        let message_id = pick(
+            &opts.message_id,
+            &["message_id", "messageId"],
+            columns,
+            "message id",
+        )?;
+        let anon_candidates: Vec<&str> = ["anonymous_id", "anonymousId"]
+            .into_iter()
+            .filter(|c| *c != unit)
+            .collect();
         let anonymous = pick(&opts.anonymous, &anon_candidates, columns, "anonymous id")?;
         Ok(FlatMapping {
             unit,
@@ -211,7 +269,10 @@ impl FlatMapping {
     }
 
     /// Maps one record given as `(column, cell)` pairs.
-    pub fn map<'a>(&self, cells: impl IntoIterator<Item = (&'a str, Cell<'a>)>) -> Result<Event, MapError> {
+    pub fn map<'a>(
+        &self,
+        cells: impl IntoIterator<Item = (&'a str, Cell<'a>)>,
+    ) -> Result<Event, MapError> {
         let mut unit = None;
         let mut anonymous = None;
         let mut time = None;
@@ -255,7 +316,12 @@ impl FlatMapping {
             return Err(MapError::new(&self.unit, "missing unit key"));
         }
         let time = time.ok_or_else(|| MapError::new(&self.time, "missing time"))?;
-        let name = name.ok_or_else(|| MapError::new(self.event.as_deref().unwrap_or("event"), "missing event name"))?;
+        let name = name.ok_or_else(|| {
+            MapError::new(
+                self.event.as_deref().unwrap_or("event"),
+                "missing event name",
+            )
+        })?;
         Ok(Event {
             kind: MessageKind::Record,
             name,
@@ -279,15 +345,39 @@ mod tests {
 
     #[test]
     fn detects_roles_and_types_cells() {
-        let cols = ["case_id", "activity", "lifecycle", "timestamp", "amount_req"];
+        let cols = [
+            "case_id",
+            "activity",
+            "lifecycle",
+            "timestamp",
+            "amount_req",
+        ];
         let m = FlatMapping::resolve(&FlatOptions::default(), &cols).unwrap();
-        assert_eq!((m.unit.as_str(), m.time.as_str(), m.event.as_deref()), ("case_id", "timestamp", Some("activity")));
-        let cells = ["173688", "A_SUBMITTED", "COMPLETE", "2011-09-30T22:38:44.546Z", "20000"];
-        let ev = m.map(cols.iter().copied().zip(cells.iter().map(|c| Cell::Text(c)))).unwrap();
+        assert_eq!(
+            (m.unit.as_str(), m.time.as_str(), m.event.as_deref()),
+            ("case_id", "timestamp", Some("activity"))
+        );
+        let cells = [
+            "173688",
+            "A_SUBMITTED",
+            "COMPLETE",
+            "2011-09-30T22:38:44.546Z",
+            "20000",
+        ];
+        let ev = m
+            .map(
+                cols.iter()
+                    .copied()
+                    .zip(cells.iter().map(|c| Cell::Text(c))),
+            )
+            .unwrap();
         assert_eq!(ev.user_id.as_deref(), Some("173688"));
         assert_eq!(ev.name, "A_SUBMITTED");
         assert_eq!(ev.property("amount_req"), Some(&Value::Int(20000)));
-        assert_eq!(ev.property("lifecycle"), Some(&Value::Str("COMPLETE".into())));
+        assert_eq!(
+            ev.property("lifecycle"),
+            Some(&Value::Str("COMPLETE".into()))
+        );
         assert_eq!(ev.time, 1_317_422_324_546_000);
     }
 
@@ -295,7 +385,12 @@ mod tests {
     fn unit_column_that_is_a_conversation_id_sets_it() {
         let cols = ["conversation_id", "ts", "event", "text"];
         let m = FlatMapping::resolve(&FlatOptions::default(), &cols).unwrap();
-        let cells = [Cell::Text("task0-trial0"), Cell::Text("2024-06-01T00:00:00.000Z"), Cell::Text("user_message"), Cell::Text("hi")];
+        let cells = [
+            Cell::Text("task0-trial0"),
+            Cell::Text("2024-06-01T00:00:00.000Z"),
+            Cell::Text("user_message"),
+            Cell::Text("hi"),
+        ];
         let ev = m.map(cols.iter().copied().zip(cells)).unwrap();
         assert_eq!(ev.conversation_id.as_deref(), Some("task0-trial0"));
         assert_eq!(ev.user_id.as_deref(), Some("task0-trial0"));
@@ -305,10 +400,31 @@ mod tests {
     fn bad_rows_say_which_column() {
         let cols = ["user_id", "ts", "event"];
         let m = FlatMapping::resolve(&FlatOptions::default(), &cols).unwrap();
-        let e = m.map(cols.iter().copied().zip([Cell::Text("u"), Cell::Text("not a time"), Cell::Text("x")])).unwrap_err();
+        let e = m
+            .map(cols.iter().copied().zip([
+                Cell::Text("u"),
+                Cell::Text("not a time"),
+                Cell::Text("x"),
+            ]))
+            .unwrap_err();
         assert_eq!(e.field, "ts");
-        let e = m.map(cols.iter().copied().zip([Cell::Text(""), Cell::Text("2024-01-01"), Cell::Text("x")])).unwrap_err();
+        let e = m
+            .map(cols.iter().copied().zip([
+                Cell::Text(""),
+                Cell::Text("2024-01-01"),
+                Cell::Text("x"),
+            ]))
+            .unwrap_err();
         assert_eq!(e.field, "user_id");
-        assert!(FlatMapping::resolve(&FlatOptions { unit: Some("nope".into()), ..Default::default() }, &cols).is_err());
+        assert!(
+            FlatMapping::resolve(
+                &FlatOptions {
+                    unit: Some("nope".into()),
+                    ..Default::default()
+                },
+                &cols
+            )
+            .is_err()
+        );
     }
 }

@@ -25,8 +25,14 @@ pub fn is_segment_message(obj: &Map<String, Json>) -> bool {
     if obj.get("batch").is_some_and(Json::is_array) {
         return true;
     }
-    let typed = obj.get("type").and_then(Json::as_str).is_some_and(|t| MESSAGE_TYPES.contains(&t));
-    typed && (obj.contains_key("userId") || obj.contains_key("anonymousId") || obj.contains_key("messageId"))
+    let typed = obj
+        .get("type")
+        .and_then(Json::as_str)
+        .is_some_and(|t| MESSAGE_TYPES.contains(&t));
+    typed
+        && (obj.contains_key("userId")
+            || obj.contains_key("anonymousId")
+            || obj.contains_key("messageId"))
 }
 
 /// Maps one message — or every item of a batch — to events, pushing them to `out`.
@@ -35,10 +41,18 @@ pub fn is_segment_message(obj: &Map<String, Json>) -> bool {
 /// server passes its clock; file imports pass `None`). On error nothing is pushed for a
 /// single message; for a batch, the first failing item's error is returned, prefixed with
 /// its index, and nothing of the batch is pushed.
-pub fn map_message(msg: &Json, received_at: Option<Micros>, out: &mut Vec<Event>) -> Result<(), MapError> {
-    let obj = msg.as_object().ok_or_else(|| MapError::new("$", "a message must be a JSON object"))?;
+pub fn map_message(
+    msg: &Json,
+    received_at: Option<Micros>,
+    out: &mut Vec<Event>,
+) -> Result<(), MapError> {
+    let obj = msg
+        .as_object()
+        .ok_or_else(|| MapError::new("$", "a message must be a JSON object"))?;
     if let Some(items) = obj.get("batch") {
-        let items = items.as_array().ok_or_else(|| MapError::new("batch", "must be an array"))?;
+        let items = items
+            .as_array()
+            .ok_or_else(|| MapError::new("batch", "must be an array"))?;
         let batch_ctx = obj.get("context").and_then(Json::as_object);
         let batch_sent = obj.get("sentAt");
         let start = out.len();
@@ -47,7 +61,10 @@ pub fn map_message(msg: &Json, received_at: Option<Micros>, out: &mut Vec<Event>
                 Some(o) => o,
                 None => {
                     out.truncate(start);
-                    return Err(MapError::new(format!("batch[{i}]"), "must be a JSON object"));
+                    return Err(MapError::new(
+                        format!("batch[{i}]"),
+                        "must be a JSON object",
+                    ));
                 }
             };
             let mut merged = item_obj.clone();
@@ -95,7 +112,10 @@ fn id_field(obj: &Map<String, Json>, key: &str) -> Result<Option<String>, MapErr
         Some(Json::String(s)) if s.is_empty() => Ok(None),
         Some(Json::String(s)) => Ok(Some(s.clone())),
         Some(Json::Number(n)) => Ok(Some(n.to_string())),
-        Some(other) => Err(MapError::new(key, format!("must be a string, found {}", json_type(other)))),
+        Some(other) => Err(MapError::new(
+            key,
+            format!("must be a string, found {}", json_type(other)),
+        )),
     }
 }
 
@@ -113,7 +133,9 @@ fn json_type(v: &Json) -> &'static str {
 fn time_field(obj: &Map<String, Json>, key: &str) -> Result<Option<Micros>, MapError> {
     match obj.get(key) {
         None | Some(Json::Null) => Ok(None),
-        Some(Json::String(s)) => parse_text(s, TimeFormat::Auto).map(Some).map_err(|e| MapError::new(key, e)),
+        Some(Json::String(s)) => parse_text(s, TimeFormat::Auto)
+            .map(Some)
+            .map_err(|e| MapError::new(key, e)),
         Some(Json::Number(n)) => {
             let r = match n.as_i64() {
                 Some(i) => crate::time::from_epoch_int(i, TimeFormat::Auto),
@@ -121,7 +143,10 @@ fn time_field(obj: &Map<String, Json>, key: &str) -> Result<Option<Micros>, MapE
             };
             r.map(Some).map_err(|e| MapError::new(key, e))
         }
-        Some(other) => Err(MapError::new(key, format!("must be a time, found {}", json_type(other)))),
+        Some(other) => Err(MapError::new(
+            key,
+            format!("must be a time, found {}", json_type(other)),
+        )),
     }
 }
 
@@ -129,7 +154,10 @@ fn object_field<'a>(obj: &'a Map<String, Json>, key: &str) -> Result<Option<&'a 
     match obj.get(key) {
         None | Some(Json::Null) => Ok(None),
         Some(v @ Json::Object(_)) => Ok(Some(v)),
-        Some(other) => Err(MapError::new(key, format!("must be an object, found {}", json_type(other)))),
+        Some(other) => Err(MapError::new(
+            key,
+            format!("must be an object, found {}", json_type(other)),
+        )),
     }
 }
 
@@ -143,15 +171,23 @@ fn event_time(obj: &Map<String, Json>, received_at: Option<Micros>) -> Result<Mi
     if let Some(t) = time_field(obj, "timestamp")? {
         return Ok(t);
     }
-    original
-        .or(received)
-        .ok_or_else(|| MapError::new("timestamp", "missing: no timestamp, originalTimestamp or receivedAt"))
+    original.or(received).ok_or_else(|| {
+        MapError::new(
+            "timestamp",
+            "missing: no timestamp, originalTimestamp or receivedAt",
+        )
+    })
 }
 
 fn map_single(obj: &Map<String, Json>, received_at: Option<Micros>) -> Result<Event, MapError> {
     let ty = match obj.get("type") {
         Some(Json::String(s)) => s.as_str(),
-        Some(other) => return Err(MapError::new("type", format!("must be a string, found {}", json_type(other)))),
+        Some(other) => {
+            return Err(MapError::new(
+                "type",
+                format!("must be a string, found {}", json_type(other)),
+            ));
+        }
         None => return Err(MapError::new("type", "missing")),
     };
     let kind = match ty {
@@ -164,14 +200,19 @@ fn map_single(obj: &Map<String, Json>, received_at: Option<Micros>) -> Result<Ev
         other => {
             return Err(MapError::new(
                 "type",
-                format!("unknown message type `{other}` (expected track, page, screen, identify, alias, group or batch)"),
+                format!(
+                    "unknown message type `{other}` (expected track, page, screen, identify, alias, group or batch)"
+                ),
             ));
         }
     };
     let user_id = id_field(obj, "userId")?;
     let anonymous_id = id_field(obj, "anonymousId")?;
     if user_id.is_none() && anonymous_id.is_none() {
-        return Err(MapError::new("userId", "missing: a message needs userId or anonymousId"));
+        return Err(MapError::new(
+            "userId",
+            "missing: a message needs userId or anonymousId",
+        ));
     }
     let time = event_time(obj, received_at)?;
     let message_id = id_field(obj, "messageId")?;
@@ -197,14 +238,22 @@ fn map_single(obj: &Map<String, Json>, received_at: Option<Micros>) -> Result<Ev
         match obj.get(key) {
             None | Some(Json::Null) => Ok(None),
             Some(Json::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(MapError::new(key, format!("must be a string, found {}", json_type(other)))),
+            Some(other) => Err(MapError::new(
+                key,
+                format!("must be a string, found {}", json_type(other)),
+            )),
         }
     };
     let mut previous_id = None;
     let name = match kind {
         MessageKind::Track => match name_field("event")? {
             Some(e) if !e.is_empty() => e,
-            _ => return Err(MapError::new("event", "missing: a track message needs an event name")),
+            _ => {
+                return Err(MapError::new(
+                    "event",
+                    "missing: a track message needs an event name",
+                ));
+            }
         },
         MessageKind::Page => {
             if let Some(n) = name_field("name")? {
@@ -225,10 +274,16 @@ fn map_single(obj: &Map<String, Json>, received_at: Option<Micros>) -> Result<Ev
         MessageKind::Alias => {
             previous_id = id_field(obj, "previousId")?;
             if previous_id.is_none() {
-                return Err(MapError::new("previousId", "missing: an alias message needs previousId"));
+                return Err(MapError::new(
+                    "previousId",
+                    "missing: an alias message needs previousId",
+                ));
             }
             if user_id.is_none() {
-                return Err(MapError::new("userId", "missing: an alias message needs userId"));
+                return Err(MapError::new(
+                    "userId",
+                    "missing: an alias message needs userId",
+                ));
             }
             "alias".into()
         }
@@ -242,11 +297,24 @@ fn map_single(obj: &Map<String, Json>, received_at: Option<Micros>) -> Result<Ev
     };
 
     let lookup = |props: &[(String, Value)], keys: &[&str]| {
-        keys.iter().find_map(|k| props.iter().find(|(pk, _)| pk == k).map(|(_, v)| v.to_string()))
+        keys.iter().find_map(|k| {
+            props
+                .iter()
+                .find(|(pk, _)| pk == k)
+                .map(|(_, v)| v.to_string())
+        })
     };
-    let session_id = lookup(&properties, &["session_id", "sessionId"]).or_else(|| lookup(&context, &["session_id", "sessionId"]));
-    let conversation_id = lookup(&properties, &["conversation_id", "conversationId", "gen_ai.conversation.id"])
-        .or_else(|| lookup(&context, &["conversation_id", "gen_ai.conversation.id"]));
+    let session_id = lookup(&properties, &["session_id", "sessionId"])
+        .or_else(|| lookup(&context, &["session_id", "sessionId"]));
+    let conversation_id = lookup(
+        &properties,
+        &[
+            "conversation_id",
+            "conversationId",
+            "gen_ai.conversation.id",
+        ],
+    )
+    .or_else(|| lookup(&context, &["conversation_id", "gen_ai.conversation.id"]));
 
     Ok(Event {
         kind,
@@ -318,24 +386,33 @@ mod tests {
         assert_eq!(ctx["os.version"], Value::Str("14".into()));
         assert_eq!(ctx["device.type"], Value::Str("mobile".into()));
         assert_eq!(out[1].identity_link(), Some(("a1", "u1")));
-        assert_eq!(out[1].traits, vec![("plan".to_string(), Value::Str("pro".into()))]);
+        assert_eq!(
+            out[1].traits,
+            vec![("plan".to_string(), Value::Str("pro".into()))]
+        );
     }
 
     #[test]
     fn alias_links_previous_id() {
-        let ev = one(json!({"type": "alias", "previousId": "old", "userId": "new", "timestamp": 0})).unwrap();
+        let ev =
+            one(json!({"type": "alias", "previousId": "old", "userId": "new", "timestamp": 0}))
+                .unwrap();
         assert_eq!(ev.identity_link(), Some(("old", "new")));
     }
 
     #[test]
     fn bad_messages_name_the_field() {
-        let e = one(json!({"type": "track", "userId": "u", "timestamp": "2024-01-01T00:00:00Z"})).unwrap_err();
+        let e = one(json!({"type": "track", "userId": "u", "timestamp": "2024-01-01T00:00:00Z"}))
+            .unwrap_err();
         assert_eq!(e.field, "event");
-        let e = one(json!({"type": "track", "event": "x", "timestamp": "2024-01-01T00:00:00Z"})).unwrap_err();
+        let e = one(json!({"type": "track", "event": "x", "timestamp": "2024-01-01T00:00:00Z"}))
+            .unwrap_err();
         assert_eq!(e.field, "userId");
-        let e = one(json!({"type": "track", "event": "x", "userId": "u", "timestamp": "soon"})).unwrap_err();
+        let e = one(json!({"type": "track", "event": "x", "userId": "u", "timestamp": "soon"}))
+            .unwrap_err();
         assert_eq!(e.field, "timestamp");
-        let e = one(json!({"type": "track", "event": "x", "userId": ["u"], "timestamp": 0})).unwrap_err();
+        let e = one(json!({"type": "track", "event": "x", "userId": ["u"], "timestamp": 0}))
+            .unwrap_err();
         assert_eq!(e.field, "userId");
         let mut out = Vec::new();
         let e = map_message(&json!({"batch": [{"type": "track", "event": "ok", "userId": "u", "timestamp": 0}, {"type": "nope"}]}), None, &mut out)

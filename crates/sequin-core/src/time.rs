@@ -129,7 +129,9 @@ pub fn parse_text(s: &str, format: TimeFormat) -> Result<Micros, String> {
     if s.is_empty() {
         return Err("time is empty".into());
     }
-    let numeric = s.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+    let numeric = s
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
         && s.bytes().any(|b| b.is_ascii_digit())
         && !(s.len() == 10 && s.as_bytes()[4] == b'-');
     if numeric && format != TimeFormat::Rfc3339 {
@@ -142,33 +144,79 @@ pub fn parse_text(s: &str, format: TimeFormat) -> Result<Micros, String> {
     }
     if matches!(
         format,
-        TimeFormat::EpochSeconds | TimeFormat::EpochMillis | TimeFormat::EpochMicros | TimeFormat::EpochNanos
+        TimeFormat::EpochSeconds
+            | TimeFormat::EpochMillis
+            | TimeFormat::EpochMicros
+            | TimeFormat::EpochNanos
     ) {
         return Err(format!("expected an epoch number, found `{s}`"));
     }
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return checked(dt.timestamp_micros());
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(ndt) = NaiveDateTime::parse_from_str(s, fmt) {
             return checked(ndt.and_utc().timestamp_micros());
         }
     }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return checked(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_micros());
+        return checked(
+            d.and_hms_opt(0, 0, 0)
+                .expect("midnight exists")
+                .and_utc()
+                .timestamp_micros(),
+        );
     }
-    Err(format!("`{s}` is not a time (expected RFC 3339 such as 2024-01-31T12:00:00Z, or epoch seconds/ms/µs)"))
+    Err(format!(
+        "`{s}` is not a time (expected RFC 3339 such as 2024-01-31T12:00:00Z, or epoch seconds/ms/µs)"
+    ))
 }
 
 /// Prints a time as RFC 3339 in UTC: milliseconds, or microseconds when they are not zero.
 pub fn format_rfc3339(t: Micros) -> String {
     match DateTime::<Utc>::from_timestamp_micros(t) {
         Some(dt) => {
-            let precision = if t.rem_euclid(1000) == 0 { SecondsFormat::Millis } else { SecondsFormat::Micros };
+            let precision = if t.rem_euclid(1000) == 0 {
+                SecondsFormat::Millis
+            } else {
+                SecondsFormat::Micros
+            };
             dt.to_rfc3339_opts(precision, true)
         }
         None => format!("{t}µs"),
     }
+}
+
+/// Parses a duration such as `500ms`, `30s`, `5m`, `2h`, `7d`, `2w` (also `min`, `sec`,
+/// `hour(s)`, `day(s)`, `week(s)`; `us` for microseconds).
+pub fn parse_duration(s: &str) -> Result<Micros, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 30s, 5m, 2h, 7d)"))?;
+    let scale = match unit.trim() {
+        "us" | "µs" => 1,
+        "ms" => 1000,
+        "s" | "sec" | "secs" | "second" | "seconds" => SECOND,
+        "m" | "min" | "mins" | "minute" | "minutes" => MINUTE,
+        "h" | "hour" | "hours" => HOUR,
+        "d" | "day" | "days" => DAY,
+        "w" | "week" | "weeks" => 7 * DAY,
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{s}` (use ms, s, m, h, d or w)"
+            ));
+        }
+    };
+    Ok((n * scale as f64).round() as Micros)
 }
 
 #[cfg(test)]
@@ -179,15 +227,27 @@ mod tests {
     fn parses_every_accepted_form() {
         let t = 1_704_067_200 * SECOND; // 2024-01-01T00:00:00Z
         assert_eq!(parse_text("2024-01-01T00:00:00Z", TimeFormat::Auto), Ok(t));
-        assert_eq!(parse_text("2024-01-01T01:00:00+01:00", TimeFormat::Auto), Ok(t));
+        assert_eq!(
+            parse_text("2024-01-01T01:00:00+01:00", TimeFormat::Auto),
+            Ok(t)
+        );
         assert_eq!(parse_text("2024-01-01", TimeFormat::Auto), Ok(t));
-        assert_eq!(parse_text("2024-01-01 00:00:00.5", TimeFormat::Auto), Ok(t + SECOND / 2));
+        assert_eq!(
+            parse_text("2024-01-01 00:00:00.5", TimeFormat::Auto),
+            Ok(t + SECOND / 2)
+        );
         assert_eq!(parse_text("1704067200", TimeFormat::Auto), Ok(t));
         assert_eq!(parse_text("1704067200000", TimeFormat::Auto), Ok(t));
         assert_eq!(parse_text("1704067200000000", TimeFormat::Auto), Ok(t));
         assert_eq!(parse_text("1704067200000000000", TimeFormat::Auto), Ok(t));
-        assert_eq!(parse_text("1704067200.25", TimeFormat::EpochSeconds), Ok(t + SECOND / 4));
-        assert_eq!(parse_text("1704067200", TimeFormat::EpochMillis), Ok(1_704_067_200_000));
+        assert_eq!(
+            parse_text("1704067200.25", TimeFormat::EpochSeconds),
+            Ok(t + SECOND / 4)
+        );
+        assert_eq!(
+            parse_text("1704067200", TimeFormat::EpochMillis),
+            Ok(1_704_067_200_000)
+        );
         assert!(parse_text("yesterday", TimeFormat::Auto).is_err());
         assert!(parse_text("2024-01-01", TimeFormat::EpochSeconds).is_err());
         assert!(parse_text("", TimeFormat::Auto).is_err());
@@ -195,27 +255,13 @@ mod tests {
 
     #[test]
     fn formats_millis_unless_micros_needed() {
-        assert_eq!(format_rfc3339(1_704_067_200_123_000), "2024-01-01T00:00:00.123Z");
-        assert_eq!(format_rfc3339(1_704_067_200_123_456), "2024-01-01T00:00:00.123456Z");
+        assert_eq!(
+            format_rfc3339(1_704_067_200_123_000),
+            "2024-01-01T00:00:00.123Z"
+        );
+        assert_eq!(
+            format_rfc3339(1_704_067_200_123_456),
+            "2024-01-01T00:00:00.123456Z"
+        );
     }
-}
-
-/// Parses a duration such as `500ms`, `30s`, `5m`, `2h`, `7d`, `2w` (also `min`, `sec`,
-/// `hour(s)`, `day(s)`, `week(s)`; `us` for microseconds).
-pub fn parse_duration(s: &str) -> Result<Micros, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration (e.g. 30s, 5m, 2h, 7d)"))?;
-    let scale = match unit.trim() {
-        "us" | "µs" => 1,
-        "ms" => 1000,
-        "s" | "sec" | "secs" | "second" | "seconds" => SECOND,
-        "m" | "min" | "mins" | "minute" | "minutes" => MINUTE,
-        "h" | "hour" | "hours" => HOUR,
-        "d" | "day" | "days" => DAY,
-        "w" | "week" | "weeks" => 7 * DAY,
-        other => return Err(format!("unknown duration unit `{other}` in `{s}` (use ms, s, m, h, d or w)")),
-    };
-    Ok((n * scale as f64).round() as Micros)
 }

@@ -81,7 +81,9 @@ impl Value {
         let digits = if b[0] == b'-' { &b[1..] } else { b };
         let looks_numeric = !digits.is_empty()
             && digits[0].is_ascii_digit()
-            && digits.iter().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-'));
+            && digits
+                .iter()
+                .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-'));
         let leading_zero = digits.len() > 1 && digits[0] == b'0' && digits[1] != b'.';
         if looks_numeric && !leading_zero {
             if let Ok(i) = cell.parse::<i64>() {
@@ -105,7 +107,9 @@ impl Value {
                 .map(serde_json::Value::Number)
                 .unwrap_or(serde_json::Value::Null),
             Value::Str(s) => serde_json::Value::String(s.clone()),
-            Value::Json(s) => serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.clone())),
+            Value::Json(s) => {
+                serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.clone()))
+            }
         }
     }
 }
@@ -126,7 +130,11 @@ pub fn flatten_into(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, 
     match v {
         serde_json::Value::Object(map) => {
             for (k, child) in map {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten_into(&key, child, out);
             }
         }

@@ -86,7 +86,10 @@ pub struct Profile {
 impl Profile {
     /// The anonymous id.
     pub fn anonymous_id(&self) -> String {
-        format!("anon-{:08x}", self.index.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32)
+        format!(
+            "anon-{:08x}",
+            self.index.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32
+        )
     }
 
     /// The user id (once identified).
@@ -96,7 +99,9 @@ impl Profile {
 
     /// Android app on a mid-tier device with app version 5.2.x: the slow payment widget.
     pub fn slow_payment_cohort(&self) -> bool {
-        self.platform == "android" && self.device_tier == "mid" && self.app_version.is_some_and(|v| v.starts_with("5.2."))
+        self.platform == "android"
+            && self.device_tier == "mid"
+            && self.app_version.is_some_and(|v| v.starts_with("5.2."))
     }
 
     /// The incident segment: Android app 5.3.0.
@@ -105,7 +110,7 @@ impl Profile {
     }
 }
 
-fn pick<'a, T: Copy>(rng: &mut ChaCha8Rng, items: &'a [(T, u32)]) -> T {
+fn pick<T: Copy>(rng: &mut ChaCha8Rng, items: &[(T, u32)]) -> T {
     let total: u32 = items.iter().map(|i| i.1).sum();
     let mut x = rng.random_range(0..total);
     for &(v, w) in items {
@@ -119,34 +124,93 @@ fn pick<'a, T: Copy>(rng: &mut ChaCha8Rng, items: &'a [(T, u32)]) -> T {
 
 fn profile(rng: &mut ChaCha8Rng, index: u64) -> Profile {
     let platform = pick(rng, &[("web", 55), ("ios", 20), ("android", 25)]);
-    let (device_type, os_name, os_version, device_model, device_tier, app_version, browser) = match platform {
-        "ios" => {
-            let v = pick(rng, &[("16.7", 10), ("17.1", 12), ("17.2", 15), ("17.3", 20), ("17.4", 25), ("18.0", 18)]);
-            let m = pick(rng, &[("iPhone 12", 20), ("iPhone 13", 25), ("iPhone 14", 30), ("iPhone 15", 25)]);
-            let app = pick(rng, &[("5.1.0", 15), ("5.2.0", 20), ("5.2.1", 25), ("5.3.0", 40)]);
-            ("mobile", "iOS", v, m, "high", Some(app), None)
-        }
-        "android" => {
-            let v = pick(rng, &[("12", 25), ("13", 35), ("14", 40)]);
-            let (m, tier) = pick(
-                rng,
-                &[(("Galaxy A14", "low"), 20), (("Galaxy A34", "mid"), 20), (("Redmi Note 12", "mid"), 15), (("Pixel 7", "high"), 20), (("Galaxy S23", "high"), 25)],
-            );
-            let app = pick(rng, &[("5.0.3", 10), ("5.1.0", 15), ("5.2.0", 20), ("5.2.1", 20), ("5.3.0", 35)]);
-            ("mobile", "Android", v, m, tier, Some(app), None)
-        }
-        _ => {
-            if rng.random_bool(0.6) {
-                let (os, v) = pick(rng, &[(("Windows", "11"), 45), (("Windows", "10"), 25), (("macOS", "14.4"), 30)]);
-                let b = pick(rng, &[("Chrome", 60), ("Safari", 15), ("Firefox", 10), ("Edge", 15)]);
-                ("desktop", os, v, "PC", "high", None, Some(b))
-            } else {
-                let (os, v) = pick(rng, &[(("iOS", "17.3"), 20), (("iOS", "17.4"), 30), (("Android", "14"), 50)]);
-                let b = pick(rng, &[("Chrome", 55), ("Safari", 45)]);
-                ("mobile", os, v, "phone", "mid", None, Some(b))
+    let (device_type, os_name, os_version, device_model, device_tier, app_version, browser) =
+        match platform {
+            "ios" => {
+                let v = pick(
+                    rng,
+                    &[
+                        ("16.7", 10),
+                        ("17.1", 12),
+                        ("17.2", 15),
+                        ("17.3", 20),
+                        ("17.4", 25),
+                        ("18.0", 18),
+                    ],
+                );
+                let m = pick(
+                    rng,
+                    &[
+                        ("iPhone 12", 20),
+                        ("iPhone 13", 25),
+                        ("iPhone 14", 30),
+                        ("iPhone 15", 25),
+                    ],
+                );
+                let app = pick(
+                    rng,
+                    &[("5.1.0", 15), ("5.2.0", 20), ("5.2.1", 25), ("5.3.0", 40)],
+                );
+                ("mobile", "iOS", v, m, "high", Some(app), None)
             }
-        }
-    };
+            "android" => {
+                let v = pick(rng, &[("12", 25), ("13", 35), ("14", 40)]);
+                let (m, tier) = pick(
+                    rng,
+                    &[
+                        (("Galaxy A14", "low"), 20),
+                        (("Galaxy A34", "mid"), 20),
+                        (("Redmi Note 12", "mid"), 15),
+                        (("Pixel 7", "high"), 20),
+                        (("Galaxy S23", "high"), 25),
+                    ],
+                );
+                let app = pick(
+                    rng,
+                    &[
+                        ("5.0.3", 10),
+                        ("5.1.0", 15),
+                        ("5.2.0", 20),
+                        ("5.2.1", 20),
+                        ("5.3.0", 35),
+                    ],
+                );
+                ("mobile", "Android", v, m, tier, Some(app), None)
+            }
+            _ => {
+                if rng.random_bool(0.6) {
+                    let (os, v) = pick(
+                        rng,
+                        &[
+                            (("Windows", "11"), 45),
+                            (("Windows", "10"), 25),
+                            (("macOS", "14.4"), 30),
+                        ],
+                    );
+                    let b = pick(
+                        rng,
+                        &[
+                            ("Chrome", 60),
+                            ("Safari", 15),
+                            ("Firefox", 10),
+                            ("Edge", 15),
+                        ],
+                    );
+                    ("desktop", os, v, "PC", "high", None, Some(b))
+                } else {
+                    let (os, v) = pick(
+                        rng,
+                        &[
+                            (("iOS", "17.3"), 20),
+                            (("iOS", "17.4"), 30),
+                            (("Android", "14"), 50),
+                        ],
+                    );
+                    let b = pick(rng, &[("Chrome", 55), ("Safari", 45)]);
+                    ("mobile", os, v, "phone", "mid", None, Some(b))
+                }
+            }
+        };
     Profile {
         index,
         platform,
@@ -157,9 +221,31 @@ fn profile(rng: &mut ChaCha8Rng, index: u64) -> Profile {
         os_version,
         app_version,
         browser,
-        locale: pick(rng, &[("en-US", 50), ("en-GB", 15), ("de-DE", 15), ("fr-FR", 10), ("nl-NL", 10)]),
-        skew_ms: if platform == "web" { rng.random_range(-2_000..2_000) } else { rng.random_range(-120_000..120_000) },
-        utm_source: pick(rng, &[("google", 45), ("direct", 25), ("facebook", 15), ("newsletter", 10), ("tiktok", 5)]),
+        locale: pick(
+            rng,
+            &[
+                ("en-US", 50),
+                ("en-GB", 15),
+                ("de-DE", 15),
+                ("fr-FR", 10),
+                ("nl-NL", 10),
+            ],
+        ),
+        skew_ms: if platform == "web" {
+            rng.random_range(-2_000..2_000)
+        } else {
+            rng.random_range(-120_000..120_000)
+        },
+        utm_source: pick(
+            rng,
+            &[
+                ("google", 45),
+                ("direct", 25),
+                ("facebook", 15),
+                ("newsletter", 10),
+                ("tiktok", 5),
+            ],
+        ),
     }
 }
 
@@ -190,7 +276,14 @@ const PRODUCTS: &[(&str, f64)] = &[
     ("sku-106", 35.0),
     ("sku-107", 64.9),
 ];
-const QUERIES: &[&str] = &["running shoes", "rain jacket", "headphones", "gift card", "backpack", "coffee grinder"];
+const QUERIES: &[&str] = &[
+    "running shoes",
+    "rain jacket",
+    "headphones",
+    "gift card",
+    "backpack",
+    "coffee grinder",
+];
 
 impl Sim<'_> {
     fn choose(&mut self, items: &[&'static str]) -> &'static str {
@@ -202,7 +295,15 @@ impl Sim<'_> {
         if duplicate {
             self.truth.duplicates += 1;
         }
-        self.out.push(GenEvent { time_ms: self.t, kind, name, identified: self.identified, props, network: self.network, duplicate });
+        self.out.push(GenEvent {
+            time_ms: self.t,
+            kind,
+            name,
+            identified: self.identified,
+            props,
+            network: self.network,
+            duplicate,
+        });
     }
 
     fn wait(&mut self, lo_ms: i64, hi_ms: i64) {
@@ -212,7 +313,11 @@ impl Sim<'_> {
     /// A page (web) or screen (app) view with its load time.
     fn view(&mut self, page: &'static str) {
         let load = (self.rng.random::<f64>().powi(3) * 6000.0) as i64 + 150;
-        let kind = if self.p.platform == "web" { Kind::Page } else { Kind::Screen };
+        let kind = if self.p.platform == "web" {
+            Kind::Page
+        } else {
+            Kind::Screen
+        };
         let path = match page {
             "landing" => "/",
             "pricing" => "/pricing",
@@ -224,20 +329,40 @@ impl Sim<'_> {
             "help" => "/help",
             _ => "/other",
         };
-        self.emit(kind, page, vec![("path", PropValue::S(path)), ("load_time_ms", PropValue::Int(load))]);
+        self.emit(
+            kind,
+            page,
+            vec![
+                ("path", PropValue::S(path)),
+                ("load_time_ms", PropValue::Int(load)),
+            ],
+        );
     }
 
     fn click(&mut self, element: &'static str) {
         let x = self.rng.random_range(10..1200);
         let y = self.rng.random_range(10..800);
-        self.emit(Kind::Track, "click", vec![("element_id", PropValue::S(element)), ("x", PropValue::Int(x)), ("y", PropValue::Int(y))]);
+        self.emit(
+            Kind::Track,
+            "click",
+            vec![
+                ("element_id", PropValue::S(element)),
+                ("x", PropValue::Int(x)),
+                ("y", PropValue::Int(y)),
+            ],
+        );
     }
 
     fn error(&mut self, code: i64, step: &'static str, silent: bool, message: &'static str) {
         self.emit(
             Kind::Track,
             "error",
-            vec![("code", PropValue::Int(code)), ("step", PropValue::S(step)), ("silent", PropValue::Bool(silent)), ("message", PropValue::S(message))],
+            vec![
+                ("code", PropValue::Int(code)),
+                ("step", PropValue::S(step)),
+                ("silent", PropValue::Bool(silent)),
+                ("message", PropValue::S(message)),
+            ],
         );
     }
 
@@ -251,7 +376,11 @@ impl Sim<'_> {
     }
 
     fn unit_key(&self) -> String {
-        if self.has_account { self.p.user_id() } else { self.p.anonymous_id() }
+        if self.has_account {
+            self.p.user_id()
+        } else {
+            self.p.anonymous_id()
+        }
     }
 
     /// One visit. Returns true if it had friction.
@@ -260,7 +389,10 @@ impl Sim<'_> {
         self.network = if self.p.platform == "web" {
             pick(&mut self.rng, &[("wifi", 70), ("4g", 25), ("3g", 5)])
         } else {
-            pick(&mut self.rng, &[("wifi", 45), ("4g", 35), ("5g", 15), ("3g", 5)])
+            pick(
+                &mut self.rng,
+                &[("wifi", 45), ("4g", 35), ("5g", 15), ("3g", 5)],
+            )
         };
         let sid = self.session_id(start);
         let mut friction = false;
@@ -287,14 +419,22 @@ impl Sim<'_> {
             self.view("pricing");
             self.click("plan-card");
         }
-        if pricing_views > 0 && !self.pricing_lover && !self.trial_started && self.rng.random_bool(0.25) {
+        if pricing_views > 0
+            && !self.pricing_lover
+            && !self.trial_started
+            && self.rng.random_bool(0.25)
+        {
             self.wait(5_000, 30_000);
             if !self.has_account {
                 self.signup();
             }
             self.click("start-trial");
             let plan = pick(&mut self.rng, &[("basic", 60), ("pro", 40)]);
-            self.emit(Kind::Track, "trial_start", vec![("plan", PropValue::S(plan))]);
+            self.emit(
+                Kind::Track,
+                "trial_start",
+                vec![("plan", PropValue::S(plan))],
+            );
             self.trial_started = true;
         }
         // Browse.
@@ -303,7 +443,14 @@ impl Sim<'_> {
             self.view("search");
             let q = QUERIES[self.rng.random_range(0..QUERIES.len())];
             let results = self.rng.random_range(0..40);
-            self.emit(Kind::Track, "search", vec![("query", PropValue::S(q)), ("results", PropValue::Int(results))]);
+            self.emit(
+                Kind::Track,
+                "search",
+                vec![
+                    ("query", PropValue::S(q)),
+                    ("results", PropValue::Int(results)),
+                ],
+            );
         }
         let views = self.rng.random_range(0..4);
         let mut cart: Vec<(&'static str, f64)> = Vec::new();
@@ -311,14 +458,28 @@ impl Sim<'_> {
             self.wait(4_000, 60_000);
             let (sku, price) = PRODUCTS[self.rng.random_range(0..PRODUCTS.len())];
             self.view("product");
-            self.emit(Kind::Track, "product_view", vec![("product_id", PropValue::S(sku)), ("price", PropValue::Float(price))]);
+            self.emit(
+                Kind::Track,
+                "product_view",
+                vec![
+                    ("product_id", PropValue::S(sku)),
+                    ("price", PropValue::Float(price)),
+                ],
+            );
             if self.rng.random_bool(0.05) {
                 self.error(1001, "product", true, "recommendations failed to load");
             }
             if self.rng.random_bool(0.35) {
                 self.wait(2_000, 20_000);
                 self.click("add-to-cart");
-                self.emit(Kind::Track, "add_to_cart", vec![("product_id", PropValue::S(sku)), ("price", PropValue::Float(price))]);
+                self.emit(
+                    Kind::Track,
+                    "add_to_cart",
+                    vec![
+                        ("product_id", PropValue::S(sku)),
+                        ("price", PropValue::Float(price)),
+                    ],
+                );
                 cart.push((sku, price));
             }
         }
@@ -340,7 +501,15 @@ impl Sim<'_> {
             for _ in 0..n {
                 let x = 640 + self.rng.random_range(-8..8);
                 let y = 512 + self.rng.random_range(-8..8);
-                self.emit(Kind::Track, "click", vec![("element_id", PropValue::S("apply-coupon")), ("x", PropValue::Int(x)), ("y", PropValue::Int(y))]);
+                self.emit(
+                    Kind::Track,
+                    "click",
+                    vec![
+                        ("element_id", PropValue::S("apply-coupon")),
+                        ("x", PropValue::Int(x)),
+                        ("y", PropValue::Int(y)),
+                    ],
+                );
                 self.t += self.rng.random_range(90..260);
             }
             self.truth.rage_click_sessions.push(sid.clone());
@@ -353,22 +522,45 @@ impl Sim<'_> {
         self.wait(2_000, 20_000);
         self.click("checkout-button");
         self.truth.checkout_started = true;
-        self.emit(Kind::Track, "checkout_start", vec![("items", PropValue::Int(cart.len() as i64))]);
+        self.emit(
+            Kind::Track,
+            "checkout_start",
+            vec![("items", PropValue::Int(cart.len() as i64))],
+        );
         if !self.has_account && self.rng.random_bool(0.5) {
             self.signup();
         }
         self.wait(10_000, 60_000);
-        self.emit(Kind::Track, "form_submit", vec![("form_id", PropValue::S("shipping"))]);
+        self.emit(
+            Kind::Track,
+            "form_submit",
+            vec![("form_id", PropValue::S("shipping"))],
+        );
         if self.rng.random_bool(0.04) {
             self.wait(1_000, 3_000);
-            self.emit(Kind::Track, "form_submit", vec![("form_id", PropValue::S("shipping"))]);
+            self.emit(
+                Kind::Track,
+                "form_submit",
+                vec![("form_id", PropValue::S("shipping"))],
+            );
         }
         self.emit(Kind::Track, "shipping_step", vec![]);
         self.wait(2_000, 10_000);
         // (a) Slow payment widget on mid-tier Android with app 5.2.x.
         let slow = self.p.slow_payment_cohort() && self.rng.random_bool(0.85);
-        let render = if slow { self.rng.random_range(8_500..15_000) } else { self.rng.random_range(250..2_500) };
-        self.emit(Kind::Track, "payment_step_view", vec![("render_ms", PropValue::Int(render)), ("widget", PropValue::S("card-form"))]);
+        let render = if slow {
+            self.rng.random_range(8_500..15_000)
+        } else {
+            self.rng.random_range(250..2_500)
+        };
+        self.emit(
+            Kind::Track,
+            "payment_step_view",
+            vec![
+                ("render_ms", PropValue::Int(render)),
+                ("widget", PropValue::S("card-form")),
+            ],
+        );
         self.t += render;
         let mut leave: f64 = 0.12;
         if slow {
@@ -395,8 +587,15 @@ impl Sim<'_> {
         }
         self.wait(5_000, 40_000);
         self.click("pay-button");
-        let method = pick(&mut self.rng, &[("card", 70), ("paypal", 20), ("apple_pay", 10)]);
-        self.emit(Kind::Track, "payment_submit", vec![("method", PropValue::S(method))]);
+        let method = pick(
+            &mut self.rng,
+            &[("card", 70), ("paypal", 20), ("apple_pay", 10)],
+        );
+        self.emit(
+            Kind::Track,
+            "payment_submit",
+            vec![("method", PropValue::S(method))],
+        );
         // (g) The incident: payments of Android app 5.3.0 fail silently for a week.
         let in_incident = self.cfg.incident && (14..21).contains(&day) && self.p.incident_cohort();
         if in_incident {
@@ -415,7 +614,11 @@ impl Sim<'_> {
         self.emit(
             Kind::Track,
             "purchase",
-            vec![("order_id", PropValue::Str(order_id)), ("amount", PropValue::Float(amount)), ("currency", PropValue::S("USD"))],
+            vec![
+                ("order_id", PropValue::Str(order_id)),
+                ("amount", PropValue::Float(amount)),
+                ("currency", PropValue::S("USD")),
+            ],
         );
         self.truth.purchases += 1;
         friction
@@ -424,10 +627,21 @@ impl Sim<'_> {
     fn signup(&mut self) {
         self.wait(3_000, 20_000);
         self.view("signup");
-        self.emit(Kind::Track, "form_submit", vec![("form_id", PropValue::S("signup"))]);
+        self.emit(
+            Kind::Track,
+            "form_submit",
+            vec![("form_id", PropValue::S("signup"))],
+        );
         self.has_account = true;
-        let method = pick(&mut self.rng, &[("email", 60), ("google", 30), ("apple", 10)]);
-        self.emit(Kind::Track, "signup", vec![("method", PropValue::S(method))]);
+        let method = pick(
+            &mut self.rng,
+            &[("email", 60), ("google", 30), ("apple", 10)],
+        );
+        self.emit(
+            Kind::Track,
+            "signup",
+            vec![("method", PropValue::S(method))],
+        );
         self.identify();
     }
 
@@ -455,9 +669,17 @@ impl Sim<'_> {
             );
             turn += 1;
         };
-        say(self, "user", phrasings[0].replace("{order}", &order), "user_message");
+        say(
+            self,
+            "user",
+            phrasings[0].replace("{order}", &order),
+            "user_message",
+        );
         self.wait(1_000, 4_000);
-        { let s = self.choose(text::AGENT); say(self, "assistant", s.to_string(), "agent_message"); }
+        {
+            let s = self.choose(text::AGENT);
+            say(self, "assistant", s.to_string(), "agent_message");
+        }
         let tool_call = |sim: &mut Sim, name: &'static str, ok: bool| {
             sim.wait(500, 2_000);
             let mut props = vec![
@@ -476,14 +698,25 @@ impl Sim<'_> {
             let rephrases = self.rng.random_range(1..4);
             for r in 0..rephrases {
                 self.wait(8_000, 40_000);
-                say(self, "user", phrasings[1 + r % (phrasings.len() - 1)].replace("{order}", &order), "user_message");
+                say(
+                    self,
+                    "user",
+                    phrasings[1 + r % (phrasings.len() - 1)].replace("{order}", &order),
+                    "user_message",
+                );
                 self.wait(1_000, 4_000);
-                { let s = self.choose(text::AGENT); say(self, "assistant", s.to_string(), "agent_message"); }
+                {
+                    let s = self.choose(text::AGENT);
+                    say(self, "assistant", s.to_string(), "agent_message");
+                }
             }
             self.truth.rephrase_conversations.push(conv.clone());
             if self.rng.random_bool(0.7) {
                 self.wait(3_000, 15_000);
-                { let s = self.choose(text::AGGRESSIVE); say(self, "user", s.to_string(), "user_message"); }
+                {
+                    let s = self.choose(text::AGGRESSIVE);
+                    say(self, "user", s.to_string(), "user_message");
+                }
                 self.truth.aggressive_conversations.push(conv.clone());
                 escalate = self.rng.random_bool(0.85);
             } else {
@@ -493,21 +726,46 @@ impl Sim<'_> {
             let ok = self.rng.random_bool(0.93);
             tool_call(self, tool, ok);
             self.wait(5_000, 30_000);
-            { let s = self.choose(text::FOLLOW_UPS); say(self, "user", s.to_string(), "user_message"); }
+            {
+                let s = self.choose(text::FOLLOW_UPS);
+                say(self, "user", s.to_string(), "user_message");
+            }
             escalate = escalate || self.rng.random_bool(0.08);
         }
         self.wait(1_000, 5_000);
         if escalate {
-            say(self, "assistant", text::AGENT_HANDOFF.to_string(), "agent_message");
+            say(
+                self,
+                "assistant",
+                text::AGENT_HANDOFF.to_string(),
+                "agent_message",
+            );
             tool_call(self, "transfer_to_human_agents", true);
-            self.emit(Kind::Track, "escalation", vec![("conversation_id", PropValue::Str(conv.clone())), ("reason", PropValue::S("handoff"))]);
+            self.emit(
+                Kind::Track,
+                "escalation",
+                vec![
+                    ("conversation_id", PropValue::Str(conv.clone())),
+                    ("reason", PropValue::S("handoff")),
+                ],
+            );
             self.truth.escalated_conversations.push(conv.clone());
         } else {
             tool_call(self, tool, true);
-            { let s = self.choose(text::AGENT_DONE); say(self, "assistant", s.to_string(), "agent_message"); }
+            {
+                let s = self.choose(text::AGENT_DONE);
+                say(self, "assistant", s.to_string(), "agent_message");
+            }
             self.wait(3_000, 20_000);
-            { let s = self.choose(text::THANKS); say(self, "user", s.to_string(), "user_message"); }
-            self.emit(Kind::Track, "resolved", vec![("conversation_id", PropValue::Str(conv.clone()))]);
+            {
+                let s = self.choose(text::THANKS);
+                say(self, "user", s.to_string(), "user_message");
+            }
+            self.emit(
+                Kind::Track,
+                "resolved",
+                vec![("conversation_id", PropValue::Str(conv.clone()))],
+            );
         }
     }
 }
@@ -542,14 +800,20 @@ pub fn user(cfg: &GenConfig, index: u64) -> (Vec<GenEvent>, UserTruth) {
     }
     let day_ms = 86_400_000i64;
     let span = i64::from(cfg.days.max(1)) * day_ms;
-    let mut starts: Vec<i64> = (0..n).map(|_| START_MS + sim.rng.random_range(0..span - 2 * 3_600_000)).collect();
+    let mut starts: Vec<i64> = (0..n)
+        .map(|_| START_MS + sim.rng.random_range(0..span - 2 * 3_600_000))
+        .collect();
     starts.sort_unstable();
     // Sessions must not overlap: keep each at least 2 hours after the previous one.
     for i in 1..starts.len() {
         starts[i] = starts[i].max(starts[i - 1] + 2 * 3_600_000);
     }
     starts.retain(|&s| s < START_MS + span);
-    let chat_after = if sim.rng.random_bool(0.12) { Some(sim.rng.random_range(0..starts.len())) } else { None };
+    let chat_after = if sim.rng.random_bool(0.12) {
+        Some(sim.rng.random_range(0..starts.len()))
+    } else {
+        None
+    };
     let mut churned = false;
     for (i, &s) in starts.iter().enumerate() {
         let day = ((s - START_MS) / day_ms) as u32;
@@ -578,7 +842,10 @@ pub fn user(cfg: &GenConfig, index: u64) -> (Vec<GenEvent>, UserTruth) {
     // later are stitched to their user id, so rename those ids.
     let anon = p.anonymous_id();
     let unit = sim.truth.unit.clone();
-    for list in [&mut sim.truth.slow_payment_sessions, &mut sim.truth.rage_click_sessions] {
+    for list in [
+        &mut sim.truth.slow_payment_sessions,
+        &mut sim.truth.rage_click_sessions,
+    ] {
         for s in list.iter_mut() {
             if let Some(rest) = s.strip_prefix(&anon) {
                 *s = format!("{unit}{rest}");

@@ -39,7 +39,12 @@ pub struct GenConfig {
 
 impl Default for GenConfig {
     fn default() -> Self {
-        GenConfig { users: 10_000, days: 30, seed: 42, incident: false }
+        GenConfig {
+            users: 10_000,
+            days: 30,
+            seed: 42,
+            incident: false,
+        }
     }
 }
 
@@ -90,8 +95,15 @@ pub fn generate_to_file(cfg: &GenConfig, out: &Path) -> Result<GenReport, GenErr
     let (events, truth) = write::write(cfg, out)?;
     let tp = truth_path(out);
     let json = serde_json::to_vec_pretty(&truth).expect("truth serializes");
-    std::fs::write(&tp, json).map_err(|e| GenError::Io { path: tp.clone(), source: e })?;
-    Ok(GenReport { users: cfg.users, events, truth_path: tp })
+    std::fs::write(&tp, json).map_err(|e| GenError::Io {
+        path: tp.clone(),
+        source: e,
+    })?;
+    Ok(GenReport {
+        users: cfg.users,
+        events,
+        truth_path: tp,
+    })
 }
 
 /// Generates one user's events and the behaviours planted on them (for tests and tools).

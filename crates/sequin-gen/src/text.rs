@@ -79,4 +79,8 @@ pub const AGENT_DONE: &[&str] = &[
 pub const AGENT_HANDOFF: &str = "I'm transferring you to a human agent who can help further.";
 
 /// Closing user turn after a resolution.
-pub const THANKS: &[&str] = &["Great, thank you!", "Perfect, thanks.", "Thanks, that's all."];
+pub const THANKS: &[&str] = &[
+    "Great, thank you!",
+    "Perfect, thanks.",
+    "Thanks, that's all.",
+];

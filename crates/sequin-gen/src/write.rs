@@ -6,7 +6,9 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use arrow_array::builder::{
+    BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
@@ -40,7 +42,13 @@ pub(crate) fn rfc3339_ms(out: &mut Vec<u8>, ms: i64) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    let _ = write!(out, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z", sod / 3600, sod % 3600 / 60, sod % 60);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    );
 }
 
 fn json_str(out: &mut Vec<u8>, s: &str) {
@@ -90,7 +98,12 @@ fn segment_line(out: &mut Vec<u8>, p: &Profile, e: &GenEvent, seq: usize, batch_
         let _ = write!(out, ",\"{name_key}\":");
         json_str(out, e.name);
     }
-    let _ = write!(out, ",\"messageId\":\"m-{}-{seq}\",\"anonymousId\":\"{}\"", p.index, p.anonymous_id());
+    let _ = write!(
+        out,
+        ",\"messageId\":\"m-{}-{seq}\",\"anonymousId\":\"{}\"",
+        p.index,
+        p.anonymous_id()
+    );
     if e.identified {
         let _ = write!(out, ",\"userId\":\"{}\"", p.user_id());
     }
@@ -104,7 +117,11 @@ fn segment_line(out: &mut Vec<u8>, p: &Profile, e: &GenEvent, seq: usize, batch_
     rfc3339_ms(out, e.time_ms + batch_delay_ms);
     out.push(b'"');
     if e.kind == Kind::Identify {
-        let _ = write!(out, ",\"traits\":{{\"plan\":\"free\",\"email\":\"{}@example.com\"}}", p.user_id());
+        let _ = write!(
+            out,
+            ",\"traits\":{{\"plan\":\"free\",\"email\":\"{}@example.com\"}}",
+            p.user_id()
+        );
     } else {
         out.extend_from_slice(b",\"properties\":{");
         for (i, (k, v)) in e.props.iter().enumerate() {
@@ -141,7 +158,12 @@ struct Block {
 fn gen_block(cfg: &GenConfig, block: u64, parquet: bool) -> Block {
     let first = block * BLOCK;
     let last = ((block + 1) * BLOCK).min(cfg.users);
-    let mut b = Block { bytes: Vec::new(), events: 0, truths: Vec::new(), batch: None };
+    let mut b = Block {
+        bytes: Vec::new(),
+        events: 0,
+        truths: Vec::new(),
+        batch: None,
+    };
     let mut rows = Vec::new();
     for index in first..last {
         let (events, truth) = crate::journey::user(cfg, index);
@@ -173,7 +195,10 @@ fn profile_of(cfg: &GenConfig, index: u64) -> Profile {
 
 /// Generates everything and writes it; returns the number of events and the truth.
 pub(crate) fn write(cfg: &GenConfig, out: &Path) -> Result<(u64, Truth), GenError> {
-    let io = |e| GenError::Io { path: out.to_path_buf(), source: e };
+    let io = |e| GenError::Io {
+        path: out.to_path_buf(),
+        source: e,
+    };
     let name = out.to_string_lossy().to_lowercase();
     let parquet = name.ends_with(".parquet");
     let gz = name.ends_with(".gz");
@@ -185,7 +210,11 @@ pub(crate) fn write(cfg: &GenConfig, out: &Path) -> Result<(u64, Truth), GenErro
         let mut writer = ArrowWriter::try_new(
             file,
             parquet_schema(),
-            Some(WriterProperties::builder().set_compression(Compression::SNAPPY).build()),
+            Some(
+                WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .build(),
+            ),
         )?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(64);
         let handle = std::thread::spawn(move || -> Result<(), GenError> {
@@ -211,7 +240,10 @@ pub(crate) fn write(cfg: &GenConfig, out: &Path) -> Result<(u64, Truth), GenErro
         handle.join().expect("writer thread does not panic")?;
     } else {
         let mut sink: Box<dyn Write + Send> = if gz {
-            Box::new(flate2::write::GzEncoder::new(BufWriter::with_capacity(1 << 20, file), flate2::Compression::fast()))
+            Box::new(flate2::write::GzEncoder::new(
+                BufWriter::with_capacity(1 << 20, file),
+                flate2::Compression::fast(),
+            ))
         } else {
             Box::new(BufWriter::with_capacity(1 << 20, file))
         };
@@ -224,7 +256,10 @@ pub(crate) fn write(cfg: &GenConfig, out: &Path) -> Result<(u64, Truth), GenErro
             sink.flush()
         });
         for group in (0..blocks).collect::<Vec<_>>().chunks(32) {
-            let done: Vec<Block> = group.par_iter().map(|&b| gen_block(cfg, b, false)).collect();
+            let done: Vec<Block> = group
+                .par_iter()
+                .map(|&b| gen_block(cfg, b, false))
+                .collect();
             for b in done {
                 events += b.events;
                 truths.extend(b.truths);
@@ -234,22 +269,34 @@ pub(crate) fn write(cfg: &GenConfig, out: &Path) -> Result<(u64, Truth), GenErro
             }
         }
         drop(tx);
-        writer.join().expect("writer thread does not panic").map_err(io)?;
+        writer
+            .join()
+            .expect("writer thread does not panic")
+            .map_err(io)?;
     }
     Ok((events, summarise(cfg, &truths)))
 }
 
 fn summarise(cfg: &GenConfig, truths: &[UserTruth]) -> Truth {
-    let users = |f: &dyn Fn(&UserTruth) -> bool| -> Vec<String> { truths.iter().filter(|t| f(t)).map(|t| t.unit.clone()).collect() };
-    let flat = |f: &dyn Fn(&UserTruth) -> &Vec<String>| -> Vec<String> { truths.iter().flat_map(|t| f(t).iter().cloned()).collect() };
-    let behaviour = |id: &str, description: &str, unit: &str, effect: &str, ids: Vec<String>| Behaviour {
-        id: id.into(),
-        description: description.into(),
-        unit: unit.into(),
-        effect: effect.into(),
-        count: ids.len(),
-        ids,
+    let users = |f: &dyn Fn(&UserTruth) -> bool| -> Vec<String> {
+        truths
+            .iter()
+            .filter(|t| f(t))
+            .map(|t| t.unit.clone())
+            .collect()
     };
+    let flat = |f: &dyn Fn(&UserTruth) -> &Vec<String>| -> Vec<String> {
+        truths.iter().flat_map(|t| f(t).iter().cloned()).collect()
+    };
+    let behaviour =
+        |id: &str, description: &str, unit: &str, effect: &str, ids: Vec<String>| Behaviour {
+            id: id.into(),
+            description: description.into(),
+            unit: unit.into(),
+            effect: effect.into(),
+            count: ids.len(),
+            ids,
+        };
     let day = 86_400_000i64;
     let fmt = |ms: i64| {
         let mut b = Vec::new();
@@ -330,7 +377,8 @@ fn summarise(cfg: &GenConfig, truths: &[UserTruth]) -> Truth {
             segment: "os.name == \"Android\" and app.version == \"5.3.0\"".into(),
             start: fmt(START_MS + 14 * day),
             end: fmt(START_MS + 21 * day),
-            effect: "80% of payment_submit events end in a silent error 5031 and no purchase".into(),
+            effect: "80% of payment_submit events end in a silent error 5031 and no purchase"
+                .into(),
         }),
         duplicate_deliveries: truths.iter().map(|t| u64::from(t.duplicates)).sum(),
     }
@@ -371,14 +419,26 @@ const PROPS: &[(&str, DataType)] = &[
     ("error.type", DataType::Utf8),
     ("reason", DataType::Utf8),
 ];
-const CONTEXT: &[&str] = &["device.type", "device.model", "os.name", "os.version", "app.version", "network.type", "locale"];
+const CONTEXT: &[&str] = &[
+    "device.type",
+    "device.model",
+    "os.name",
+    "os.version",
+    "app.version",
+    "network.type",
+    "locale",
+];
 
 fn parquet_schema() -> Arc<Schema> {
     let mut fields = vec![
         Field::new("user_id", DataType::Utf8, true),
         Field::new("anonymous_id", DataType::Utf8, false),
         Field::new("message_id", DataType::Utf8, false),
-        Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("event", DataType::Utf8, false),
     ];
     fields.extend(PROPS.iter().map(|(k, t)| Field::new(*k, t.clone(), true)));
@@ -392,7 +452,10 @@ fn rows_to_batch(rows: &[(Profile, GenEvent, usize)]) -> Result<RecordBatch, Gen
     let mut msg = StringBuilder::new();
     let mut ts = TimestampMillisecondBuilder::new().with_timezone("UTC");
     let mut event = StringBuilder::new();
-    let mut props: BTreeMap<&str, Vec<Option<&PropValue>>> = PROPS.iter().map(|(k, _)| (*k, Vec::with_capacity(rows.len()))).collect();
+    let mut props: BTreeMap<&str, Vec<Option<&PropValue>>> = PROPS
+        .iter()
+        .map(|(k, _)| (*k, Vec::with_capacity(rows.len())))
+        .collect();
     let page_names: Vec<PropValue> = rows.iter().map(|(_, e, _)| PropValue::S(e.name)).collect();
     for (i, (p, e, seq)) in rows.iter().enumerate() {
         user.append_option(e.identified.then(|| p.user_id()));
@@ -409,8 +472,20 @@ fn rows_to_batch(rows: &[(Profile, GenEvent, usize)]) -> Result<RecordBatch, Gen
             col.push(None);
         }
         match e.kind {
-            Kind::Page => *props.get_mut("page").expect("column").last_mut().expect("row") = Some(&page_names[i]),
-            Kind::Screen => *props.get_mut("screen").expect("column").last_mut().expect("row") = Some(&page_names[i]),
+            Kind::Page => {
+                *props
+                    .get_mut("page")
+                    .expect("column")
+                    .last_mut()
+                    .expect("row") = Some(&page_names[i])
+            }
+            Kind::Screen => {
+                *props
+                    .get_mut("screen")
+                    .expect("column")
+                    .last_mut()
+                    .expect("row") = Some(&page_names[i])
+            }
             _ => {}
         }
         for (k, v) in &e.props {
@@ -419,15 +494,26 @@ fn rows_to_batch(rows: &[(Profile, GenEvent, usize)]) -> Result<RecordBatch, Gen
             }
         }
     }
-    let mut columns: Vec<ArrayRef> =
-        vec![Arc::new(user.finish()), Arc::new(anon.finish()), Arc::new(msg.finish()), Arc::new(ts.finish()), Arc::new(event.finish())];
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(user.finish()),
+        Arc::new(anon.finish()),
+        Arc::new(msg.finish()),
+        Arc::new(ts.finish()),
+        Arc::new(event.finish()),
+    ];
     for (k, t) in PROPS {
         let vals = &props[k];
         let array: ArrayRef = match t {
             DataType::Int64 => {
                 let mut b = Int64Builder::new();
                 for v in vals {
-                    b.append_option(v.and_then(|v| if let PropValue::Int(i) = v { Some(*i) } else { None }));
+                    b.append_option(v.and_then(|v| {
+                        if let PropValue::Int(i) = v {
+                            Some(*i)
+                        } else {
+                            None
+                        }
+                    }));
                 }
                 Arc::new(b.finish())
             }
@@ -445,7 +531,13 @@ fn rows_to_batch(rows: &[(Profile, GenEvent, usize)]) -> Result<RecordBatch, Gen
             DataType::Boolean => {
                 let mut b = BooleanBuilder::new();
                 for v in vals {
-                    b.append_option(v.and_then(|v| if let PropValue::Bool(x) = v { Some(*x) } else { None }));
+                    b.append_option(v.and_then(|v| {
+                        if let PropValue::Bool(x) = v {
+                            Some(*x)
+                        } else {
+                            None
+                        }
+                    }));
                 }
                 Arc::new(b.finish())
             }
@@ -487,7 +579,13 @@ mod tests {
 
     #[test]
     fn fast_rfc3339_matches_chrono() {
-        for ms in [0i64, 1_709_510_400_123, 951_782_400_000, 4_102_444_799_999, 1_582_934_400_000] {
+        for ms in [
+            0i64,
+            1_709_510_400_123,
+            951_782_400_000,
+            4_102_444_799_999,
+            1_582_934_400_000,
+        ] {
             let mut b = Vec::new();
             rfc3339_ms(&mut b, ms);
             let s = String::from_utf8(b).unwrap();

@@ -69,7 +69,11 @@ pub struct RowError {
 
 impl std::fmt::Display for RowError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}: {}: {}", self.file, self.line, self.field, self.reason)
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.file, self.line, self.field, self.reason
+        )
     }
 }
 
@@ -136,7 +140,9 @@ pub fn import_file(
         Some(f) => f,
         None => InputFormat::from_path(path).ok_or_else(|| ImportError::Format {
             path: path.to_path_buf(),
-            reason: "cannot tell the format from the file name: use --input-format ndjson|csv|parquet".into(),
+            reason:
+                "cannot tell the format from the file name: use --input-format ndjson|csv|parquet"
+                    .into(),
         })?,
     };
     let file_name = path.display().to_string();
@@ -153,16 +159,29 @@ pub fn import_file(
             return Err(ImportError::Strict(e));
         }
     }
-    let mut report = FileReport { file: file_name.clone(), ..Default::default() };
+    let mut report = FileReport {
+        file: file_name.clone(),
+        ..Default::default()
+    };
     let mut rejects: Option<BufWriter<File>> = None;
     let rejects_path = opts.rejects.clone().unwrap_or_else(|| {
-        let base = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "input".into());
-        store.dir().join("rejects").join(format!("{base}.rejects.ndjson"))
+        let base = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "input".into());
+        store
+            .dir()
+            .join("rejects")
+            .join(format!("{base}.rejects.ndjson"))
     });
     let (tx, rx) = sync_channel::<Chunk>(4);
     let flat = opts.flat.clone();
     let owned_path = path.to_path_buf();
-    let reader = std::thread::spawn(move || readers::read(&owned_path, format, &flat, &mut |chunk| tx.send(chunk).is_ok()));
+    let reader = std::thread::spawn(move || {
+        readers::read(&owned_path, format, &flat, &mut |chunk| {
+            tx.send(chunk).is_ok()
+        })
+    });
     let mut result = Ok(());
     for chunk in rx.iter() {
         report.rows += chunk.rows;
@@ -183,9 +202,15 @@ pub fn import_file(
             report.rejected += 1;
             if rejects.is_none() {
                 if let Some(dir) = rejects_path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| ImportError::Io { path: dir.to_path_buf(), source: e })?;
+                    std::fs::create_dir_all(dir).map_err(|e| ImportError::Io {
+                        path: dir.to_path_buf(),
+                        source: e,
+                    })?;
                 }
-                let f = File::create(&rejects_path).map_err(|e| ImportError::Io { path: rejects_path.clone(), source: e })?;
+                let f = File::create(&rejects_path).map_err(|e| ImportError::Io {
+                    path: rejects_path.clone(),
+                    source: e,
+                })?;
                 rejects = Some(BufWriter::new(f));
                 report.rejects_file = Some(rejects_path.clone());
             }
@@ -193,7 +218,10 @@ pub fn import_file(
                 "file": err.file, "line": err.line, "field": err.field, "reason": err.reason, "row": err.raw,
             });
             if let Some(w) = rejects.as_mut() {
-                writeln!(w, "{line}").map_err(|e| ImportError::Io { path: rejects_path.clone(), source: e })?;
+                writeln!(w, "{line}").map_err(|e| ImportError::Io {
+                    path: rejects_path.clone(),
+                    source: e,
+                })?;
             }
             if report.first_errors.len() < 20 {
                 report.first_errors.push(err);
@@ -206,7 +234,10 @@ pub fn import_file(
     result?;
     read_result?;
     if let Some(mut w) = rejects {
-        w.flush().map_err(|e| ImportError::Io { path: rejects_path.clone(), source: e })?;
+        w.flush().map_err(|e| ImportError::Io {
+            path: rejects_path.clone(),
+            source: e,
+        })?;
     }
     Ok(report)
 }

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rayon::prelude::*;
@@ -50,7 +50,9 @@ impl std::str::FromStr for InputFormat {
             "ndjson" | "jsonl" | "json" => Ok(InputFormat::Ndjson),
             "csv" => Ok(InputFormat::Csv),
             "parquet" => Ok(InputFormat::Parquet),
-            other => Err(format!("unknown input format `{other}` (expected ndjson, csv or parquet)")),
+            other => Err(format!(
+                "unknown input format `{other}` (expected ndjson, csv or parquet)"
+            )),
         }
     }
 }
@@ -70,17 +72,32 @@ impl<R: Read> Read for Counting<R> {
 }
 
 fn open_text(path: &Path, count: Arc<AtomicU64>) -> Result<Box<dyn BufRead + Send>, ImportError> {
-    let file = File::open(path).map_err(|e| ImportError::Io { path: path.to_path_buf(), source: e })?;
+    let file = File::open(path).map_err(|e| ImportError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     let counted = Counting { inner: file, count };
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz")) {
-        Ok(Box::new(BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(BufReader::new(counted)))))
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+    {
+        Ok(Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(BufReader::new(counted)),
+        )))
     } else {
         Ok(Box::new(BufReader::with_capacity(1 << 20, counted)))
     }
 }
 
 fn row_error(file: &str, line: u64, e: MapError, raw: Option<String>) -> RowError {
-    RowError { file: file.to_string(), line, field: e.field, reason: e.reason, raw }
+    RowError {
+        file: file.to_string(),
+        line,
+        field: e.field,
+        reason: e.reason,
+        raw,
+    }
 }
 
 /// Reads `path`, calling `sink` per chunk until it returns false.
@@ -97,11 +114,18 @@ pub(crate) fn read(
     }
 }
 
-fn read_ndjson(path: &Path, flat: &FlatOptions, sink: &mut dyn FnMut(Chunk) -> bool) -> Result<(), ImportError> {
+fn read_ndjson(
+    path: &Path,
+    flat: &FlatOptions,
+    sink: &mut dyn FnMut(Chunk) -> bool,
+) -> Result<(), ImportError> {
     let count = Arc::new(AtomicU64::new(0));
     let mut input = open_text(path, count.clone())?;
     let file = path.display().to_string();
-    let io_err = |e| ImportError::Io { path: path.to_path_buf(), source: e };
+    let io_err = |e| ImportError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
     let mut mapping: Option<Result<FlatMapping, String>> = None;
     let mut line_no = 0u64;
     loop {
@@ -127,13 +151,21 @@ fn read_ndjson(path: &Path, flat: &FlatOptions, sink: &mut dyn FnMut(Chunk) -> b
             .par_iter()
             .map(|(n, l)| {
                 serde_json::from_slice(l).map_err(|e| {
-                    row_error(&file, *n, MapError::new("$", format!("invalid JSON: {e}")), Some(String::from_utf8_lossy(l).into_owned()))
+                    row_error(
+                        &file,
+                        *n,
+                        MapError::new("$", format!("invalid JSON: {e}")),
+                        Some(String::from_utf8_lossy(l).into_owned()),
+                    )
                 })
             })
             .collect();
         if mapping.is_none() {
             // Resolve flat-record roles from the first flat object, deterministically.
-            let first_flat = values.iter().filter_map(|v| v.as_ref().ok()?.as_object()).find(|o| !sequin_core::segment::is_segment_message(o));
+            let first_flat = values
+                .iter()
+                .filter_map(|v| v.as_ref().ok()?.as_object())
+                .find(|o| !sequin_core::segment::is_segment_message(o));
             if let Some(obj) = first_flat {
                 let cols: Vec<&str> = obj.keys().map(String::as_str).collect();
                 mapping = Some(FlatMapping::resolve(flat, &cols));
@@ -145,12 +177,18 @@ fn read_ndjson(path: &Path, flat: &FlatOptions, sink: &mut dyn FnMut(Chunk) -> b
             .map(|(v, (n, l))| {
                 let raw = || Some(String::from_utf8_lossy(l).into_owned());
                 let v = v?;
-                let obj = v
-                    .as_object()
-                    .ok_or_else(|| row_error(&file, *n, MapError::new("$", "a line must hold a JSON object"), raw()))?;
+                let obj = v.as_object().ok_or_else(|| {
+                    row_error(
+                        &file,
+                        *n,
+                        MapError::new("$", "a line must hold a JSON object"),
+                        raw(),
+                    )
+                })?;
                 if sequin_core::segment::is_segment_message(obj) {
                     let mut out = Vec::new();
-                    sequin_core::segment::map_message(&v, None, &mut out).map_err(|e| row_error(&file, *n, e, raw()))?;
+                    sequin_core::segment::map_message(&v, None, &mut out)
+                        .map_err(|e| row_error(&file, *n, e, raw()))?;
                     return Ok(out);
                 }
                 match &mapping {
@@ -158,12 +196,27 @@ fn read_ndjson(path: &Path, flat: &FlatOptions, sink: &mut dyn FnMut(Chunk) -> b
                         .map(obj.iter().map(|(k, v)| (k.as_str(), Cell::Json(v))))
                         .map(|e| vec![e])
                         .map_err(|e| row_error(&file, *n, e, raw())),
-                    Some(Err(reason)) => Err(row_error(&file, *n, MapError::new("$", reason.clone()), raw())),
-                    None => Err(row_error(&file, *n, MapError::new("$", "not a Segment message"), raw())),
+                    Some(Err(reason)) => Err(row_error(
+                        &file,
+                        *n,
+                        MapError::new("$", reason.clone()),
+                        raw(),
+                    )),
+                    None => Err(row_error(
+                        &file,
+                        *n,
+                        MapError::new("$", "not a Segment message"),
+                        raw(),
+                    )),
                 }
             })
             .collect();
-        let mut chunk = Chunk { events: Vec::with_capacity(lines.len()), errors: Vec::new(), rows: lines.len() as u64, bytes_read: 0 };
+        let mut chunk = Chunk {
+            events: Vec::with_capacity(lines.len()),
+            errors: Vec::new(),
+            rows: lines.len() as u64,
+            bytes_read: 0,
+        };
         for r in parsed {
             match r {
                 Ok(evs) => chunk.events.extend(evs),
@@ -177,29 +230,54 @@ fn read_ndjson(path: &Path, flat: &FlatOptions, sink: &mut dyn FnMut(Chunk) -> b
     }
 }
 
-fn read_csv(path: &Path, flat: &FlatOptions, sink: &mut dyn FnMut(Chunk) -> bool) -> Result<(), ImportError> {
+fn read_csv(
+    path: &Path,
+    flat: &FlatOptions,
+    sink: &mut dyn FnMut(Chunk) -> bool,
+) -> Result<(), ImportError> {
     let count = Arc::new(AtomicU64::new(0));
     let input = open_text(path, count.clone())?;
     let file = path.display().to_string();
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(input);
     let headers = reader
         .headers()
-        .map_err(|e| ImportError::Format { path: path.to_path_buf(), reason: format!("bad CSV header: {e}") })?
+        .map_err(|e| ImportError::Format {
+            path: path.to_path_buf(),
+            reason: format!("bad CSV header: {e}"),
+        })?
         .clone();
     let cols: Vec<&str> = headers.iter().collect();
-    let mapping =
-        FlatMapping::resolve(flat, &cols).map_err(|reason| ImportError::Format { path: path.to_path_buf(), reason })?;
+    let mapping = FlatMapping::resolve(flat, &cols).map_err(|reason| ImportError::Format {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     let mut record = csv::StringRecord::new();
-    let mut chunk = Chunk { events: Vec::new(), errors: Vec::new(), rows: 0, bytes_read: 0 };
+    let mut chunk = Chunk {
+        events: Vec::new(),
+        errors: Vec::new(),
+        rows: 0,
+        bytes_read: 0,
+    };
     loop {
         let more = match reader.read_record(&mut record) {
             Ok(more) => more,
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
                 chunk.rows += 1;
-                chunk.errors.push(row_error(&file, line, MapError::new("$", format!("unreadable CSV row: {e}")), None));
+                chunk.errors.push(row_error(
+                    &file,
+                    line,
+                    MapError::new("$", format!("unreadable CSV row: {e}")),
+                    None,
+                ));
                 if matches!(e.kind(), csv::ErrorKind::Io(_)) {
-                    return Err(ImportError::Format { path: path.to_path_buf(), reason: e.to_string() });
+                    return Err(ImportError::Format {
+                        path: path.to_path_buf(),
+                        reason: e.to_string(),
+                    });
                 }
                 continue;
             }
@@ -211,7 +289,10 @@ fn read_csv(path: &Path, flat: &FlatOptions, sink: &mut dyn FnMut(Chunk) -> bool
         chunk.rows += 1;
         let raw = || Some(record.iter().collect::<Vec<_>>().join(","));
         if record.len() != cols.len() {
-            let e = MapError::new("$", format!("expected {} fields, found {}", cols.len(), record.len()));
+            let e = MapError::new(
+                "$",
+                format!("expected {} fields, found {}", cols.len(), record.len()),
+            );
             chunk.errors.push(row_error(&file, line, e, raw()));
         } else {
             match mapping.map(cols.iter().copied().zip(record.iter().map(Cell::Text))) {
@@ -221,7 +302,15 @@ fn read_csv(path: &Path, flat: &FlatOptions, sink: &mut dyn FnMut(Chunk) -> bool
         }
         if chunk.rows as usize >= CHUNK {
             chunk.bytes_read = count.load(Ordering::Relaxed);
-            let full = std::mem::replace(&mut chunk, Chunk { events: Vec::new(), errors: Vec::new(), rows: 0, bytes_read: 0 });
+            let full = std::mem::replace(
+                &mut chunk,
+                Chunk {
+                    events: Vec::new(),
+                    errors: Vec::new(),
+                    rows: 0,
+                    bytes_read: 0,
+                },
+            );
             if !sink(full) {
                 return Ok(());
             }
@@ -240,7 +329,11 @@ enum Col<'a> {
     Bool(&'a arrow_array::BooleanArray),
     Str(&'a arrow_array::StringArray),
     LargeStr(&'a arrow_array::LargeStringArray),
-    Dict { keys: Vec<usize>, values: &'a arrow_array::StringArray, array: &'a dyn Array },
+    Dict {
+        keys: Vec<usize>,
+        values: &'a arrow_array::StringArray,
+        array: &'a dyn Array,
+    },
     Micros(Vec<Option<i64>>),
     Unsupported(String),
 }
@@ -249,7 +342,10 @@ fn ints<T: ArrowPrimitiveType>(a: &ArrayRef) -> Vec<Option<i64>>
 where
     T::Native: TryInto<i64>,
 {
-    a.as_primitive::<T>().iter().map(|v| v.and_then(|x| x.try_into().ok())).collect()
+    a.as_primitive::<T>()
+        .iter()
+        .map(|v| v.and_then(|x| x.try_into().ok()))
+        .collect()
 }
 
 fn col(a: &ArrayRef) -> Col<'_> {
@@ -269,17 +365,31 @@ fn col(a: &ArrayRef) -> Col<'_> {
         DataType::LargeUtf8 => Col::LargeStr(a.as_string::<i64>()),
         DataType::Dictionary(_, v) if **v == DataType::Utf8 => {
             let d = a.as_any_dictionary();
-            Col::Dict { keys: d.normalized_keys(), values: d.values().as_string::<i32>(), array: a.as_ref() }
+            Col::Dict {
+                keys: d.normalized_keys(),
+                values: d.values().as_string::<i32>(),
+                array: a.as_ref(),
+            }
         }
         DataType::Timestamp(unit, _) => {
             let scale = |m: i64| -> Vec<Option<i64>> {
                 let v: Vec<Option<i64>> = match unit {
                     TimeUnit::Second => a.as_primitive::<TimestampSecondType>().iter().collect(),
-                    TimeUnit::Millisecond => a.as_primitive::<TimestampMillisecondType>().iter().collect(),
-                    TimeUnit::Microsecond => a.as_primitive::<TimestampMicrosecondType>().iter().collect(),
-                    TimeUnit::Nanosecond => a.as_primitive::<TimestampNanosecondType>().iter().collect(),
+                    TimeUnit::Millisecond => a
+                        .as_primitive::<TimestampMillisecondType>()
+                        .iter()
+                        .collect(),
+                    TimeUnit::Microsecond => a
+                        .as_primitive::<TimestampMicrosecondType>()
+                        .iter()
+                        .collect(),
+                    TimeUnit::Nanosecond => {
+                        a.as_primitive::<TimestampNanosecondType>().iter().collect()
+                    }
                 };
-                v.into_iter().map(|x| x.map(|x| if m > 0 { x * m } else { x.div_euclid(-m) })).collect()
+                v.into_iter()
+                    .map(|x| x.map(|x| if m > 0 { x * m } else { x.div_euclid(-m) }))
+                    .collect()
             };
             Col::Micros(scale(match unit {
                 TimeUnit::Second => 1_000_000,
@@ -289,7 +399,10 @@ fn col(a: &ArrayRef) -> Col<'_> {
             }))
         }
         DataType::Date32 => Col::Micros(
-            a.as_primitive::<Date32Type>().iter().map(|d| d.map(|d| i64::from(d) * 86_400_000_000)).collect(),
+            a.as_primitive::<Date32Type>()
+                .iter()
+                .map(|d| d.map(|d| i64::from(d) * 86_400_000_000))
+                .collect(),
         ),
         other => Col::Unsupported(format!("{other}")),
     }
@@ -299,13 +412,51 @@ impl<'a> Col<'a> {
     fn cell(&self, row: usize) -> Result<Cell<'a>, String> {
         Ok(match self {
             Col::Int(v) => v[row].map_or(Cell::Missing, Cell::Int),
-            Col::Float(a) => if a.is_null(row) { Cell::Missing } else { Cell::Float(a.value(row)) },
-            Col::Float32(a) => if a.is_null(row) { Cell::Missing } else { Cell::Float(f64::from(a.value(row))) },
-            Col::Bool(a) => if a.is_null(row) { Cell::Missing } else { Cell::Bool(a.value(row)) },
-            Col::Str(a) => if a.is_null(row) { Cell::Missing } else { Cell::Str(a.value(row)) },
-            Col::LargeStr(a) => if a.is_null(row) { Cell::Missing } else { Cell::Str(a.value(row)) },
-            Col::Dict { keys, values, array } => {
-                if array.is_null(row) { Cell::Missing } else { Cell::Str(values.value(keys[row])) }
+            Col::Float(a) => {
+                if a.is_null(row) {
+                    Cell::Missing
+                } else {
+                    Cell::Float(a.value(row))
+                }
+            }
+            Col::Float32(a) => {
+                if a.is_null(row) {
+                    Cell::Missing
+                } else {
+                    Cell::Float(f64::from(a.value(row)))
+                }
+            }
+            Col::Bool(a) => {
+                if a.is_null(row) {
+                    Cell::Missing
+                } else {
+                    Cell::Bool(a.value(row))
+                }
+            }
+            Col::Str(a) => {
+                if a.is_null(row) {
+                    Cell::Missing
+                } else {
+                    Cell::Str(a.value(row))
+                }
+            }
+            Col::LargeStr(a) => {
+                if a.is_null(row) {
+                    Cell::Missing
+                } else {
+                    Cell::Str(a.value(row))
+                }
+            }
+            Col::Dict {
+                keys,
+                values,
+                array,
+            } => {
+                if array.is_null(row) {
+                    Cell::Missing
+                } else {
+                    Cell::Str(values.value(keys[row]))
+                }
             }
             Col::Micros(v) => v[row].map_or(Cell::Missing, Cell::Micros),
             Col::Unsupported(t) => return Err(format!("unsupported Parquet column type {t}")),
@@ -313,16 +464,35 @@ impl<'a> Col<'a> {
     }
 }
 
-fn read_parquet(path: &Path, flat: &FlatOptions, sink: &mut dyn FnMut(Chunk) -> bool) -> Result<(), ImportError> {
-    let file = File::open(path).map_err(|e| ImportError::Io { path: path.to_path_buf(), source: e })?;
-    let fmt_err = |e: String| ImportError::Format { path: path.to_path_buf(), reason: e };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fmt_err(format!("not a Parquet file: {e}")))?;
-    let names: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
+fn read_parquet(
+    path: &Path,
+    flat: &FlatOptions,
+    sink: &mut dyn FnMut(Chunk) -> bool,
+) -> Result<(), ImportError> {
+    let file = File::open(path).map_err(|e| ImportError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let fmt_err = |e: String| ImportError::Format {
+        path: path.to_path_buf(),
+        reason: e,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| fmt_err(format!("not a Parquet file: {e}")))?;
+    let names: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     let cols: Vec<&str> = names.iter().map(String::as_str).collect();
     let mapping = FlatMapping::resolve(flat, &cols).map_err(fmt_err)?;
     let total_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let total_rows = builder.metadata().file_metadata().num_rows().max(1) as u64;
-    let reader = builder.with_batch_size(CHUNK).build().map_err(|e| fmt_err(e.to_string()))?;
+    let reader = builder
+        .with_batch_size(CHUNK)
+        .build()
+        .map_err(|e| fmt_err(e.to_string()))?;
     let file_name = path.display().to_string();
     let mut row_base = 0u64;
     for batch in reader {
@@ -339,11 +509,18 @@ fn read_parquet(path: &Path, flat: &FlatOptions, sink: &mut dyn FnMut(Chunk) -> 
                     match c.cell(r) {
                         Ok(cell) => cells.push((*name, cell)),
                         Err(reason) => {
-                            return Err(row_error(&file_name, row_base + r as u64 + 1, MapError::new(*name, reason), None));
+                            return Err(row_error(
+                                &file_name,
+                                row_base + r as u64 + 1,
+                                MapError::new(*name, reason),
+                                None,
+                            ));
                         }
                     }
                 }
-                mapping.map(cells).map_err(|e| row_error(&file_name, row_base + r as u64 + 1, e, None))
+                mapping
+                    .map(cells)
+                    .map_err(|e| row_error(&file_name, row_base + r as u64 + 1, e, None))
             })
             .collect();
         row_base += n as u64;

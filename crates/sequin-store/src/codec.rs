@@ -79,7 +79,10 @@ impl<'a> Writer<'a> {
 
 /// Encodes `events` into `out`.
 pub fn encode_events<'a>(events: &'a [Event], out: &'a mut Vec<u8>) {
-    let mut w = Writer { out, strings: HashMap::default() };
+    let mut w = Writer {
+        out,
+        strings: HashMap::default(),
+    };
     put_uvarint(w.out, events.len() as u64);
     let mut prev_time = 0i64;
     for e in events {
@@ -182,7 +185,11 @@ impl<'a> Reader<'a> {
 
 /// Decodes a block written by [`encode_events`].
 pub fn decode_events(buf: &[u8]) -> Result<Vec<Event>, DecodeError> {
-    let mut r = Reader { buf, pos: 0, strings: Vec::new() };
+    let mut r = Reader {
+        buf,
+        pos: 0,
+        strings: Vec::new(),
+    };
     let n = r.uvarint()? as usize;
     let mut out = Vec::with_capacity(n.min(1 << 20));
     let mut prev_time = 0i64;
@@ -228,7 +235,11 @@ mod tests {
     #[test]
     fn round_trips_every_field() {
         let mut a = Event::new("u1", 1_000_000, "purchase");
-        a.properties = vec![("amount".into(), Value::Float(9.5)), ("n".into(), Value::Int(-3)), ("ok".into(), Value::Bool(true))];
+        a.properties = vec![
+            ("amount".into(), Value::Float(9.5)),
+            ("n".into(), Value::Int(-3)),
+            ("ok".into(), Value::Bool(true)),
+        ];
         a.context = vec![("os.name".into(), Value::Str("iOS".into()))];
         a.message_id = Some("m1".into());
         let mut b = Event::new("u1", 500, "purchase");

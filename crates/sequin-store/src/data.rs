@@ -34,7 +34,10 @@ impl StrColumn {
     }
 
     fn take(&self, order: &[u32]) -> StrColumn {
-        StrColumn { dict: self.dict.clone(), keys: order.iter().map(|&i| self.keys[i as usize]).collect() }
+        StrColumn {
+            dict: self.dict.clone(),
+            keys: order.iter().map(|&i| self.keys[i as usize]).collect(),
+        }
     }
 
     fn append(&mut self, other: &StrColumn) {
@@ -56,11 +59,20 @@ impl StrColumn {
             remap.push(k);
         }
         self.dict.extend(added);
-        self.keys.extend(other.keys.iter().map(|&k| if k == NULL_KEY { NULL_KEY } else { remap[k as usize] }));
+        self.keys.extend(other.keys.iter().map(|&k| {
+            if k == NULL_KEY {
+                NULL_KEY
+            } else {
+                remap[k as usize]
+            }
+        }));
     }
 
     fn nulls(rows: usize) -> StrColumn {
-        StrColumn { dict: Vec::new(), keys: vec![NULL_KEY; rows] }
+        StrColumn {
+            dict: Vec::new(),
+            keys: vec![NULL_KEY; rows],
+        }
     }
 }
 
@@ -121,15 +133,24 @@ impl PropColumn {
             }] = true;
         }
         match kinds {
-            [true, false, false, false, false] => {
-                PropColumn::Bool(values.into_iter().map(|v| v.map(|v| matches!(v, Value::Bool(true)))).collect())
-            }
-            [false, true, false, false, false] => PropColumn::Int(
-                values.into_iter().map(|v| v.and_then(|v| if let Value::Int(i) = v { Some(i) } else { None })).collect(),
+            [true, false, false, false, false] => PropColumn::Bool(
+                values
+                    .into_iter()
+                    .map(|v| v.map(|v| matches!(v, Value::Bool(true))))
+                    .collect(),
             ),
-            [false, _, true, false, false] => {
-                PropColumn::Float(values.into_iter().map(|v| v.and_then(|v| v.as_f64())).collect())
-            }
+            [false, true, false, false, false] => PropColumn::Int(
+                values
+                    .into_iter()
+                    .map(|v| v.and_then(|v| if let Value::Int(i) = v { Some(i) } else { None }))
+                    .collect(),
+            ),
+            [false, _, true, false, false] => PropColumn::Float(
+                values
+                    .into_iter()
+                    .map(|v| v.and_then(|v| v.as_f64()))
+                    .collect(),
+            ),
             [false, false, false, _, false] => {
                 let mut col = StrColumn::default();
                 let mut index: HashMap<String, u32> = HashMap::new();
@@ -162,7 +183,9 @@ impl PropColumn {
             PropColumn::Float(v) => PropColumn::Float(order.iter().map(|i| v[pick(i)]).collect()),
             PropColumn::Bool(v) => PropColumn::Bool(order.iter().map(|i| v[pick(i)]).collect()),
             PropColumn::Str(c) => PropColumn::Str(c.take(order)),
-            PropColumn::Mixed(v) => PropColumn::Mixed(order.iter().map(|i| v[pick(i)].clone()).collect()),
+            PropColumn::Mixed(v) => {
+                PropColumn::Mixed(order.iter().map(|i| v[pick(i)].clone()).collect())
+            }
         }
     }
 
@@ -186,7 +209,14 @@ impl PropColumn {
 }
 
 /// Which optional id columns an event carries.
-pub const ID_COLUMNS: [&str; 6] = ["user_id", "anonymous_id", "previous_id", "session_id", "conversation_id", "message_id"];
+pub const ID_COLUMNS: [&str; 6] = [
+    "user_id",
+    "anonymous_id",
+    "previous_id",
+    "session_id",
+    "conversation_id",
+    "message_id",
+];
 
 /// One partition's events, sorted by (unit, time, arrival).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -222,10 +252,12 @@ impl PartitionData {
 
     /// The units with their row ranges.
     pub fn unit_rows(&self) -> impl Iterator<Item = (&str, Range<usize>)> + '_ {
-        self.units
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.as_str(), self.unit_start[i] as usize..self.unit_start[i + 1] as usize))
+        self.units.iter().enumerate().map(|(i, u)| {
+            (
+                u.as_str(),
+                self.unit_start[i] as usize..self.unit_start[i + 1] as usize,
+            )
+        })
     }
 
     /// The unit of a row.
@@ -249,9 +281,13 @@ impl PartitionData {
         if self.ids.contains_key("user_id") || self.is_empty() {
             return;
         }
-        let mut col = StrColumn { dict: self.units.clone(), keys: Vec::with_capacity(self.len()) };
+        let mut col = StrColumn {
+            dict: self.units.clone(),
+            keys: Vec::with_capacity(self.len()),
+        };
         for (i, w) in self.unit_start.windows(2).enumerate() {
-            col.keys.extend(std::iter::repeat_n(i as u32, (w[1] - w[0]) as usize));
+            col.keys
+                .extend(std::iter::repeat_n(i as u32, (w[1] - w[0]) as usize));
         }
         self.ids.insert("user_id".into(), col);
     }
@@ -268,7 +304,11 @@ impl PartitionData {
             kind: MessageKind::from_u8(self.kind[row]),
             name: self.names[self.name[row] as usize].clone(),
             time: self.time[row],
-            user_id: if self.ids.contains_key("user_id") { id("user_id") } else { Some(self.unit_of(row).to_string()) },
+            user_id: if self.ids.contains_key("user_id") {
+                id("user_id")
+            } else {
+                Some(self.unit_of(row).to_string())
+            },
             anonymous_id: id("anonymous_id"),
             previous_id: id("previous_id"),
             session_id: id("session_id"),
@@ -298,11 +338,15 @@ impl PartitionData {
         let mut order: Vec<u32> = (0..events.len() as u32).collect();
         order.sort_by(|&a, &b| {
             let (a, b) = (a as usize, b as usize);
-            units[a].cmp(units[b]).then(events[a].time.cmp(&events[b].time)).then(a.cmp(&b))
+            units[a]
+                .cmp(units[b])
+                .then(events[a].time.cmp(&events[b].time))
+                .then(a.cmp(&b))
         });
         let mut data = PartitionData::default();
         let mut name_index: HashMap<&str, u32> = HashMap::new();
-        let mut ids: Vec<Vec<Option<&str>>> = vec![Vec::with_capacity(events.len()); ID_COLUMNS.len()];
+        let mut ids: Vec<Vec<Option<&str>>> =
+            vec![Vec::with_capacity(events.len()); ID_COLUMNS.len()];
         let mut props: BTreeMap<String, Vec<Option<Value>>> = BTreeMap::new();
         for (row, &i) in order.iter().enumerate() {
             let e = &events[i as usize];
@@ -319,13 +363,22 @@ impl PartitionData {
             });
             data.name.push(k);
             data.kind.push(e.kind as u8);
-            let vals = [&e.user_id, &e.anonymous_id, &e.previous_id, &e.session_id, &e.conversation_id, &e.message_id];
+            let vals = [
+                &e.user_id,
+                &e.anonymous_id,
+                &e.previous_id,
+                &e.session_id,
+                &e.conversation_id,
+                &e.message_id,
+            ];
             for (c, v) in ids.iter_mut().zip(vals) {
                 c.push(v.as_deref());
             }
             for (ns, list) in [("p.", &e.properties), ("c.", &e.context), ("t.", &e.traits)] {
                 for (k, v) in list {
-                    let col = props.entry(format!("{ns}{k}")).or_insert_with(|| vec![None; row]);
+                    let col = props
+                        .entry(format!("{ns}{k}"))
+                        .or_insert_with(|| vec![None; row]);
                     col.resize(row, None);
                     col.push(Some(v.clone()));
                 }
@@ -371,7 +424,9 @@ impl PartitionData {
             return parts.pop().unwrap_or_else(PartitionData::empty);
         }
         if parts.iter().any(|p| p.ids.contains_key("user_id")) {
-            parts.iter_mut().for_each(PartitionData::materialize_user_ids);
+            parts
+                .iter_mut()
+                .for_each(PartitionData::materialize_user_ids);
         }
         // Concatenate, then sort a permutation by (unit, time, concatenated position).
         let mut all = PartitionData::empty();
@@ -391,8 +446,13 @@ impl PartitionData {
         }
         let mut order: Vec<u32> = (0..all.len() as u32).collect();
         order.sort_by(|&a, &b| {
-            let (ua, ub) = (&unit_names[row_unit[a as usize] as usize], &unit_names[row_unit[b as usize] as usize]);
-            ua.cmp(ub).then(all.time[a as usize].cmp(&all.time[b as usize])).then(a.cmp(&b))
+            let (ua, ub) = (
+                &unit_names[row_unit[a as usize] as usize],
+                &unit_names[row_unit[b as usize] as usize],
+            );
+            ua.cmp(ub)
+                .then(all.time[a as usize].cmp(&all.time[b as usize]))
+                .then(a.cmp(&b))
         });
         let mut out = all.take(&order);
         out.units.clear();
@@ -409,7 +469,10 @@ impl PartitionData {
     }
 
     fn empty() -> PartitionData {
-        PartitionData { unit_start: vec![0], ..Default::default() }
+        PartitionData {
+            unit_start: vec![0],
+            ..Default::default()
+        }
     }
 
     /// Appends `other`'s rows (not its unit index) to self's columns.
@@ -431,20 +494,33 @@ impl PartitionData {
             });
         }
         self.names.extend(added);
-        self.name.extend(other.name.iter().map(|&k| remap[k as usize]));
+        self.name
+            .extend(other.name.iter().map(|&k| remap[k as usize]));
         self.time.extend_from_slice(&other.time);
         self.kind.extend_from_slice(&other.kind);
-        let keys: std::collections::BTreeSet<String> = self.ids.keys().chain(other.ids.keys()).cloned().collect();
+        let keys: std::collections::BTreeSet<String> =
+            self.ids.keys().chain(other.ids.keys()).cloned().collect();
         for k in keys {
-            let col = self.ids.entry(k.clone()).or_insert_with(|| StrColumn::nulls(rows));
+            let col = self
+                .ids
+                .entry(k.clone())
+                .or_insert_with(|| StrColumn::nulls(rows));
             match other.ids.get(&k) {
                 Some(o) => col.append(o),
                 None => col.keys.extend(std::iter::repeat_n(NULL_KEY, other.len())),
             }
         }
-        let keys: std::collections::BTreeSet<String> = self.props.keys().chain(other.props.keys()).cloned().collect();
+        let keys: std::collections::BTreeSet<String> = self
+            .props
+            .keys()
+            .chain(other.props.keys())
+            .cloned()
+            .collect();
         for k in keys {
-            let col = self.props.entry(k.clone()).or_insert_with(|| PropColumn::nulls(rows));
+            let col = self
+                .props
+                .entry(k.clone())
+                .or_insert_with(|| PropColumn::nulls(rows));
             match other.props.get(&k) {
                 Some(o) => col.append(o),
                 None => col.append(&PropColumn::nulls(other.len())),
@@ -465,47 +541,17 @@ impl PartitionData {
             name: order.iter().map(|&i| self.name[i as usize]).collect(),
             names: self.names.clone(),
             kind: order.iter().map(|&i| self.kind[i as usize]).collect(),
-            ids: self.ids.iter().map(|(k, c)| (k.clone(), c.take(order))).collect(),
-            props: self.props.iter().map(|(k, c)| (k.clone(), c.take(order))).collect(),
+            ids: self
+                .ids
+                .iter()
+                .map(|(k, c)| (k.clone(), c.take(order)))
+                .collect(),
+            props: self
+                .props
+                .iter()
+                .map(|(k, c)| (k.clone(), c.take(order)))
+                .collect(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ev(u: &str, t: i64, n: &str) -> Event {
-        let mut e = Event::new(u, t, n);
-        e.properties.push(("x".into(), Value::Int(t)));
-        e
-    }
-
-    #[test]
-    fn from_events_sorts_by_unit_time_then_arrival() {
-        let events = vec![ev("b", 2, "x"), ev("a", 5, "y"), ev("a", 1, "z"), ev("a", 5, "w")];
-        let units: Vec<&str> = events.iter().map(|e| e.user_id.as_deref().unwrap()).collect();
-        let d = PartitionData::from_events(&events, &units);
-        assert_eq!(d.units, vec!["a", "b"]);
-        let names: Vec<&str> = (0..d.len()).map(|r| d.names[d.name[r] as usize].as_str()).collect();
-        assert_eq!(names, vec!["z", "y", "w", "x"]);
-        assert_eq!(d.event(1), events[1]);
-    }
-
-    #[test]
-    fn merge_keeps_arrival_order_for_ties_and_unifies_types() {
-        let a = vec![ev("a", 5, "first"), ev("c", 1, "c")];
-        let mut late = ev("a", 5, "second");
-        late.properties[0].1 = Value::Str("text".into());
-        let b = vec![late, ev("b", 0, "b")];
-        let ua: Vec<&str> = a.iter().map(|e| e.user_id.as_deref().unwrap()).collect();
-        let ub: Vec<&str> = b.iter().map(|e| e.user_id.as_deref().unwrap()).collect();
-        let m = PartitionData::merge(vec![PartitionData::from_events(&a, &ua), PartitionData::from_events(&b, &ub)]);
-        assert_eq!(m.units, vec!["a", "b", "c"]);
-        let names: Vec<String> = (0..m.len()).map(|r| m.event(r).name).collect();
-        assert_eq!(names, vec!["first", "second", "b", "c"]);
-        assert_eq!(m.event(1).property("x"), Some(&Value::Str("text".into())));
-        assert_eq!(m.event(0).property("x"), Some(&Value::Int(5)));
     }
 }
 
@@ -519,7 +565,8 @@ impl PartitionData {
             explicit.materialize_user_ids();
             return explicit.regroup(new_unit, partitions);
         }
-        let mut pieces: std::collections::BTreeMap<usize, Vec<(u32, u32)>> = std::collections::BTreeMap::new();
+        let mut pieces: std::collections::BTreeMap<usize, Vec<(u32, u32)>> =
+            std::collections::BTreeMap::new();
         for (i, range) in self.unit_rows().map(|(_, r)| r).enumerate() {
             let p = (sequin_core::unit_hash(&new_unit[i]) % partitions as u64) as usize;
             let list = pieces.entry(p).or_default();
@@ -548,5 +595,56 @@ impl PartitionData {
                 (p, piece)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(u: &str, t: i64, n: &str) -> Event {
+        let mut e = Event::new(u, t, n);
+        e.properties.push(("x".into(), Value::Int(t)));
+        e
+    }
+
+    #[test]
+    fn from_events_sorts_by_unit_time_then_arrival() {
+        let events = vec![
+            ev("b", 2, "x"),
+            ev("a", 5, "y"),
+            ev("a", 1, "z"),
+            ev("a", 5, "w"),
+        ];
+        let units: Vec<&str> = events
+            .iter()
+            .map(|e| e.user_id.as_deref().unwrap())
+            .collect();
+        let d = PartitionData::from_events(&events, &units);
+        assert_eq!(d.units, vec!["a", "b"]);
+        let names: Vec<&str> = (0..d.len())
+            .map(|r| d.names[d.name[r] as usize].as_str())
+            .collect();
+        assert_eq!(names, vec!["z", "y", "w", "x"]);
+        assert_eq!(d.event(1), events[1]);
+    }
+
+    #[test]
+    fn merge_keeps_arrival_order_for_ties_and_unifies_types() {
+        let a = vec![ev("a", 5, "first"), ev("c", 1, "c")];
+        let mut late = ev("a", 5, "second");
+        late.properties[0].1 = Value::Str("text".into());
+        let b = vec![late, ev("b", 0, "b")];
+        let ua: Vec<&str> = a.iter().map(|e| e.user_id.as_deref().unwrap()).collect();
+        let ub: Vec<&str> = b.iter().map(|e| e.user_id.as_deref().unwrap()).collect();
+        let m = PartitionData::merge(vec![
+            PartitionData::from_events(&a, &ua),
+            PartitionData::from_events(&b, &ub),
+        ]);
+        assert_eq!(m.units, vec!["a", "b", "c"]);
+        let names: Vec<String> = (0..m.len()).map(|r| m.event(r).name).collect();
+        assert_eq!(names, vec!["first", "second", "b", "c"]);
+        assert_eq!(m.event(1).property("x"), Some(&Value::Str("text".into())));
+        assert_eq!(m.event(0).property("x"), Some(&Value::Int(5)));
     }
 }

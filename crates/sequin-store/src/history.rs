@@ -17,13 +17,14 @@ use std::sync::Arc;
 
 use arrow_array::types::{Int32Type, UInt32Type};
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray, TimestampMillisecondArray, TimestampSecondArray, UInt8Array, UInt32Array,
+    Array, ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int64Array, RecordBatch,
+    StringArray, TimestampMicrosecondArray, TimestampMillisecondArray, TimestampSecondArray,
+    UInt8Array, UInt32Array,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
@@ -56,13 +57,23 @@ impl Projection {
 }
 
 fn dict_field(name: &str, nullable: bool) -> Field {
-    Field::new(name, DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8)), nullable)
+    Field::new(
+        name,
+        DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8)),
+        nullable,
+    )
 }
 
 fn dict_array(col: &StrColumn) -> Result<ArrayRef, StoreError> {
-    let keys: UInt32Array = col.keys.iter().map(|&k| (k != NULL_KEY).then_some(k)).collect();
+    let keys: UInt32Array = col
+        .keys
+        .iter()
+        .map(|&k| (k != NULL_KEY).then_some(k))
+        .collect();
     let values = Arc::new(StringArray::from_iter_values(col.dict.iter()));
-    Ok(Arc::new(DictionaryArray::<UInt32Type>::try_new(keys, values)?))
+    Ok(Arc::new(DictionaryArray::<UInt32Type>::try_new(
+        keys, values,
+    )?))
 }
 
 fn json_text(v: &Value) -> String {
@@ -98,10 +109,16 @@ pub fn write_run(path: &Path, data: &PartitionData) -> Result<(), StoreError> {
     let scaled: Vec<i64> = data.time.iter().map(|t| t / divisor).collect();
     let ts: ArrayRef = match unit {
         TimeUnit::Second => Arc::new(TimestampSecondArray::from(scaled).with_timezone("UTC")),
-        TimeUnit::Millisecond => Arc::new(TimestampMillisecondArray::from(scaled).with_timezone("UTC")),
+        TimeUnit::Millisecond => {
+            Arc::new(TimestampMillisecondArray::from(scaled).with_timezone("UTC"))
+        }
         _ => Arc::new(TimestampMicrosecondArray::from(scaled).with_timezone("UTC")),
     };
-    fields.push(Field::new("ts", DataType::Timestamp(unit, Some("UTC".into())), false));
+    fields.push(Field::new(
+        "ts",
+        DataType::Timestamp(unit, Some("UTC".into())),
+        false,
+    ));
     columns.push(ts);
 
     fields.push(dict_field("name", false));
@@ -120,14 +137,26 @@ pub fn write_run(path: &Path, data: &PartitionData) -> Result<(), StoreError> {
     }
     for (key, col) in &data.props {
         let (field, array): (Field, ArrayRef) = match col {
-            PropColumn::Int(v) => (Field::new(key, DataType::Int64, true), Arc::new(Int64Array::from(v.clone()))),
-            PropColumn::Float(v) => (Field::new(key, DataType::Float64, true), Arc::new(Float64Array::from(v.clone()))),
-            PropColumn::Bool(v) => (Field::new(key, DataType::Boolean, true), Arc::new(BooleanArray::from(v.clone()))),
+            PropColumn::Int(v) => (
+                Field::new(key, DataType::Int64, true),
+                Arc::new(Int64Array::from(v.clone())),
+            ),
+            PropColumn::Float(v) => (
+                Field::new(key, DataType::Float64, true),
+                Arc::new(Float64Array::from(v.clone())),
+            ),
+            PropColumn::Bool(v) => (
+                Field::new(key, DataType::Boolean, true),
+                Arc::new(BooleanArray::from(v.clone())),
+            ),
             PropColumn::Str(c) => (dict_field(key, true), dict_array(c)?),
             PropColumn::Mixed(v) => {
                 let texts: StringArray = v.iter().map(|x| x.as_ref().map(json_text)).collect();
                 let meta = HashMap::from([(KIND_META.to_string(), "mixed".to_string())]);
-                (Field::new(key, DataType::Utf8, true).with_metadata(meta), Arc::new(texts))
+                (
+                    Field::new(key, DataType::Utf8, true).with_metadata(meta),
+                    Arc::new(texts),
+                )
             }
         };
         fields.push(field);
@@ -157,7 +186,11 @@ pub fn write_run(path: &Path, data: &PartitionData) -> Result<(), StoreError> {
 }
 
 /// Reads a dictionary (or plain) string array into a [`StrColumn`] appended to `out`.
-fn append_strings(array: &dyn Array, out: &mut StrColumn, index: &mut HashMap<String, u32>) -> Result<(), StoreError> {
+fn append_strings(
+    array: &dyn Array,
+    out: &mut StrColumn,
+    index: &mut HashMap<String, u32>,
+) -> Result<(), StoreError> {
     let mut push_value = |s: Option<&str>, out: &mut StrColumn| match s {
         None => out.keys.push(NULL_KEY),
         Some(s) => {
@@ -174,7 +207,11 @@ fn append_strings(array: &dyn Array, out: &mut StrColumn, index: &mut HashMap<St
         }
     };
     if let Some(d) = array.as_any().downcast_ref::<DictionaryArray<UInt32Type>>() {
-        let values = d.values().as_any().downcast_ref::<StringArray>().ok_or_else(|| bad_type("dictionary values"))?;
+        let values = d
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| bad_type("dictionary values"))?;
         // Map each dictionary entry once, then each row by key.
         let mut remap: Vec<Option<u32>> = vec![None; values.len()];
         for (row, k) in d.keys().iter().enumerate() {
@@ -201,7 +238,11 @@ fn append_strings(array: &dyn Array, out: &mut StrColumn, index: &mut HashMap<St
         return Ok(());
     }
     if let Some(d) = array.as_any().downcast_ref::<DictionaryArray<Int32Type>>() {
-        let values = d.values().as_any().downcast_ref::<StringArray>().ok_or_else(|| bad_type("dictionary values"))?;
+        let values = d
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| bad_type("dictionary values"))?;
         for k in d.keys().iter() {
             push_value(k.map(|k| values.value(k as usize)), out);
         }
@@ -217,7 +258,10 @@ fn append_strings(array: &dyn Array, out: &mut StrColumn, index: &mut HashMap<St
 }
 
 fn bad_type(what: &str) -> StoreError {
-    StoreError::Corrupt { path: "history".into(), reason: format!("unexpected arrow type for {what}") }
+    StoreError::Corrupt {
+        path: "history".into(),
+        reason: format!("unexpected arrow type for {what}"),
+    }
 }
 
 fn parse_mixed(s: &str) -> Value {
@@ -232,10 +276,18 @@ pub fn read_run(path: &Path, projection: &Projection) -> Result<PartitionData, S
     let file = File::open(path).at(path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
     let arrow_schema = builder.schema().clone();
-    let roots: Vec<usize> =
-        arrow_schema.fields().iter().enumerate().filter(|(_, f)| projection.wants(f.name())).map(|(i, _)| i).collect();
+    let roots: Vec<usize> = arrow_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| projection.wants(f.name()))
+        .map(|(i, _)| i)
+        .collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let reader = builder.with_projection(mask).with_batch_size(1 << 16).build()?;
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(1 << 16)
+        .build()?;
 
     let mut data = PartitionData::default();
     let mut unit_col = StrColumn::default();
@@ -255,21 +307,33 @@ pub fn read_run(path: &Path, projection: &Projection) -> Result<PartitionData, S
                 "name" => append_strings(array.as_ref(), &mut names, &mut name_index)?,
                 "ts" => match field.data_type() {
                     DataType::Timestamp(TimeUnit::Second, _) => {
-                        let a = array.as_any().downcast_ref::<TimestampSecondArray>().ok_or_else(|| bad_type("ts"))?;
+                        let a = array
+                            .as_any()
+                            .downcast_ref::<TimestampSecondArray>()
+                            .ok_or_else(|| bad_type("ts"))?;
                         data.time.extend(a.values().iter().map(|v| v * 1_000_000));
                     }
                     DataType::Timestamp(TimeUnit::Millisecond, _) => {
-                        let a = array.as_any().downcast_ref::<TimestampMillisecondArray>().ok_or_else(|| bad_type("ts"))?;
+                        let a = array
+                            .as_any()
+                            .downcast_ref::<TimestampMillisecondArray>()
+                            .ok_or_else(|| bad_type("ts"))?;
                         data.time.extend(a.values().iter().map(|v| v * 1000));
                     }
                     DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                        let a = array.as_any().downcast_ref::<TimestampMicrosecondArray>().ok_or_else(|| bad_type("ts"))?;
+                        let a = array
+                            .as_any()
+                            .downcast_ref::<TimestampMicrosecondArray>()
+                            .ok_or_else(|| bad_type("ts"))?;
                         data.time.extend_from_slice(a.values());
                     }
                     _ => return Err(bad_type("ts")),
                 },
                 "kind" => {
-                    let a = array.as_any().downcast_ref::<UInt8Array>().ok_or_else(|| bad_type("kind"))?;
+                    let a = array
+                        .as_any()
+                        .downcast_ref::<UInt8Array>()
+                        .ok_or_else(|| bad_type("kind"))?;
                     data.kind.extend_from_slice(a.values());
                 }
                 id if ID_COLUMNS.contains(&id) => {
@@ -277,32 +341,53 @@ pub fn read_run(path: &Path, projection: &Projection) -> Result<PartitionData, S
                     append_strings(array.as_ref(), col, index)?;
                 }
                 key => {
-                    let mixed = field.metadata().get(KIND_META).is_some_and(|k| k == "mixed");
+                    let mixed = field
+                        .metadata()
+                        .get(KIND_META)
+                        .is_some_and(|k| k == "mixed");
                     let vals = prop_vals.entry(key.to_string()).or_default();
                     if mixed {
-                        let a = array.as_any().downcast_ref::<StringArray>().ok_or_else(|| bad_type(key))?;
+                        let a = array
+                            .as_any()
+                            .downcast_ref::<StringArray>()
+                            .ok_or_else(|| bad_type(key))?;
                         vals.extend(a.iter().map(|v| v.map(parse_mixed)));
                         continue;
                     }
                     match field.data_type() {
                         DataType::Int64 => {
-                            let a = array.as_any().downcast_ref::<Int64Array>().ok_or_else(|| bad_type(key))?;
+                            let a = array
+                                .as_any()
+                                .downcast_ref::<Int64Array>()
+                                .ok_or_else(|| bad_type(key))?;
                             vals.extend(a.iter().map(|v| v.map(Value::Int)));
                         }
                         DataType::Float64 => {
-                            let a = array.as_any().downcast_ref::<Float64Array>().ok_or_else(|| bad_type(key))?;
+                            let a = array
+                                .as_any()
+                                .downcast_ref::<Float64Array>()
+                                .ok_or_else(|| bad_type(key))?;
                             vals.extend(a.iter().map(|v| v.map(Value::Float)));
                         }
                         DataType::Boolean => {
-                            let a = array.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| bad_type(key))?;
+                            let a = array
+                                .as_any()
+                                .downcast_ref::<BooleanArray>()
+                                .ok_or_else(|| bad_type(key))?;
                             vals.extend(a.iter().map(|v| v.map(Value::Bool)));
                         }
                         _ => {
                             // Strings: keep them dictionary-encoded, no per-row allocation.
-                            let entry = typed.entry(key.to_string()).or_insert_with(|| PropColumn::Str(StrColumn::default()));
+                            let entry = typed
+                                .entry(key.to_string())
+                                .or_insert_with(|| PropColumn::Str(StrColumn::default()));
                             if let PropColumn::Str(col) = entry {
-                                let mut index: HashMap<String, u32> =
-                                    col.dict.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
+                                let mut index: HashMap<String, u32> = col
+                                    .dict
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, s)| (s.clone(), i as u32))
+                                    .collect();
                                 append_strings(array.as_ref(), col, &mut index)?;
                             }
                         }
@@ -327,7 +412,10 @@ pub fn read_run(path: &Path, projection: &Projection) -> Result<PartitionData, S
         data.kind = vec![0; data.time.len()];
     }
     data.ids = id_cols.into_iter().map(|(k, (c, _))| (k, c)).collect();
-    data.props = prop_vals.into_iter().map(|(k, v)| (k, PropColumn::from_values(v))).collect();
+    data.props = prop_vals
+        .into_iter()
+        .map(|(k, v)| (k, PropColumn::from_values(v)))
+        .collect();
     data.props.extend(typed);
     Ok(data)
 }
@@ -341,19 +429,34 @@ mod tests {
     fn a_run_round_trips_every_column() {
         let mut events = Vec::new();
         for i in 0..50i64 {
-            let mut e = Event::new(format!("u{}", i % 4), 1_700_000_000_000_000 + i * 1_500, format!("e{}", i % 3));
+            let mut e = Event::new(
+                format!("u{}", i % 4),
+                1_700_000_000_000_000 + i * 1_500,
+                format!("e{}", i % 3),
+            );
             e.properties.push(("n".into(), Value::Int(i)));
-            e.properties.push(("mix".into(), if i % 2 == 0 { Value::Int(i) } else { Value::Str(format!("{i}")) }));
+            e.properties.push((
+                "mix".into(),
+                if i % 2 == 0 {
+                    Value::Int(i)
+                } else {
+                    Value::Str(format!("{i}"))
+                },
+            ));
             e.context.push(("os.name".into(), Value::Str("iOS".into())));
             if i % 7 == 0 {
                 e.traits.push(("vip".into(), Value::Bool(true)));
                 e.anonymous_id = Some("a".into());
-                e.properties.push(("arr".into(), Value::Json("[1,2]".into())));
+                e.properties
+                    .push(("arr".into(), Value::Json("[1,2]".into())));
                 e.properties.push(("f".into(), Value::Float(0.5)));
             }
             events.push(e);
         }
-        let units: Vec<&str> = events.iter().map(|e| e.user_id.as_deref().unwrap()).collect();
+        let units: Vec<&str> = events
+            .iter()
+            .map(|e| e.user_id.as_deref().unwrap())
+            .collect();
         let data = PartitionData::from_events(&events, &units);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.parquet");

@@ -52,7 +52,11 @@ pub trait EventSource: Sync {
     /// Number of partitions.
     fn partitions(&self) -> usize;
     /// One partition's events, sorted by (unit, time, arrival), with the projected columns.
-    fn read_partition(&self, partition: usize, projection: &Projection) -> Result<PartitionData, StoreError>;
+    fn read_partition(
+        &self,
+        partition: usize,
+        projection: &Projection,
+    ) -> Result<PartitionData, StoreError>;
 }
 
 /// How to open a store.
@@ -68,7 +72,11 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { partitions: 16, memtable_bytes: 2 << 30, create: true }
+        StoreOptions {
+            partitions: 16,
+            memtable_bytes: 2 << 30,
+            create: true,
+        }
     }
 }
 
@@ -105,7 +113,12 @@ impl Store {
         }
         fs::create_dir_all(dir).at(dir)?;
         let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).at(&lock_path)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .at(&lock_path)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.to_path_buf())),
@@ -203,7 +216,11 @@ impl Store {
         let offered = events.len() as u64;
         // Duplicates of already-accepted messages are not logged; duplicates inside this
         // batch are, harmlessly (the memtable drops them here and again on replay).
-        events.retain(|e| e.message_id.as_deref().is_none_or(|m| !self.memtable.seen_message(m)));
+        events.retain(|e| {
+            e.message_id
+                .as_deref()
+                .is_none_or(|m| !self.memtable.seen_message(m))
+        });
         let first = self.manifest.next_seq;
         self.wal.append(first, &events)?;
         self.wal.sync()?;
@@ -217,7 +234,10 @@ impl Store {
         if self.memtable.approx_bytes() >= self.memtable_bytes {
             self.flush()?;
         }
-        Ok(AppendOutcome { accepted, duplicates: offered - accepted })
+        Ok(AppendOutcome {
+            accepted,
+            duplicates: offered - accepted,
+        })
     }
 
     /// Writes the memtable to new history runs and drops the log it covered.
@@ -228,9 +248,15 @@ impl Store {
         let flushed_to = self.manifest.next_seq;
         self.wal.rotate(flushed_to)?;
         let t0 = std::time::Instant::now();
-        let parts = self.memtable.to_partitions(&self.identity, self.manifest.partitions);
+        let parts = self
+            .memtable
+            .to_partitions(&self.identity, self.manifest.partitions);
         if std::env::var_os("SEQUIN_TRACE").is_some() {
-            eprintln!("flush: sorted {} events in {:?}", self.memtable.len(), t0.elapsed());
+            eprintln!(
+                "flush: sorted {} events in {:?}",
+                self.memtable.len(),
+                t0.elapsed()
+            );
         }
         let base_run = self.manifest.next_run;
         let dir = self.dir.clone();
@@ -251,13 +277,21 @@ impl Store {
         if std::env::var_os("SEQUIN_TRACE").is_some() {
             eprintln!("flush: wrote runs at {:?}", t0.elapsed());
         }
-        for p in runs.iter().map(|r| r.partition).collect::<std::collections::BTreeSet<_>>() {
+        for p in runs
+            .iter()
+            .map(|r| r.partition)
+            .collect::<std::collections::BTreeSet<_>>()
+        {
             let d = self.dir.join(format!("history/p{p:03}"));
             wal::sync_dir(&d)?;
         }
         if !self.new_links.is_empty() {
             let path = self.dir.join(IDENTITY);
-            let mut f = OpenOptions::new().create(true).append(true).open(&path).at(&path)?;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .at(&path)?;
             let mut buf = Vec::new();
             for link in &self.new_links {
                 serde_json::to_writer(&mut buf, link).expect("strings serialize");
@@ -268,7 +302,8 @@ impl Store {
         }
         let mut next = self.manifest.clone();
         // Runs flushed before this one may hold events of ids linked just now.
-        let had_history: std::collections::BTreeSet<usize> = next.runs.iter().map(|r| r.partition).collect();
+        let had_history: std::collections::BTreeSet<usize> =
+            next.runs.iter().map(|r| r.partition).collect();
         for (from, _) in &self.new_links {
             let p = (unit_hash(from) % next.partitions as u64) as usize;
             if had_history.contains(&p) {
@@ -292,8 +327,9 @@ impl Store {
     pub fn compact(&mut self) -> Result<(), StoreError> {
         self.flush()?;
         let n = self.manifest.partitions;
-        let mut dirty: std::collections::BTreeSet<usize> =
-            (0..n).filter(|&p| self.manifest.runs_of(p).count() > 1).collect();
+        let mut dirty: std::collections::BTreeSet<usize> = (0..n)
+            .filter(|&p| self.manifest.runs_of(p).count() > 1)
+            .collect();
         for from in &self.manifest.rekey {
             dirty.insert((unit_hash(from) % n as u64) as usize);
             dirty.insert((unit_hash(self.identity.resolve(from)) % n as u64) as usize);
@@ -307,14 +343,19 @@ impl Store {
             .par_iter()
             .map(|&p| {
                 let data = reader.read_partition(p, &Projection::All)?;
-                let new_units: Vec<String> = data.units.iter().map(|u| self.identity.resolve(u).to_string()).collect();
+                let new_units: Vec<String> = data
+                    .units
+                    .iter()
+                    .map(|u| self.identity.resolve(u).to_string())
+                    .collect();
                 if new_units == data.units {
                     return Ok(vec![(p, data)]);
                 }
                 Ok(data.regroup(&new_units, n))
             })
             .collect::<Result<_, StoreError>>()?;
-        let mut by_partition: std::collections::BTreeMap<usize, Vec<PartitionData>> = Default::default();
+        let mut by_partition: std::collections::BTreeMap<usize, Vec<PartitionData>> =
+            Default::default();
         for (p, piece) in pieces.into_iter().flatten() {
             by_partition.entry(p).or_default().push(piece);
         }
@@ -342,7 +383,12 @@ impl Store {
             })
             .collect::<Result<_, StoreError>>()?;
         let mut next = self.manifest.clone();
-        let old: Vec<Run> = next.runs.iter().filter(|r| dirty.contains(&r.partition)).cloned().collect();
+        let old: Vec<Run> = next
+            .runs
+            .iter()
+            .filter(|r| dirty.contains(&r.partition))
+            .cloned()
+            .collect();
         next.runs.retain(|r| !dirty.contains(&r.partition));
         next.runs.extend(new_runs.into_iter().flatten());
         next.runs.sort_by_key(|r| r.partition);
@@ -359,18 +405,26 @@ impl Store {
 
     /// A consistent view for reading: history runs plus the memtable as of now.
     pub fn reader(&self) -> StoreReader {
-        let mem = self.memtable.to_partitions(&self.identity, self.manifest.partitions);
+        let mem = self
+            .memtable
+            .to_partitions(&self.identity, self.manifest.partitions);
         let mut memtable = vec![None; self.manifest.partitions];
         for (p, d) in mem {
             memtable[p] = Some(d);
         }
-        StoreReader { dir: self.dir.clone(), manifest: self.manifest.clone(), memtable }
+        StoreReader {
+            dir: self.dir.clone(),
+            manifest: self.manifest.clone(),
+            memtable,
+        }
     }
 }
 
 /// Drops rows whose message id repeats an earlier row of the same unit.
 fn dedup_messages(data: PartitionData) -> PartitionData {
-    let Some(ids) = data.ids.get("message_id") else { return data };
+    let Some(ids) = data.ids.get("message_id") else {
+        return data;
+    };
     let mut keep = Vec::with_capacity(data.len());
     let mut dropped = false;
     for (_, range) in data.unit_rows() {
@@ -416,7 +470,13 @@ impl StoreReader {
     /// Opens a read view without taking the writer's lock: history as of the manifest, plus
     /// whatever the log holds beyond it.
     pub fn open(dir: &Path) -> Result<StoreReader, StoreError> {
-        let store = Store::open(dir, &StoreOptions { create: false, ..Default::default() })?;
+        let store = Store::open(
+            dir,
+            &StoreOptions {
+                create: false,
+                ..Default::default()
+            },
+        )?;
         Ok(store.reader())
     }
 
@@ -439,7 +499,11 @@ impl EventSource for StoreReader {
         self.manifest.partitions
     }
 
-    fn read_partition(&self, partition: usize, projection: &Projection) -> Result<PartitionData, StoreError> {
+    fn read_partition(
+        &self,
+        partition: usize,
+        projection: &Projection,
+    ) -> Result<PartitionData, StoreError> {
         let mut parts = Vec::new();
         for run in self.manifest.runs_of(partition) {
             parts.push(history::read_run(&self.dir.join(&run.file), projection)?);
@@ -490,7 +554,11 @@ impl EventSource for MemorySource {
         self.parts.len()
     }
 
-    fn read_partition(&self, partition: usize, projection: &Projection) -> Result<PartitionData, StoreError> {
+    fn read_partition(
+        &self,
+        partition: usize,
+        projection: &Projection,
+    ) -> Result<PartitionData, StoreError> {
         Ok(project(self.parts[partition].clone(), projection))
     }
 }

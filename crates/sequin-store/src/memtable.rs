@@ -74,7 +74,10 @@ impl Memtable {
 
     /// Has an event with this message id been accepted since the last flush?
     pub fn seen_message(&self, id: &str) -> bool {
-        self.strings.index.get(id).is_some_and(|k| self.message_ids.contains(k))
+        self.strings
+            .index
+            .get(id)
+            .is_some_and(|k| self.message_ids.contains(k))
     }
 
     /// Adds an event. Returns false (and adds nothing) for a message id already held.
@@ -90,7 +93,14 @@ impl Memtable {
         let n = self.strings.intern(&e.name);
         self.name.push(n);
         self.time.push(e.time);
-        let vals = [&e.user_id, &e.anonymous_id, &e.previous_id, &e.session_id, &e.conversation_id, &e.message_id];
+        let vals = [
+            &e.user_id,
+            &e.anonymous_id,
+            &e.previous_id,
+            &e.session_id,
+            &e.conversation_id,
+            &e.message_id,
+        ];
         for (col, v) in self.ids.iter_mut().zip(vals) {
             col.push(self.strings.opt(v.as_deref()));
         }
@@ -103,22 +113,30 @@ impl Memtable {
                 key_buf.push_str(k);
                 let key = self.strings.intern(&key_buf);
                 self.prop_key.push(key);
-                prop_bytes += 48 + match v {
-                    Value::Str(s) | Value::Json(s) => s.len(),
-                    _ => 0,
-                };
+                prop_bytes += 48
+                    + match v {
+                        Value::Str(s) | Value::Json(s) => s.len(),
+                        _ => 0,
+                    };
                 self.prop_val.push(v.clone());
             }
         }
         self.prop_end.push(self.prop_key.len() as u32);
-        let new_strings: usize = self.strings.strings[before..].iter().map(|s| s.len() * 2 + 48).sum();
+        let new_strings: usize = self.strings.strings[before..]
+            .iter()
+            .map(|s| s.len() * 2 + 48)
+            .sum();
         self.bytes += 8 + 4 + 1 + 24 + 4 + prop_bytes + new_strings;
         true
     }
 
     /// Sorts the held events into per-partition data, resolving each event's unit through
     /// `identity`. Returns `(partition, data)` for every non-empty partition.
-    pub fn to_partitions(&self, identity: &Identity, partitions: usize) -> Vec<(usize, PartitionData)> {
+    pub fn to_partitions(
+        &self,
+        identity: &Identity,
+        partitions: usize,
+    ) -> Vec<(usize, PartitionData)> {
         let rows = self.len();
         if rows == 0 {
             return Vec::new();
@@ -132,7 +150,11 @@ impl Memtable {
         let mut canon_of: HashMap<u32, u32> = HashMap::default();
         let mut row_unit = Vec::with_capacity(rows);
         for r in 0..rows {
-            let k = if self.ids[USER][r] != NULL_KEY { self.ids[USER][r] } else { self.ids[ANON][r] };
+            let k = if self.ids[USER][r] != NULL_KEY {
+                self.ids[USER][r]
+            } else {
+                self.ids[ANON][r]
+            };
             if identity.is_empty() {
                 row_unit.push(k);
                 continue;
@@ -152,7 +174,13 @@ impl Memtable {
             row_unit.push(c);
         }
         drop(canon_of);
-        let unit_str = |u: u32| -> &str { if u < n { self.strings.get(u) } else { &extra[(u - n) as usize] } };
+        let unit_str = |u: u32| -> &str {
+            if u < n {
+                self.strings.get(u)
+            } else {
+                &extra[(u - n) as usize]
+            }
+        };
         // Dense ids for the distinct units.
         let mut dense = vec![NULL_KEY; (n as usize) + extra.len()];
         let mut distinct: Vec<u32> = Vec::new();
@@ -165,19 +193,27 @@ impl Memtable {
             *u = *d;
         }
         let canon_strings: Vec<&str> = distinct.iter().map(|&u| unit_str(u)).collect();
-        if trace { eprintln!("  units resolved {:?}", t0.elapsed()); }
+        if trace {
+            eprintln!("  units resolved {:?}", t0.elapsed());
+        }
         // Rank units by (partition, key).
         let mut by_rank: Vec<u32> = (0..canon_strings.len() as u32).collect();
-        let part: Vec<u32> =
-            canon_strings.iter().map(|s| (unit_hash(s) % partitions as u64) as u32).collect();
+        let part: Vec<u32> = canon_strings
+            .iter()
+            .map(|s| (unit_hash(s) % partitions as u64) as u32)
+            .collect();
         by_rank.par_sort_unstable_by(|&a, &b| {
-            part[a as usize].cmp(&part[b as usize]).then_with(|| canon_strings[a as usize].cmp(&canon_strings[b as usize]))
+            part[a as usize]
+                .cmp(&part[b as usize])
+                .then_with(|| canon_strings[a as usize].cmp(canon_strings[b as usize]))
         });
         let mut rank = vec![0u32; canon_strings.len()];
         for (r, &u) in by_rank.iter().enumerate() {
             rank[u as usize] = r as u32;
         }
-        if trace { eprintln!("  units ranked {:?}", t0.elapsed()); }
+        if trace {
+            eprintln!("  units ranked {:?}", t0.elapsed());
+        }
         // Counting sort of rows by unit rank: stable, so ties keep arrival order.
         let mut start = vec![0u32; by_rank.len() + 1];
         for &u in &row_unit {
@@ -196,11 +232,16 @@ impl Memtable {
         // Within a unit, order by time (stable: arrival breaks ties).
         for w in start.windows(2) {
             let slice = &mut order[w[0] as usize..w[1] as usize];
-            if !slice.windows(2).all(|p| self.time[p[0] as usize] <= self.time[p[1] as usize]) {
+            if !slice
+                .windows(2)
+                .all(|p| self.time[p[0] as usize] <= self.time[p[1] as usize])
+            {
                 slice.sort_by_key(|&r| self.time[r as usize]);
             }
         }
-        if trace { eprintln!("  rows sorted {:?}", t0.elapsed()); }
+        if trace {
+            eprintln!("  rows sorted {:?}", t0.elapsed());
+        }
         // Cut into partitions.
         let mut ranges = Vec::new();
         let mut r0 = 0usize;
@@ -225,7 +266,10 @@ impl Memtable {
         ranges
             .into_par_iter()
             .map(|(p, r0, r1)| {
-                let units: Vec<String> = by_rank[r0..r1].iter().map(|&u| canon_strings[u as usize].to_string()).collect();
+                let units: Vec<String> = by_rank[r0..r1]
+                    .iter()
+                    .map(|&u| canon_strings[u as usize].to_string())
+                    .collect();
                 let base = start[r0];
                 let unit_start: Vec<u32> = start[r0..=r1].iter().map(|s| s - base).collect();
                 let rows = &order[start[r0] as usize..start[r1] as usize];
@@ -236,7 +280,17 @@ impl Memtable {
                         k != NULL_KEY && k == distinct[row_unit[r as usize] as usize]
                     })
                 };
-                (p, self.gather(units, unit_start, rows, &name_dense, &name_list, user_is_unit))
+                (
+                    p,
+                    self.gather(
+                        units,
+                        unit_start,
+                        rows,
+                        &name_dense,
+                        &name_list,
+                        user_is_unit,
+                    ),
+                )
             })
             .collect()
     }
@@ -268,7 +322,9 @@ impl Memtable {
         let mut ids = BTreeMap::new();
         let user_is_unit = user_is_unit(rows);
         for (c, col_name) in ID_COLUMNS.iter().enumerate() {
-            if !rows.iter().any(|&r| self.ids[c][r as usize] != NULL_KEY) || (c == USER && user_is_unit) {
+            if !rows.iter().any(|&r| self.ids[c][r as usize] != NULL_KEY)
+                || (c == USER && user_is_unit)
+            {
                 continue;
             }
             let mut col = StrColumn::default();
@@ -291,7 +347,11 @@ impl Memtable {
         let mut props: HashMap<u32, Vec<Option<Value>>> = HashMap::default();
         for (i, &r) in rows.iter().enumerate() {
             let r = r as usize;
-            let from = if r == 0 { 0 } else { self.prop_end[r - 1] as usize };
+            let from = if r == 0 {
+                0
+            } else {
+                self.prop_end[r - 1] as usize
+            };
             for p in from..self.prop_end[r] as usize {
                 let col = props.entry(self.prop_key[p]).or_default();
                 col.resize(i, None);
@@ -339,10 +399,15 @@ mod tests {
         let parts = m.to_partitions(&Identity::default(), 4);
         let mut total = 0;
         for (p, data) in parts {
-            let mine: Vec<&Event> =
-                events.iter().filter(|e| unit_hash(e.user_id.as_deref().unwrap()) % 4 == p as u64).collect();
+            let mine: Vec<&Event> = events
+                .iter()
+                .filter(|e| unit_hash(e.user_id.as_deref().unwrap()) % 4 == p as u64)
+                .collect();
             let owned: Vec<Event> = mine.into_iter().cloned().collect();
-            let units: Vec<&str> = owned.iter().map(|e| e.user_id.as_deref().unwrap()).collect();
+            let units: Vec<&str> = owned
+                .iter()
+                .map(|e| e.user_id.as_deref().unwrap())
+                .collect();
             assert_eq!(data, PartitionData::from_events(&owned, &units));
             total += data.len();
         }

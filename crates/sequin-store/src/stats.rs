@@ -72,7 +72,11 @@ pub fn compute(source: &dyn EventSource, session_gap: i64) -> Result<Stats, Stor
         .into_par_iter()
         .map(|p| {
             let data = source.read_partition(p, &Projection::All)?;
-            let mut s = Partial { events: data.len() as u64, units: data.units.len() as u64, ..Default::default() };
+            let mut s = Partial {
+                events: data.len() as u64,
+                units: data.units.len() as u64,
+                ..Default::default()
+            };
             s.first = data.time.iter().copied().min();
             s.last = data.time.iter().copied().max();
             let mut counts = vec![0u64; data.names.len()];
@@ -114,9 +118,16 @@ pub fn compute(source: &dyn EventSource, session_gap: i64) -> Result<Stats, Stor
                     PropColumn::Int(v) => (v.iter().flatten().count(), vec!["int"]),
                     PropColumn::Float(v) => (v.iter().flatten().count(), vec!["float"]),
                     PropColumn::Bool(v) => (v.iter().flatten().count(), vec!["bool"]),
-                    PropColumn::Str(c) => (c.keys.iter().filter(|&&k| k != crate::data::NULL_KEY).count(), vec!["string"]),
+                    PropColumn::Str(c) => (
+                        c.keys
+                            .iter()
+                            .filter(|&&k| k != crate::data::NULL_KEY)
+                            .count(),
+                        vec!["string"],
+                    ),
                     PropColumn::Mixed(v) => {
-                        let types: std::collections::BTreeSet<&'static str> = v.iter().flatten().map(|x| x.type_name()).collect();
+                        let types: std::collections::BTreeSet<&'static str> =
+                            v.iter().flatten().map(|x| x.type_name()).collect();
                         (v.iter().flatten().count(), types.into_iter().collect())
                     }
                 };
@@ -155,12 +166,20 @@ pub fn compute(source: &dyn EventSource, session_gap: i64) -> Result<Stats, Stor
             e.1.extend(t);
         }
     }
-    let mut event_names: Vec<NameCount> = total.names.into_iter().map(|(name, count)| NameCount { name, count }).collect();
+    let mut event_names: Vec<NameCount> = total
+        .names
+        .into_iter()
+        .map(|(name, count)| NameCount { name, count })
+        .collect();
     event_names.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
     let mut properties: Vec<PropertyCount> = total
         .props
         .into_iter()
-        .map(|(name, (events, types))| PropertyCount { name, events, types: types.into_iter().map(String::from).collect() })
+        .map(|(name, (events, types))| PropertyCount {
+            name,
+            events,
+            types: types.into_iter().map(String::from).collect(),
+        })
         .collect();
     properties.sort_by(|a, b| b.events.cmp(&a.events).then(a.name.cmp(&b.name)));
     properties.truncate(50);

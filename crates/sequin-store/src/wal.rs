@@ -79,10 +79,24 @@ impl Wal {
         }
         let first = *segments.last().expect("at least one segment");
         let path = segment_path(dir, first);
-        let file = OpenOptions::new().create(true).append(true).open(&path).at(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .at(&path)?;
         let bytes = file.metadata().at(&path)?.len();
         sync_dir(dir)?;
-        Ok((Wal { dir: dir.to_path_buf(), file, path, bytes, buf: Vec::new(), segments }, recovered))
+        Ok((
+            Wal {
+                dir: dir.to_path_buf(),
+                file,
+                path,
+                bytes,
+                buf: Vec::new(),
+                segments,
+            },
+            recovered,
+        ))
     }
 
     /// Appends a block (not yet durable: call [`Wal::sync`]).
@@ -118,7 +132,11 @@ impl Wal {
         }
         self.sync()?;
         let path = segment_path(&self.dir, next_seq);
-        self.file = OpenOptions::new().create(true).append(true).open(&path).at(&path)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .at(&path)?;
         self.path = path;
         self.bytes = 0;
         self.segments.push(next_seq);
@@ -142,7 +160,10 @@ fn replay_segment(path: &Path, is_last: bool, out: &mut Vec<Recovered>) -> Resul
     let mut data = Vec::new();
     File::open(path).at(path)?.read_to_end(&mut data).at(path)?;
     let mut pos = 0usize;
-    let corrupt = |pos: usize, why: &str| StoreError::Corrupt { path: path.to_path_buf(), reason: format!("{why} at byte {pos}") };
+    let corrupt = |pos: usize, why: &str| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("{why} at byte {pos}"),
+    };
     while pos < data.len() {
         let rest = &data[pos..];
         let intact = rest.len() >= HEADER && {
@@ -150,7 +171,8 @@ fn replay_segment(path: &Path, is_last: bool, out: &mut Vec<Recovered>) -> Resul
             let len = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize;
             magic == MAGIC
                 && rest.len() >= HEADER + len
-                && crc32fast::hash(&rest[12..HEADER + len]) == u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes"))
+                && crc32fast::hash(&rest[12..HEADER + len])
+                    == u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes"))
         };
         if !intact {
             if is_last {
@@ -160,7 +182,8 @@ fn replay_segment(path: &Path, is_last: bool, out: &mut Vec<Recovered>) -> Resul
         }
         let len = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize;
         let first_seq = u64::from_le_bytes(rest[12..20].try_into().expect("8 bytes"));
-        let events = decode_events(&rest[HEADER..HEADER + len]).map_err(|_| corrupt(pos, "undecodable block"))?;
+        let events = decode_events(&rest[HEADER..HEADER + len])
+            .map_err(|_| corrupt(pos, "undecodable block"))?;
         out.push(Recovered { first_seq, events });
         pos += HEADER + len;
     }
@@ -182,7 +205,8 @@ mod tests {
         {
             let (mut wal, rec) = Wal::open(dir.path(), 0).unwrap();
             assert!(rec.is_empty());
-            wal.append(0, &[Event::new("u", 1, "a"), Event::new("u", 2, "b")]).unwrap();
+            wal.append(0, &[Event::new("u", 1, "a"), Event::new("u", 2, "b")])
+                .unwrap();
             wal.append(2, &[Event::new("v", 3, "c")]).unwrap();
             wal.sync().unwrap();
         }

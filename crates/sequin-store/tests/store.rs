@@ -4,7 +4,11 @@ use sequin_core::{Event, MessageKind};
 use sequin_store::{EventSource, MemorySource, Projection, Store, StoreOptions};
 
 fn opts() -> StoreOptions {
-    StoreOptions { partitions: 4, memtable_bytes: usize::MAX, create: true }
+    StoreOptions {
+        partitions: 4,
+        memtable_bytes: usize::MAX,
+        create: true,
+    }
 }
 
 fn all_events(source: &dyn EventSource) -> Vec<(String, Event)> {
@@ -32,19 +36,34 @@ fn anon(id: &str, t: i64, name: &str) -> Event {
 fn anonymous_history_moves_to_the_user_when_identify_arrives_later() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path(), &opts()).unwrap();
-    store.append(vec![anon("a1", 1, "landing"), anon("a1", 2, "pricing"), Event::new("u1", 3, "other")]).unwrap();
+    store
+        .append(vec![
+            anon("a1", 1, "landing"),
+            anon("a1", 2, "pricing"),
+            Event::new("u1", 3, "other"),
+        ])
+        .unwrap();
     store.flush().unwrap();
     let mut identify = Event::new("u1", 10, "identify");
     identify.kind = MessageKind::Identify;
     identify.anonymous_id = Some("a1".into());
-    store.append(vec![identify, Event::new("u1", 11, "purchase")]).unwrap();
+    store
+        .append(vec![identify, Event::new("u1", 11, "purchase")])
+        .unwrap();
     store.compact().unwrap();
     let events = all_events(&store.reader());
     let units: Vec<&str> = events.iter().map(|(u, _)| u.as_str()).collect();
     assert_eq!(units, vec!["u1"; 5], "{events:?}");
     let names: Vec<&str> = events.iter().map(|(_, e)| e.name.as_str()).collect();
-    assert_eq!(names, vec!["landing", "pricing", "other", "identify", "purchase"]);
-    assert_eq!(events[0].1.anonymous_id.as_deref(), Some("a1"), "raw ids are kept");
+    assert_eq!(
+        names,
+        vec!["landing", "pricing", "other", "identify", "purchase"]
+    );
+    assert_eq!(
+        events[0].1.anonymous_id.as_deref(),
+        Some("a1"),
+        "raw ids are kept"
+    );
     assert_eq!(events[0].1.user_id, None);
     assert!(store.manifest().rekey.is_empty());
 }
@@ -59,18 +78,28 @@ fn reopening_replays_the_log_and_compaction_drops_duplicate_message_ids() {
     };
     {
         let mut store = Store::open(dir.path(), &opts()).unwrap();
-        store.append(vec![mk("u", 1, "m1"), mk("u", 2, "m2")]).unwrap();
+        store
+            .append(vec![mk("u", 1, "m1"), mk("u", 2, "m2")])
+            .unwrap();
         store.flush().unwrap();
         // A retry of m2 after the flush, and a new event, left in the log only.
-        let out = store.append(vec![mk("u", 2, "m2"), mk("v", 3, "m3")]).unwrap();
+        let out = store
+            .append(vec![mk("u", 2, "m2"), mk("v", 3, "m3")])
+            .unwrap();
         assert_eq!(out.accepted, 2, "the memtable cannot know m2 was flushed");
     }
     let mut store = Store::open(dir.path(), &opts()).unwrap();
     assert_eq!(store.unflushed(), 2, "log replayed");
-    assert!(Store::open(dir.path(), &opts()).is_err(), "the directory is locked while open");
+    assert!(
+        Store::open(dir.path(), &opts()).is_err(),
+        "the directory is locked while open"
+    );
     store.compact().unwrap();
     let events = all_events(&store.reader());
-    let ids: Vec<&str> = events.iter().map(|(_, e)| e.message_id.as_deref().unwrap()).collect();
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|(_, e)| e.message_id.as_deref().unwrap())
+        .collect();
     assert_eq!(ids, vec!["m1", "m2", "m3"]);
 }
 
@@ -79,7 +108,11 @@ fn store_reads_equal_the_in_memory_source() {
     let dir = tempfile::tempdir().unwrap();
     let mut events = Vec::new();
     for i in 0..300i64 {
-        let mut e = Event::new(format!("u{}", i % 13), (i * 7919) % 1000, format!("e{}", i % 4));
+        let mut e = Event::new(
+            format!("u{}", i % 13),
+            (i * 7919) % 1000,
+            format!("e{}", i % 4),
+        );
         e.properties.push(("i".into(), sequin_core::Value::Int(i)));
         events.push(e);
     }
@@ -90,8 +123,16 @@ fn store_reads_equal_the_in_memory_source() {
     store.flush().unwrap();
     store.append(events[200..].to_vec()).unwrap();
     let mem = MemorySource::new(&events, 4);
-    assert_eq!(all_events(&store.reader()), all_events(&mem), "two runs and a memtable, merged");
+    assert_eq!(
+        all_events(&store.reader()),
+        all_events(&mem),
+        "two runs and a memtable, merged"
+    );
     store.compact().unwrap();
-    assert_eq!(all_events(&store.reader()), all_events(&mem), "after compaction");
+    assert_eq!(
+        all_events(&store.reader()),
+        all_events(&mem),
+        "after compaction"
+    );
     assert_eq!(store.manifest().runs.len(), 4);
 }

@@ -41,7 +41,11 @@ fn import(a: ImportArgs) -> Result<()> {
         session: a.session.clone(),
         conversation: a.conversation.clone(),
         message_id: a.message_id.clone(),
-        time_format: a.time_format.parse().map_err(anyhow::Error::msg).context("--time-format")?,
+        time_format: a
+            .time_format
+            .parse()
+            .map_err(anyhow::Error::msg)
+            .context("--time-format")?,
     };
     let format = a
         .input_format
@@ -50,16 +54,34 @@ fn import(a: ImportArgs) -> Result<()> {
         .transpose()
         .map_err(anyhow::Error::msg)
         .context("--input-format")?;
-    let opts = ImportOptions { format, flat, strict: a.strict, rejects: a.rejects.clone() };
+    let opts = ImportOptions {
+        format,
+        flat,
+        strict: a.strict,
+        rejects: a.rejects.clone(),
+    };
     for f in &a.files {
         if !f.exists() {
             bail!("{}: no such file", f.display());
         }
     }
-    let mut store = Store::open(&a.store, &StoreOptions { partitions: a.partitions, memtable_bytes: a.memtable_mb << 20, create: true })
-        .with_context(|| format!("opening store {}", a.store.display()))?;
+    let mut store = Store::open(
+        &a.store,
+        &StoreOptions {
+            partitions: a.partitions,
+            memtable_bytes: a.memtable_mb << 20,
+            create: true,
+        },
+    )
+    .with_context(|| format!("opening store {}", a.store.display()))?;
     let mut ack_log = match &a.ack_log {
-        Some(p) => Some(std::fs::OpenOptions::new().create(true).append(true).open(p).with_context(|| p.display().to_string())?),
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| p.display().to_string())?,
+        ),
         None => None,
     };
     let mut total = 0u64;
@@ -70,9 +92,11 @@ fn import(a: ImportArgs) -> Result<()> {
         let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
         let bar = ProgressBar::new(size);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {msg} ({eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {msg} ({eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_prefix(file.display().to_string());
         let t0 = Instant::now();
@@ -83,7 +107,8 @@ fn import(a: ImportArgs) -> Result<()> {
                 let _ = log.flush();
             }
         };
-        let result = sequin_import::import_file(&mut store, file, &opts, &Bar(bar.clone()), &mut on_ack);
+        let result =
+            sequin_import::import_file(&mut store, file, &opts, &Bar(bar.clone()), &mut on_ack);
         bar.finish_and_clear();
         match result {
             Ok(r) => {
@@ -97,8 +122,16 @@ fn import(a: ImportArgs) -> Result<()> {
                     r.rows,
                     secs,
                     r.imported as f64 / secs.max(1e-9),
-                    if r.duplicates > 0 { format!(", {} duplicates dropped", r.duplicates) } else { String::new() },
-                    if r.rejected > 0 { format!(", {} rows rejected", r.rejected) } else { String::new() },
+                    if r.duplicates > 0 {
+                        format!(", {} duplicates dropped", r.duplicates)
+                    } else {
+                        String::new()
+                    },
+                    if r.rejected > 0 {
+                        format!(", {} rows rejected", r.rejected)
+                    } else {
+                        String::new()
+                    },
                 );
                 for e in &r.first_errors {
                     eprintln!("  {e}");
@@ -111,7 +144,8 @@ fn import(a: ImportArgs) -> Result<()> {
                 }
             }
             Err(e) => {
-                failure = Some(anyhow::Error::new(e).context(format!("importing {}", file.display())));
+                failure =
+                    Some(anyhow::Error::new(e).context(format!("importing {}", file.display())));
                 break;
             }
         }
@@ -125,7 +159,11 @@ fn import(a: ImportArgs) -> Result<()> {
     eprintln!(
         "total: {total} events in {secs:.2}s ({:.0} events/s){}",
         total as f64 / secs.max(1e-9),
-        if rejected > 0 { format!(", {rejected} rows rejected") } else { String::new() }
+        if rejected > 0 {
+            format!(", {rejected} rows rejected")
+        } else {
+            String::new()
+        }
     );
     match failure {
         Some(e) => Err(e),
@@ -134,11 +172,20 @@ fn import(a: ImportArgs) -> Result<()> {
 }
 
 fn open_existing(dir: &Path) -> Result<Store> {
-    Store::open(dir, &StoreOptions { create: false, ..Default::default() }).with_context(|| format!("opening store {}", dir.display()))
+    Store::open(
+        dir,
+        &StoreOptions {
+            create: false,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("opening store {}", dir.display()))
 }
 
 fn stats(a: StatsArgs) -> Result<()> {
-    let gap = sequin_core::time::parse_duration(&a.session_gap).map_err(anyhow::Error::msg).context("--session-gap")?;
+    let gap = sequin_core::time::parse_duration(&a.session_gap)
+        .map_err(anyhow::Error::msg)
+        .context("--session-gap")?;
     let store = open_existing(&a.store)?;
     let reader = store.reader();
     let s = sequin_store::stats::compute(&reader, gap)?;
@@ -155,7 +202,11 @@ fn print_stats(s: &sequin_store::stats::Stats) {
     println!("units (users)  {}", s.units);
     println!("sessions       {}", s.sessions);
     println!("conversations  {}", s.conversations);
-    println!("time range     {} .. {}", s.first_event.as_deref().unwrap_or("-"), s.last_event.as_deref().unwrap_or("-"));
+    println!(
+        "time range     {} .. {}",
+        s.first_event.as_deref().unwrap_or("-"),
+        s.last_event.as_deref().unwrap_or("-")
+    );
     println!("\nevent names ({}):", s.event_names.len());
     for n in s.event_names.iter().take(30) {
         println!("  {:>10}  {}", n.count, n.name);
@@ -170,9 +221,15 @@ fn print_stats(s: &sequin_store::stats::Stats) {
 }
 
 fn gen_cmd(a: GenArgs) -> Result<()> {
-    let cfg = sequin_gen::GenConfig { users: a.users, days: a.days, seed: a.seed, incident: a.incident };
+    let cfg = sequin_gen::GenConfig {
+        users: a.users,
+        days: a.days,
+        seed: a.seed,
+        incident: a.incident,
+    };
     let t0 = Instant::now();
-    let report = sequin_gen::generate_to_file(&cfg, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+    let report = sequin_gen::generate_to_file(&cfg, &a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!(
         "wrote {} events of {} users to {} in {:.2}s; ground truth in {}",
         report.events,
@@ -191,8 +248,18 @@ fn demo(a: DemoArgs) -> Result<()> {
     if store_dir.exists() {
         std::fs::remove_dir_all(&store_dir).with_context(|| store_dir.display().to_string())?;
     }
-    eprintln!("== 1/3 generate: {} users, 30 days → {}", a.users, data.display());
-    gen_cmd(GenArgs { out: data.clone(), users: a.users, days: 30, seed: a.seed, incident: true })?;
+    eprintln!(
+        "== 1/3 generate: {} users, 30 days → {}",
+        a.users,
+        data.display()
+    );
+    gen_cmd(GenArgs {
+        out: data.clone(),
+        users: a.users,
+        days: 30,
+        seed: a.seed,
+        incident: true,
+    })?;
     eprintln!("\n== 2/3 import → {}", store_dir.display());
     import(ImportArgs {
         store: store_dir.clone(),
@@ -215,6 +282,10 @@ fn demo(a: DemoArgs) -> Result<()> {
         memtable_mb: 2048,
     })?;
     eprintln!("\n== 3/3 stats");
-    stats(StatsArgs { store: store_dir, format: "text".into(), session_gap: "30m".into() })?;
+    stats(StatsArgs {
+        store: store_dir,
+        format: "text".into(),
+        session_gap: "30m".into(),
+    })?;
     Ok(())
 }

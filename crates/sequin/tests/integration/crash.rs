@@ -10,7 +10,12 @@ fn message_ids(file: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(file)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["messageId"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["messageId"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -27,7 +32,15 @@ fn last_ack(log: &std::path::Path) -> u64 {
 fn kill_9_during_import_recovers_every_acknowledged_event_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.ndjson");
-    run_ok(&["gen", "--out", file.to_str().unwrap(), "--users", "12000", "--seed", "11"]);
+    run_ok(&[
+        "gen",
+        "--out",
+        file.to_str().unwrap(),
+        "--users",
+        "12000",
+        "--seed",
+        "11",
+    ]);
     let ids = message_ids(&file);
     let unique: HashSet<&String> = ids.iter().collect();
 
@@ -39,13 +52,25 @@ fn kill_9_during_import_recovers_every_acknowledged_event_exactly_once() {
         let store = dir.path().join(format!("store{i}"));
         let log = dir.path().join(format!("acks{i}"));
         let mut child = sequin()
-            .args(["import", "--store", store.to_str().unwrap(), "--ack-log", log.to_str().unwrap(), "--memtable-mb", "24"])
+            .args([
+                "import",
+                "--store",
+                store.to_str().unwrap(),
+                "--ack-log",
+                log.to_str().unwrap(),
+                "--memtable-mb",
+                "24",
+            ])
             .arg(&file)
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while std::fs::read_to_string(&log).unwrap_or_default().lines().count() < acks_before_kill
+        while std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            < acks_before_kill
             && std::time::Instant::now() < deadline
             && child.try_wait().unwrap().is_none()
         {
@@ -62,11 +87,26 @@ fn kill_9_during_import_recovers_every_acknowledged_event_exactly_once() {
             continue; // killed before the store was even created
         }
         let recovered = stats(&store)["events"].as_u64().unwrap();
-        assert!(recovered >= acked, "run {i}: {recovered} events recovered, {acked} acknowledged");
+        assert!(
+            recovered >= acked,
+            "run {i}: {recovered} events recovered, {acked} acknowledged"
+        );
         assert!(recovered <= unique.len() as u64);
         // Finish the import: the file's messages are each there exactly once.
-        run_ok(&["import", "--store", store.to_str().unwrap(), file.to_str().unwrap()]);
-        assert_eq!(stats(&store)["events"].as_u64().unwrap(), unique.len() as u64, "run {i}: after resuming");
+        run_ok(&[
+            "import",
+            "--store",
+            store.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            stats(&store)["events"].as_u64().unwrap(),
+            unique.len() as u64,
+            "run {i}: after resuming"
+        );
     }
-    assert!(killed_with_acks >= 3, "the kills landed in the middle of imports ({killed_with_acks})");
+    assert!(
+        killed_with_acks >= 3,
+        "the kills landed in the middle of imports ({killed_with_acks})"
+    );
 }

@@ -1,5 +1,8 @@
 //! Integration tests of the `sequin` binary, in one test binary (as ripgrep does).
 
+// Tests read back small files they wrote themselves.
+#![allow(clippy::disallowed_methods)]
+
 mod bad_rows;
 mod crash;
 mod real_data;

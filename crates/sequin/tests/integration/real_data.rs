@@ -6,7 +6,12 @@ fn check(file: &str, extra: &[&str], events: u64, units: u64) -> serde_json::Val
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let path = shared_data().join(file);
-    let mut args = vec!["import", "--store", store.to_str().unwrap(), path.to_str().unwrap()];
+    let mut args = vec![
+        "import",
+        "--store",
+        store.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     run_ok(&args);
     let s = stats(&store);
@@ -17,12 +22,33 @@ fn check(file: &str, extra: &[&str], events: u64, units: u64) -> serde_json::Val
 
 #[test]
 fn bpic2012_has_262200_events_of_13087_cases() {
-    let s = check("bpic2012/events.csv", &["--unit", "case_id", "--time", "timestamp", "--event", "activity"], 262_200, 13_087);
+    let s = check(
+        "bpic2012/events.csv",
+        &[
+            "--unit",
+            "case_id",
+            "--time",
+            "timestamp",
+            "--event",
+            "activity",
+        ],
+        262_200,
+        13_087,
+    );
     assert_eq!(s["first_event"], "2011-09-30T22:38:44.546Z");
     assert_eq!(s["last_event"], "2012-03-14T15:04:54.681Z");
-    assert_eq!(s["event_names"].as_array().unwrap().len(), 24, "24 activities");
+    assert_eq!(
+        s["event_names"].as_array().unwrap().len(),
+        24,
+        "24 activities"
+    );
     // amount_req is numeric in the CSV and must be typed as a number.
-    let amount = s["properties"].as_array().unwrap().iter().find(|p| p["name"] == "properties.amount_req").unwrap();
+    let amount = s["properties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "properties.amount_req")
+        .unwrap();
     assert_eq!(amount["types"], serde_json::json!(["int"]));
 }
 
@@ -43,25 +69,59 @@ fn helpdesk_imports_every_ticket() {
 
 #[test]
 fn otto_sessions_are_units_and_sessions() {
-    let s = check("otto_sample/events.csv", &["--unit", "session_id", "--time", "ts", "--event", "type"], 862, 20);
+    let s = check(
+        "otto_sample/events.csv",
+        &["--unit", "session_id", "--time", "ts", "--event", "type"],
+        862,
+        20,
+    );
     assert_eq!(s["sessions"], 20, "explicit session ids count as sessions");
 }
 
 #[test]
 fn cdnow_purchases_with_a_constant_event_name() {
-    let s = check("cdnow/purchases.csv", &["--unit", "customer_id", "--time", "date", "--event-name", "purchase"], 69_659, 23_570);
+    let s = check(
+        "cdnow/purchases.csv",
+        &[
+            "--unit",
+            "customer_id",
+            "--time",
+            "date",
+            "--event-name",
+            "purchase",
+        ],
+        69_659,
+        23_570,
+    );
     assert_eq!(s["event_names"][0]["name"], "purchase");
 }
 
 #[test]
 fn tau_bench_conversations() {
-    let s = check("tau_bench_airline/events.ndjson", &["--unit", "conversation_id", "--time", "ts", "--event", "event"], 5_398, 200);
+    let s = check(
+        "tau_bench_airline/events.ndjson",
+        &[
+            "--unit",
+            "conversation_id",
+            "--time",
+            "ts",
+            "--event",
+            "event",
+        ],
+        5_398,
+        200,
+    );
     assert_eq!(s["conversations"], 200);
     let names: Vec<(String, u64)> = s["event_names"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| (n["name"].as_str().unwrap().to_string(), n["count"].as_u64().unwrap()))
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["count"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert!(names.contains(&("user_message".into(), 1_490)), "{names:?}");
     assert!(names.contains(&("tool_call".into(), 1_164)), "{names:?}");

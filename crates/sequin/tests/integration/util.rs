@@ -27,7 +27,13 @@ pub fn run(args: &[&str]) -> Output {
 
 /// `sequin stats --format json` of a store.
 pub fn stats(store: &Path) -> serde_json::Value {
-    let out = run_ok(&["stats", "--store", store.to_str().unwrap(), "--format", "json"]);
+    let out = run_ok(&[
+        "stats",
+        "--store",
+        store.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
     serde_json::from_str(&out).expect("stats prints JSON")
 }
 
