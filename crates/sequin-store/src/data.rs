@@ -386,7 +386,8 @@ impl PartitionData {
         }
         data.unit_start.push(order.len() as u32);
         for (name, vals) in ID_COLUMNS.iter().zip(ids) {
-            if vals.iter().any(Option::is_some) {
+            // user_id is always kept: an absent column would mean "the unit".
+            if *name == "user_id" || vals.iter().any(Option::is_some) {
                 let mut col = StrColumn::default();
                 let mut index: HashMap<&str, u32> = HashMap::new();
                 for v in vals {

@@ -130,7 +130,7 @@ pub fn write_run(path: &Path, data: &PartitionData) -> Result<(), StoreError> {
     columns.push(Arc::new(UInt8Array::from(data.kind.clone())));
 
     for name in ID_COLUMNS {
-        if let Some(col) = data.ids.get(name).filter(|c| c.any()) {
+        if let Some(col) = data.ids.get(name).filter(|c| name == "user_id" || c.any()) {
             fields.push(dict_field(name, true));
             columns.push(dict_array(col)?);
         }

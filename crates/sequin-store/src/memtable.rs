@@ -322,7 +322,8 @@ impl Memtable {
         let mut ids = BTreeMap::new();
         let user_is_unit = user_is_unit(rows);
         for (c, col_name) in ID_COLUMNS.iter().enumerate() {
-            if !rows.iter().any(|&r| self.ids[c][r as usize] != NULL_KEY)
+            // An absent user_id column means "the unit"; one with no values is kept (all null).
+            if (c != USER && !rows.iter().any(|&r| self.ids[c][r as usize] != NULL_KEY))
                 || (c == USER && user_is_unit)
             {
                 continue;
