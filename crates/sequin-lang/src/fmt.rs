@@ -126,12 +126,9 @@ fn expr(e: &Expr, depth: usize) -> String {
 fn ends_with_predicate(e: &Expr) -> bool {
     match e {
         Expr::Not(inner) => ends_with_predicate(inner),
-        Expr::Criterion(c) => match c {
-            Criterion::Did {
-                pattern, within, ..
-            } => within.is_none() && pattern.predicate.is_some(),
-            _ => false,
-        },
+        Expr::Criterion(Criterion::Did {
+            pattern, within, ..
+        }) => within.is_none() && pattern.predicate.is_some(),
         _ => false,
     }
 }

@@ -154,8 +154,8 @@ impl Parser {
         match self.peek().tok {
             Tok::Duration(micros) => {
                 let span = self.next().span;
-                if micros <= 0 {
-                    return Err(Diagnostic::error(span, "a duration must be positive"));
+                if micros < 0 {
+                    return Err(Diagnostic::error(span, "a duration cannot be negative"));
                 }
                 Ok(Dur { micros, span })
             }
@@ -235,7 +235,12 @@ impl Parser {
     fn during(&mut self) -> PResult<Dur> {
         self.expect_kw("during", "")?;
         self.expect_kw("last", "write `during last 30d`")?;
-        self.duration("write `during last 30d`")
+        let d = self.duration("write `during last 30d`")?;
+        if d.micros == 0 {
+            return Err(Diagnostic::error(d.span, "an empty window")
+                .with_hint("a window needs a positive length, e.g. `during last 30d`"));
+        }
+        Ok(d)
     }
 
     fn expr(&mut self) -> PResult<Expr> {

@@ -57,6 +57,8 @@ pub trait EventSource: Sync {
         partition: usize,
         projection: &Projection,
     ) -> Result<PartitionData, StoreError>;
+    /// The latest event time held, if any.
+    fn latest_time(&self) -> Option<i64>;
 }
 
 /// How to open a store.
@@ -513,6 +515,16 @@ impl EventSource for StoreReader {
         }
         Ok(PartitionData::merge(parts))
     }
+
+    fn latest_time(&self) -> Option<i64> {
+        let runs = self.manifest.runs.iter().map(|r| r.max_time);
+        let mem = self
+            .memtable
+            .iter()
+            .flatten()
+            .filter_map(|m| m.time.iter().max().copied());
+        runs.chain(mem).max()
+    }
 }
 
 /// An in-memory [`EventSource`] over a list of events (arrival order = list order), for
@@ -560,5 +572,12 @@ impl EventSource for MemorySource {
         projection: &Projection,
     ) -> Result<PartitionData, StoreError> {
         Ok(project(self.parts[partition].clone(), projection))
+    }
+
+    fn latest_time(&self) -> Option<i64> {
+        self.parts
+            .iter()
+            .filter_map(|p| p.time.iter().max().copied())
+            .max()
     }
 }

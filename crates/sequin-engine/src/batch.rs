@@ -1,0 +1,317 @@
+//! Batch evaluation: every unit of a store, as of a time, in parallel over unit partitions.
+//! Each partition's columns are read once (only the columns the programs need) and every
+//! program's matcher is driven over each unit's events, exactly as the live path drives it.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+use sequin_core::time::{MINUTE, Micros};
+use sequin_lang::ast::UnitKind;
+use sequin_store::{EventSource, PartitionData, Projection, PropColumn};
+
+use crate::EngineError;
+use crate::compile::{Program, PropRole};
+use crate::matcher::{Ev, Props};
+use crate::units::split;
+use crate::val::Val;
+
+/// Options for [`evaluate`].
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// "Now". Default: the latest event time in the source.
+    pub as_of: Option<i64>,
+    /// Inactivity that ends a session or conversation.
+    pub session_gap: Micros,
+}
+
+impl Default for EvalOptions {
+    fn default() -> EvalOptions {
+        EvalOptions {
+            as_of: None,
+            session_gap: 30 * MINUTE,
+        }
+    }
+}
+
+/// A member: unit key and the time it entered.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Member {
+    /// Unit key.
+    pub unit: String,
+    /// Entry time (µs).
+    pub entered_at: i64,
+}
+
+/// One program's result.
+#[derive(Debug, Clone)]
+pub struct SegmentResult {
+    /// Definition name.
+    pub name: String,
+    /// Members sorted by unit.
+    pub members: Vec<Member>,
+    /// Units evaluated.
+    pub units: u64,
+    /// Processor seconds spent on this program (summed over threads).
+    pub cpu_seconds: f64,
+}
+
+/// All results and the time they are as of.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The as-of time used (None when the source is empty and none was given).
+    pub as_of: Option<i64>,
+    /// Per program, in the order given.
+    pub segments: Vec<SegmentResult>,
+}
+
+/// The columns a set of programs reads.
+pub fn projection(programs: &[Program]) -> Projection {
+    let mut cols = Vec::new();
+    for p in programs {
+        for prop in &p.props {
+            cols.extend(prop.role.columns(&prop.path));
+        }
+        match p.unit {
+            UnitKind::Users => {}
+            UnitKind::Sessions => cols.push("session_id".to_string()),
+            UnitKind::Conversations => cols.push("conversation_id".to_string()),
+        }
+    }
+    cols.sort();
+    cols.dedup();
+    Projection::Columns(cols)
+}
+
+/// Evaluates `programs` over every unit of `source`.
+pub fn evaluate(
+    source: &dyn EventSource,
+    programs: &[Program],
+    opts: &EvalOptions,
+) -> Result<Evaluation, EngineError> {
+    let as_of = opts.as_of.or_else(|| source.latest_time());
+    let Some(as_of) = as_of else {
+        return Ok(Evaluation {
+            as_of: None,
+            segments: programs
+                .iter()
+                .map(|p| SegmentResult {
+                    name: p.name.clone(),
+                    members: Vec::new(),
+                    units: 0,
+                    cpu_seconds: 0.0,
+                })
+                .collect(),
+        });
+    };
+    let proj = projection(programs);
+    let parts: Vec<Result<Vec<PartResult>, EngineError>> = (0..source.partitions())
+        .into_par_iter()
+        .map(|p| {
+            let data = source.read_partition(p, &proj)?;
+            Ok(programs
+                .iter()
+                .map(|prog| evaluate_partition(prog, &data, as_of, opts.session_gap))
+                .collect())
+        })
+        .collect();
+    let mut segments: Vec<SegmentResult> = programs
+        .iter()
+        .map(|p| SegmentResult {
+            name: p.name.clone(),
+            members: Vec::new(),
+            units: 0,
+            cpu_seconds: 0.0,
+        })
+        .collect();
+    for part in parts {
+        for (seg, r) in segments.iter_mut().zip(part?) {
+            seg.members.extend(r.members);
+            seg.units += r.units;
+            seg.cpu_seconds += r.seconds;
+        }
+    }
+    for seg in &mut segments {
+        seg.members.par_sort_unstable();
+    }
+    Ok(Evaluation {
+        as_of: Some(as_of),
+        segments,
+    })
+}
+
+struct PartResult {
+    members: Vec<Member>,
+    units: u64,
+    seconds: f64,
+}
+
+/// Property columns resolved for one partition: per slot, the candidate columns in order.
+struct Columns<'a> {
+    slots: Vec<Vec<&'a PropColumn>>,
+}
+
+struct RowProps<'a> {
+    cols: &'a Columns<'a>,
+    row: usize,
+}
+
+fn column_value(c: &PropColumn, row: usize) -> Option<Val<'_>> {
+    match c {
+        PropColumn::Int(v) => v[row].map(Val::Int),
+        PropColumn::Float(v) => v[row].map(Val::Float),
+        PropColumn::Bool(v) => v[row].map(Val::Bool),
+        PropColumn::Str(c) => c.get(row).map(Val::Str),
+        PropColumn::Mixed(v) => v[row].as_ref().map(Val::of),
+    }
+}
+
+impl Props for RowProps<'_> {
+    fn prop(&self, id: usize) -> Option<Val<'_>> {
+        self.cols.slots[id]
+            .iter()
+            .find_map(|c| column_value(c, self.row))
+    }
+}
+
+fn resolve_columns<'a>(prog: &Program, data: &'a PartitionData) -> Columns<'a> {
+    Columns {
+        slots: prog
+            .props
+            .iter()
+            .map(|p| {
+                let keys = match p.role {
+                    PropRole::Event | PropRole::Attribute => p.role.columns(&p.path),
+                };
+                keys.iter().filter_map(|k| data.props.get(k)).collect()
+            })
+            .collect(),
+    }
+}
+
+fn evaluate_partition(prog: &Program, data: &PartitionData, as_of: i64, gap: Micros) -> PartResult {
+    let started = Instant::now();
+    let bits_of: Vec<u64> = data
+        .names
+        .iter()
+        .map(|n| prog.name_bits(n, false))
+        .collect();
+    let cols = resolve_columns(prog, data);
+    let feed_all = prog.needs_all_events() || prog.unit != UnitKind::Users;
+    let id_col = match prog.unit {
+        UnitKind::Users => None,
+        UnitKind::Sessions => data.ids.get("session_id"),
+        UnitKind::Conversations => data.ids.get("conversation_id"),
+    };
+    let mut members = Vec::new();
+    let mut units = 0;
+    for (unit, range) in data.unit_rows() {
+        // Events after "now" do not exist yet.
+        let end = range.start + data.time[range.clone()].partition_point(|&t| t <= as_of);
+        if end == range.start {
+            continue;
+        }
+        let rows = range.start..end;
+        let times = &data.time[rows.clone()];
+        if prog.unit == UnitKind::Users {
+            units += 1;
+            if let Some(t) = run_unit(
+                prog,
+                data,
+                &bits_of,
+                &cols,
+                rows.clone(),
+                feed_all,
+                as_of,
+                gap,
+            ) {
+                members.push(Member {
+                    unit: unit.to_string(),
+                    entered_at: t,
+                });
+            }
+        } else {
+            let subs = split(
+                prog.unit,
+                unit,
+                times,
+                |i| id_col.and_then(|c| c.get(rows.start + i)),
+                gap,
+            );
+            for sub in subs {
+                units += 1;
+                let picked = sub.rows.iter().map(|&i| rows.start + i);
+                if let Some(t) = run_rows(prog, data, &bits_of, &cols, picked, true, as_of, gap) {
+                    members.push(Member {
+                        unit: sub.key,
+                        entered_at: t,
+                    });
+                }
+            }
+        }
+    }
+    PartResult {
+        members,
+        units,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_unit(
+    prog: &Program,
+    data: &PartitionData,
+    bits_of: &[u64],
+    cols: &Columns<'_>,
+    rows: std::ops::Range<usize>,
+    feed_all: bool,
+    as_of: i64,
+    gap: Micros,
+) -> Option<i64> {
+    run_rows(prog, data, bits_of, cols, rows, feed_all, as_of, gap)
+}
+
+/// Drives the matcher over one unit's rows; returns its entry time if it is a member at
+/// `as_of`.
+#[allow(clippy::too_many_arguments)]
+fn run_rows(
+    prog: &Program,
+    data: &PartitionData,
+    bits_of: &[u64],
+    cols: &Columns<'_>,
+    rows: impl Iterator<Item = usize>,
+    feed_all: bool,
+    as_of: i64,
+    gap: Micros,
+) -> Option<i64> {
+    let mut st = prog.new_state(gap);
+    let mut current: Option<i64> = None;
+    for (index, row) in rows.enumerate() {
+        let bits = bits_of[data.name[row] as usize];
+        if bits == 0 && !feed_all && index > 0 {
+            continue;
+        }
+        let t = data.time[row];
+        if current != Some(t) {
+            if let Some(c) = current {
+                prog.end_group(&mut st, c);
+            }
+            prog.begin_group(&mut st, t);
+            current = Some(t);
+        }
+        let props = RowProps { cols, row };
+        prog.on_event(
+            &mut st,
+            &Ev {
+                time: t,
+                index: index as u64,
+                bits,
+                props: &props,
+            },
+        );
+    }
+    if let Some(c) = current {
+        prog.end_group(&mut st, c);
+    }
+    prog.run_timers(&mut st, as_of);
+    st.member_since
+}

@@ -1,0 +1,21 @@
+//! Sequin's evaluation engine.
+//!
+//! - [`compile`]: checked definitions → [`Program`]s (name masks, property slots, sequence
+//!   layouts).
+//! - [`matcher`]: the one incremental matcher, fed events and timers per unit; batch and
+//!   live evaluation both drive it.
+//! - [`units`]: how a user's events split into sessions and conversations.
+//! - [`batch`]: evaluation over a store, in parallel over unit partitions.
+//! - [`reference`]: a brute-force evaluator written for clarity, the oracle of the tests.
+
+pub mod batch;
+pub mod compile;
+pub mod error;
+pub mod matcher;
+pub mod reference;
+pub mod units;
+pub mod val;
+
+pub use compile::Program;
+pub use error::EngineError;
+pub use matcher::{Ev, Props, UnitState};

@@ -1,0 +1,373 @@
+//! The engine against its oracle: random event streams × random definitions, matcher ==
+//! reference evaluator, for users and sessions; plus hand-checked cases for the rules that
+//! are easiest to get wrong.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use sequin_core::time::SECOND;
+use sequin_core::{Event, MessageKind, Value};
+use sequin_engine::Program;
+use sequin_engine::batch::{EvalOptions, Member, evaluate};
+use sequin_engine::reference::{RefEvent, membership};
+use sequin_engine::units::split;
+use sequin_store::MemorySource;
+
+const T0: i64 = 1_709_251_200 * SECOND; // 2024-03-01T00:00:00Z
+const GAP: i64 = 30 * SECOND; // a short session gap keeps random streams interesting
+
+fn event(user: &str, name: &str, secs: i64, props: &[(&str, Value)]) -> Event {
+    Event {
+        kind: MessageKind::Track,
+        name: name.to_string(),
+        time: T0 + secs * SECOND,
+        user_id: Some(user.to_string()),
+        anonymous_id: None,
+        previous_id: None,
+        session_id: None,
+        conversation_id: None,
+        message_id: None,
+        properties: props
+            .iter()
+            .filter(|(k, _)| !k.starts_with("c."))
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        context: props
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("c.").map(|k| (k.to_string(), v.clone())))
+            .collect(),
+        traits: Vec::new(),
+    }
+}
+
+fn reference_events(events: &[Event]) -> Vec<RefEvent> {
+    events
+        .iter()
+        .map(|e| {
+            let mut props = HashMap::new();
+            for (k, v) in &e.properties {
+                props.insert(format!("p.{k}"), v.clone());
+            }
+            for (k, v) in &e.context {
+                props.insert(format!("c.{k}"), v.clone());
+            }
+            RefEvent {
+                time: e.time,
+                name: e.name.clone(),
+                props,
+                synthetic: false,
+            }
+        })
+        .collect()
+}
+
+/// Members by the engine (batch over a memory source).
+fn engine_members(src: &str, name: &str, events: &[Event], as_of: i64) -> Vec<Member> {
+    let file = sequin_lang::parse(src).unwrap();
+    let prog = Program::compile(&file, name).unwrap();
+    let source = MemorySource::new(events, 3);
+    let opts = EvalOptions {
+        as_of: Some(as_of),
+        session_gap: GAP,
+    };
+    evaluate(&source, &[prog], &opts)
+        .unwrap()
+        .segments
+        .remove(0)
+        .members
+}
+
+/// Members by the reference evaluator.
+fn reference_members(src: &str, name: &str, events: &[Event], as_of: i64) -> Vec<Member> {
+    let file = sequin_lang::parse(src).unwrap();
+    let unit = file
+        .items
+        .iter()
+        .find(|i| i.name.name == name)
+        .unwrap()
+        .unit;
+    let mut by_user: HashMap<String, Vec<Event>> = HashMap::new();
+    for e in events {
+        by_user
+            .entry(e.user_id.clone().unwrap())
+            .or_default()
+            .push(e.clone());
+    }
+    let mut out = Vec::new();
+    for (user, mut evs) in by_user {
+        evs.sort_by_key(|e| e.time); // stable: arrival order among equal times
+        evs.retain(|e| e.time <= as_of);
+        let times: Vec<i64> = evs.iter().map(|e| e.time).collect();
+        for sub in split(unit, &user, &times, |_| None, GAP) {
+            let unit_events: Vec<Event> = sub.rows.iter().map(|&i| evs[i].clone()).collect();
+            if let Some(t) = membership(&file, name, &reference_events(&unit_events), as_of, GAP) {
+                out.push(Member {
+                    unit: sub.key,
+                    entered_at: t,
+                });
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+// ---- random definitions -------------------------------------------------------------
+
+fn name_s() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("a".to_string()),
+        Just("b".to_string()),
+        Just("c".to_string()),
+        Just("a | b".to_string()),
+        Just("any".to_string()),
+    ]
+}
+
+fn pattern_s() -> impl Strategy<Value = String> {
+    (
+        name_s(),
+        prop_oneof![
+            4 => Just(String::new()),
+            1 => Just(" where x == 1".to_string()),
+            1 => Just(" where x >= 1 and s != \"u\"".to_string()),
+            1 => Just(" where (s == \"u\" or x == 2)".to_string()),
+        ],
+    )
+        .prop_map(|(n, w)| format!("{n}{w}"))
+}
+
+fn dur_s() -> impl Strategy<Value = String> {
+    prop_oneof![Just("5s"), Just("10s"), Just("20s"), Just("45s")].prop_map(str::to_string)
+}
+
+fn op_s() -> impl Strategy<Value = String> {
+    prop_oneof![Just(">="), Just(">"), Just("<"), Just("=="), Just("!=")].prop_map(str::to_string)
+}
+
+fn sequence_s() -> impl Strategy<Value = String> {
+    let step = (
+        pattern_s(),
+        prop_oneof![
+            3 => Just(String::new()),
+            1 => dur_s().prop_map(|d| format!(" within {d}")),
+            1 => dur_s().prop_map(|d| format!(" after {d}")),
+            1 => (1u32..3).prop_map(|n| format!(" within {n} events")),
+        ],
+        prop_oneof![3 => Just(""), 1 => Just("next ")],
+        prop_oneof![3 => Just(None), 1 => pattern_s().prop_map(Some)],
+    );
+    (
+        prop::collection::vec(step, 1..4),
+        prop_oneof![2 => Just(None), 1 => dur_s().prop_map(Some)],
+        prop_oneof![
+            3 => Just(None),
+            1 => pattern_s().prop_map(|p| Some(format!("not {p}"))),
+            1 => (pattern_s(), dur_s()).prop_map(|(p, d)| Some(format!("not {p} within {d}"))),
+        ],
+        any::<bool>(),
+    )
+        .prop_map(|(steps, span, trailing, use_alias)| {
+            let mut lines = Vec::new();
+            for (i, (p, gap, next, neg)) in steps.iter().enumerate() {
+                if i > 0
+                    && let Some(n) = neg
+                {
+                    lines.push(format!("not {n}"));
+                }
+                let (gap, next) = if i == 0 {
+                    ("", "")
+                } else {
+                    (gap.as_str(), *next)
+                };
+                let mut p = p.clone();
+                if use_alias && i == 0 {
+                    p = format!("{p} as f1");
+                }
+                if use_alias && i == 1 && !p.contains("where") {
+                    p = format!("{p} where x == f1.x");
+                }
+                lines.push(format!("{next}{p}{gap}"));
+            }
+            if let Some(t) = trailing {
+                lines.push(t);
+            }
+            let span = span.map_or(String::new(), |d| format!(" within {d}"));
+            format!("sequence{span} {{ {} }}", lines.join("; "))
+        })
+}
+
+fn leaf_s() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => sequence_s(),
+        1 => pattern_s().prop_map(|p| format!("did {p}")),
+        1 => (pattern_s(), pattern_s(), op_s(), 0u32..4).prop_map(|(p, q, o, n)| format!("count({p} or {q}) {o} {n}")),
+        1 => (pattern_s(), 1u32..3).prop_map(|(p, n)| format!("count distinct(x of {p}) >= {n}")),
+        1 => (prop_oneof![Just("sum"), Just("avg"), Just("min"), Just("max")], name_s(), op_s(), 0u32..5)
+            .prop_map(|(f, n, o, v)| if n.contains('|') || n == "any" {
+                format!("{f}(x of {n}) {o} {v}")
+            } else {
+                format!("{f}({n}.x) {o} {v}")
+            }),
+        1 => (pattern_s(), dur_s()).prop_map(|(p, d)| format!("first did {p} within {d}")),
+        1 => (pattern_s(), dur_s()).prop_map(|(p, d)| format!("stopped {p} for {d}")),
+        1 => (pattern_s(), dur_s()).prop_map(|(p, d)| format!("restarted {p} after {d}")),
+        1 => Just("dev == \"m\"".to_string()),
+    ]
+}
+
+fn expr_s() -> impl Strategy<Value = String> {
+    let windowed = (
+        leaf_s(),
+        prop_oneof![3 => Just(None), 1 => dur_s().prop_map(Some)],
+    )
+        .prop_map(|(l, w)| match w {
+            Some(d) => format!("({l}) during last {d}"),
+            None => l,
+        });
+    windowed.prop_recursive(2, 6, 3, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) and ({b})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) or ({b})")),
+            inner.prop_map(|a| format!("not ({a})")),
+        ]
+    })
+}
+
+fn definition_s() -> impl Strategy<Value = String> {
+    (
+        expr_s(),
+        prop_oneof![3 => Just(""), 1 => Just(" of sessions")],
+        prop_oneof![3 => Just(String::new()), 1 => dur_s().prop_map(|d| format!(" during last {d}"))],
+    )
+        .prop_map(|(e, unit, w)| format!("segment s{unit}{w} {{ {e} }}"))
+}
+
+fn events_s() -> impl Strategy<Value = Vec<Event>> {
+    let one = (
+        0usize..3,
+        prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")],
+        0i64..8,
+        prop_oneof![Just(None), Just(Some(0i64)), Just(Some(1)), Just(Some(2))],
+        prop_oneof![Just("u"), Just("v")],
+        prop_oneof![3 => Just(None), 1 => Just(Some("m")), 1 => Just(Some("d"))],
+    );
+    prop::collection::vec(one, 1..24).prop_map(|raw| {
+        // Times advance in small random steps (0 = same timestamp) per user.
+        let mut clock = [0i64; 3];
+        raw.into_iter()
+            .map(|(u, name, step, x, s, dev)| {
+                clock[u] += [0, 0, 1, 2, 3, 7, 15, 40][step as usize];
+                let mut props: Vec<(&str, Value)> = vec![("s", Value::Str(s.into()))];
+                if let Some(x) = x {
+                    props.push(("x", Value::Int(x)));
+                }
+                if let Some(d) = dev {
+                    props.push(("c.dev", Value::Str(d.into())));
+                }
+                event(&format!("u{u}"), name, clock[u], &props)
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matcher_agrees_with_reference(def in definition_s(), events in events_s(), extra in 0i64..60) {
+        let file = match sequin_lang::parse(&def) {
+            Ok(f) => f,
+            Err(d) => panic!("generated definition does not parse: {}", d.render("gen", &def)),
+        };
+        prop_assume!(sequin_lang::check(&file, None).iter().all(|d| !d.is_error()));
+        let max = events.iter().map(|e| e.time).max().unwrap();
+        let as_of = max + extra * SECOND - 20 * SECOND;
+        let engine = engine_members(&def, "s", &events, as_of);
+        let reference = reference_members(&def, "s", &events, as_of);
+        prop_assert_eq!(engine, reference, "definition: {}", def);
+    }
+}
+
+// ---- hand-checked semantics -----------------------------------------------------------
+
+fn members(def: &str, events: &[Event], as_of_secs: i64) -> Vec<(String, i64)> {
+    let as_of = T0 + as_of_secs * SECOND;
+    let e = engine_members(def, "s", events, as_of);
+    let r = reference_members(def, "s", events, as_of);
+    assert_eq!(e, r, "engine and reference disagree on {def}");
+    e.into_iter()
+        .map(|m| (m.unit, (m.entered_at - T0) / SECOND))
+        .collect()
+}
+
+#[test]
+fn trailing_absence_with_within_enters_when_the_time_has_passed() {
+    let evs = [event("u", "a", 0, &[]), event("u", "b", 15, &[])];
+    let def = "segment s { sequence { a; not b within 10s } }";
+    assert_eq!(members(def, &evs, 20), vec![("u".to_string(), 10)]);
+    assert_eq!(members(def, &evs, 5), vec![]);
+    let def = "segment s { sequence { a; not b within 20s } }";
+    assert_eq!(members(def, &evs, 30), vec![]);
+}
+
+#[test]
+fn untimed_trailing_absence_for_users_exits_when_the_event_arrives() {
+    let evs = [event("u", "a", 0, &[]), event("u", "b", 15, &[])];
+    let def = "segment s { sequence { a; not b } }";
+    assert_eq!(members(def, &evs, 10), vec![("u".to_string(), 0)]);
+    assert_eq!(members(def, &evs, 20), vec![]);
+}
+
+#[test]
+fn session_absence_is_decided_when_the_session_closes() {
+    let evs = [event("u", "a", 0, &[]), event("u", "c", 5, &[])];
+    let def = "segment s of sessions { sequence { a; not b } }";
+    // Closes at 5 + 30 = 35 s.
+    assert_eq!(members(def, &evs, 34), vec![]);
+    assert_eq!(
+        members(def, &evs, 35),
+        vec![("u@1709251200000".to_string(), 35)]
+    );
+    let def = "segment s of sessions { sequence { a as x; session_end within 5s of x } }";
+    assert_eq!(
+        members(def, &evs, 40),
+        vec![("u@1709251200000".to_string(), 35)]
+    );
+}
+
+#[test]
+fn equal_timestamps_keep_arrival_order() {
+    let evs = [event("u", "b", 0, &[]), event("u", "a", 0, &[])];
+    assert_eq!(members("segment s { sequence { a; b } }", &evs, 1), vec![]);
+    assert_eq!(
+        members("segment s { sequence { b; a within 0s } }", &evs, 1),
+        vec![("u".to_string(), 0)]
+    );
+}
+
+#[test]
+fn windows_slide_and_members_exit() {
+    let evs = [event("u", "a", 0, &[]), event("u", "a", 10, &[])];
+    let def = "segment s during last 15s { count(a) >= 2 }";
+    assert_eq!(members(def, &evs, 12), vec![("u".to_string(), 10)]);
+    // The first `a` leaves the window at 0 + 15 s.
+    assert_eq!(members(def, &evs, 15), vec![]);
+}
+
+#[test]
+fn next_means_the_very_next_event() {
+    let evs = [
+        event("u", "a", 0, &[]),
+        event("u", "c", 1, &[]),
+        event("u", "b", 2, &[]),
+    ];
+    assert_eq!(
+        members("segment s { sequence { a; next b } }", &evs, 3),
+        vec![]
+    );
+    assert_eq!(
+        members("segment s { sequence { a; b within 2 events } }", &evs, 3),
+        vec![("u".to_string(), 2)]
+    );
+}
