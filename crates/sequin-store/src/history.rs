@@ -272,6 +272,19 @@ fn parse_mixed(s: &str) -> Value {
 }
 
 /// Reads one run file.
+/// The column names of a history file (read from its footer only).
+pub fn run_columns(path: &Path) -> Result<Vec<String>, StoreError> {
+    let file = File::open(path).at(path)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    Ok(builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect())
+}
+
+/// Reads a history file.
 pub fn read_run(path: &Path, projection: &Projection) -> Result<PartitionData, StoreError> {
     let file = File::open(path).at(path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;

@@ -59,6 +59,25 @@ pub trait EventSource: Sync {
     ) -> Result<PartitionData, StoreError>;
     /// The latest event time held, if any.
     fn latest_time(&self) -> Option<i64>;
+    /// Event names and namespaced property columns (`p.…`, `c.…`, `t.…`) present.
+    fn catalog(&self) -> Result<Catalog, StoreError> {
+        let mut cat = Catalog::default();
+        for p in 0..self.partitions() {
+            let data = self.read_partition(p, &Projection::All)?;
+            cat.names.extend(data.names.iter().cloned());
+            cat.columns.extend(data.props.keys().cloned());
+        }
+        Ok(cat)
+    }
+}
+
+/// What a store holds, by name (for "did you mean" in the checker).
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Event names.
+    pub names: std::collections::BTreeSet<String>,
+    /// Namespaced property columns.
+    pub columns: std::collections::BTreeSet<String>,
 }
 
 /// How to open a store.
@@ -70,6 +89,8 @@ pub struct StoreOptions {
     pub memtable_bytes: usize,
     /// Create the store if it does not exist.
     pub create: bool,
+    /// Open for reading only: share the lock with other readers (a writer excludes them).
+    pub read_only: bool,
 }
 
 impl Default for StoreOptions {
@@ -78,6 +99,7 @@ impl Default for StoreOptions {
             partitions: 16,
             memtable_bytes: 2 << 30,
             create: true,
+            read_only: false,
         }
     }
 }
@@ -121,7 +143,12 @@ impl Store {
             .write(true)
             .open(&lock_path)
             .at(&lock_path)?;
-        match lock.try_lock() {
+        let locked = if opts.read_only {
+            lock.try_lock_shared()
+        } else {
+            lock.try_lock()
+        };
+        match locked {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.to_path_buf())),
             Err(fs::TryLockError::Error(e)) => return Err(StoreError::io(lock_path, e)),
@@ -476,6 +503,7 @@ impl StoreReader {
             dir,
             &StoreOptions {
                 create: false,
+                read_only: true,
                 ..Default::default()
             },
         )?;
@@ -514,6 +542,25 @@ impl EventSource for StoreReader {
             parts.push(project(m.clone(), projection));
         }
         Ok(PartitionData::merge(parts))
+    }
+
+    fn catalog(&self) -> Result<Catalog, StoreError> {
+        let mut cat = Catalog::default();
+        for run in &self.manifest.runs {
+            cat.columns.extend(
+                history::run_columns(&self.dir.join(&run.file))?
+                    .into_iter()
+                    .filter(|c| c.starts_with("p.") || c.starts_with("c.") || c.starts_with("t.")),
+            );
+        }
+        for m in self.memtable.iter().flatten() {
+            cat.columns.extend(m.props.keys().cloned());
+        }
+        for p in 0..self.partitions() {
+            let data = self.read_partition(p, &Projection::Columns(Vec::new()))?;
+            cat.names.extend(data.names.iter().cloned());
+        }
+        Ok(cat)
     }
 
     fn latest_time(&self) -> Option<i64> {

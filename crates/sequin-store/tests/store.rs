@@ -8,6 +8,7 @@ fn opts() -> StoreOptions {
         partitions: 4,
         memtable_bytes: usize::MAX,
         create: true,
+        read_only: false,
     }
 }
 

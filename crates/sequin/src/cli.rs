@@ -24,6 +24,67 @@ pub enum Command {
     Import(ImportArgs),
     /// Summarise a store: events, units, sessions, conversations, names, properties.
     Stats(StatsArgs),
+    /// Check a segment file: syntax, references, and (with --store) unknown names.
+    Check(CheckArgs),
+    /// Print a segment file in canonical form.
+    Fmt(FmtArgs),
+    /// Evaluate segments over a store: one row per member.
+    Eval(EvalArgs),
+}
+
+/// `sequin check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Segment file (.seg).
+    pub file: PathBuf,
+    /// Store whose event names and properties to check against ("did you mean").
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+}
+
+/// `sequin fmt`.
+#[derive(Debug, Args)]
+pub struct FmtArgs {
+    /// Segment file (.seg).
+    pub file: PathBuf,
+    /// Rewrite the file in place instead of printing.
+    #[arg(long)]
+    pub write: bool,
+}
+
+/// Output formats for members.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum MemberFormat {
+    /// `segment,unit,entered_at` with a header.
+    Csv,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+/// `sequin eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Store directory.
+    #[arg(long)]
+    pub store: PathBuf,
+    /// Segment file (.seg).
+    #[arg(long)]
+    pub segments: PathBuf,
+    /// Evaluate only these segments (repeatable) [default: every segment in the file].
+    #[arg(long = "segment")]
+    pub segment: Vec<String>,
+    /// "Now": RFC 3339 or epoch seconds/ms/µs [default: the latest event time in the store].
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: MemberFormat,
+    /// Write members here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Inactivity that ends a session or conversation.
+    #[arg(long, default_value = "30m")]
+    pub session_gap: String,
 }
 
 /// `sequin import`.

@@ -11,6 +11,7 @@ use sequin_import::{ImportOptions, InputFormat, Progress};
 use sequin_store::{Store, StoreOptions};
 
 use crate::cli::{Cli, Command, DemoArgs, GenArgs, ImportArgs, StatsArgs};
+use crate::segments;
 
 /// Runs one command.
 pub fn run(cli: Cli) -> Result<()> {
@@ -19,6 +20,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Stats(a) => stats(a),
         Command::Gen(a) => gen_cmd(a),
         Command::Demo(a) => demo(a),
+        Command::Check(a) => segments::check(a),
+        Command::Fmt(a) => segments::fmt(a),
+        Command::Eval(a) => segments::eval(a),
     }
 }
 
@@ -71,6 +75,7 @@ fn import(a: ImportArgs) -> Result<()> {
             partitions: a.partitions,
             memtable_bytes: a.memtable_mb << 20,
             create: true,
+            read_only: false,
         },
     )
     .with_context(|| format!("opening store {}", a.store.display()))?;

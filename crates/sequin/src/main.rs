@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod segments;
 
 use clap::Parser;
 

@@ -7,4 +7,5 @@ mod bad_rows;
 mod crash;
 mod real_data;
 mod roundtrip;
+mod segments;
 mod util;
