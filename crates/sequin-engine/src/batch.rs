@@ -11,7 +11,7 @@ use sequin_store::{EventSource, PartitionData, Projection, PropColumn};
 
 use crate::EngineError;
 use crate::compile::{Program, PropRole};
-use crate::matcher::{Ev, Props};
+use crate::matcher::{Ev, Props, UnitState};
 use crate::units::split;
 use crate::val::Val;
 
@@ -204,6 +204,7 @@ fn evaluate_partition(prog: &Program, data: &PartitionData, as_of: i64, gap: Mic
     };
     let mut members = Vec::new();
     let mut units = 0;
+    let mut st = prog.new_state(gap);
     for (unit, range) in data.unit_rows() {
         // Events after "now" do not exist yet.
         let end = range.start + data.time[range.clone()].partition_point(|&t| t <= as_of);
@@ -214,16 +215,7 @@ fn evaluate_partition(prog: &Program, data: &PartitionData, as_of: i64, gap: Mic
         let times = &data.time[rows.clone()];
         if prog.unit == UnitKind::Users {
             units += 1;
-            if let Some(t) = run_unit(
-                prog,
-                data,
-                &bits_of,
-                &cols,
-                rows.clone(),
-                feed_all,
-                as_of,
-                gap,
-            ) {
+            if let Some(t) = run_rows(prog, &mut st, data, &bits_of, &cols, rows.clone(), feed_all, as_of) {
                 members.push(Member {
                     unit: unit.to_string(),
                     entered_at: t,
@@ -240,7 +232,7 @@ fn evaluate_partition(prog: &Program, data: &PartitionData, as_of: i64, gap: Mic
             for sub in subs {
                 units += 1;
                 let picked = sub.rows.iter().map(|&i| rows.start + i);
-                if let Some(t) = run_rows(prog, data, &bits_of, &cols, picked, true, as_of, gap) {
+                if let Some(t) = run_rows(prog, &mut st, data, &bits_of, &cols, picked, true, as_of) {
                     members.push(Member {
                         unit: sub.key,
                         entered_at: t,
@@ -256,34 +248,20 @@ fn evaluate_partition(prog: &Program, data: &PartitionData, as_of: i64, gap: Mic
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_unit(
-    prog: &Program,
-    data: &PartitionData,
-    bits_of: &[u64],
-    cols: &Columns<'_>,
-    rows: std::ops::Range<usize>,
-    feed_all: bool,
-    as_of: i64,
-    gap: Micros,
-) -> Option<i64> {
-    run_rows(prog, data, bits_of, cols, rows, feed_all, as_of, gap)
-}
-
 /// Drives the matcher over one unit's rows; returns its entry time if it is a member at
 /// `as_of`.
 #[allow(clippy::too_many_arguments)]
 fn run_rows(
     prog: &Program,
+    st: &mut UnitState,
     data: &PartitionData,
     bits_of: &[u64],
     cols: &Columns<'_>,
     rows: impl Iterator<Item = usize>,
     feed_all: bool,
     as_of: i64,
-    gap: Micros,
 ) -> Option<i64> {
-    let mut st = prog.new_state(gap);
+    prog.reset_state(st);
     let mut current: Option<i64> = None;
     for (index, row) in rows.enumerate() {
         let bits = bits_of[data.name[row] as usize];
@@ -293,14 +271,14 @@ fn run_rows(
         let t = data.time[row];
         if current != Some(t) {
             if let Some(c) = current {
-                prog.end_group(&mut st, c);
+                prog.end_group(st, c);
             }
-            prog.begin_group(&mut st, t);
+            prog.begin_group(st, t);
             current = Some(t);
         }
         let props = RowProps { cols, row };
         prog.on_event(
-            &mut st,
+            st,
             &Ev {
                 time: t,
                 index: index as u64,
@@ -310,8 +288,8 @@ fn run_rows(
         );
     }
     if let Some(c) = current {
-        prog.end_group(&mut st, c);
+        prog.end_group(st, c);
     }
-    prog.run_timers(&mut st, as_of);
+    prog.run_timers(st, as_of);
     st.member_since
 }

@@ -153,6 +153,10 @@ pub(crate) struct SeqC {
     pub layouts: Vec<Layout>,
     /// Slot of the first step's time in each layout (when a window or span needs it).
     pub t0_slot: Vec<Option<usize>>,
+    /// A plain funnel: no absences, no bound properties, no gaps, at most the start kept.
+    /// Then one partial match per state suffices (the latest start) and the matcher keeps
+    /// a single number per state.
+    pub simple: bool,
 }
 
 /// A leaf criterion.
@@ -234,6 +238,8 @@ pub struct Program {
     pub(crate) leaves: Vec<Leaf>,
     /// Some leaf reads every event (attributes), so none may be skipped.
     pub(crate) needs_all_events: bool,
+    /// Can membership change without an event (windows, deadlines, recency, unit close)?
+    pub(crate) has_timers: bool,
     /// Durations that appear in the program (for the reference evaluator's change points).
     pub durations: Vec<Micros>,
     /// Calendar bucket sizes used by `regularly`.
@@ -270,6 +276,17 @@ impl Program {
             .leaves
             .iter()
             .any(|l| matches!(l.kind, LeafKind::Attr { .. }));
+        let has_timers = item.unit != UnitKind::Users
+            || c.leaves.iter().any(|l| {
+                l.window.is_some()
+                    || match &l.kind {
+                        LeafKind::Seq(s) => s.trailing.iter().any(|t| t.within.is_some()),
+                        LeafKind::First { .. }
+                        | LeafKind::Stopped { .. }
+                        | LeafKind::Regularly { .. } => true,
+                        _ => false,
+                    }
+            });
         let mut durations = c.durations;
         durations.sort_unstable();
         durations.dedup();
@@ -281,6 +298,7 @@ impl Program {
             root,
             leaves: c.leaves,
             needs_all_events,
+            has_timers,
             durations,
             buckets: c.buckets,
         })
@@ -797,6 +815,12 @@ impl Compiler<'_> {
             let within = r.map(|(d, r)| (d, final_layout.slot(Source::Time(r), Dir::Min)));
             trailing.push(TrailC { pat, within });
         }
+        let simple = trailing.is_empty()
+            && neg_before.iter().all(Vec::is_empty)
+            && steps.iter().all(|st| st.gaps.is_empty())
+            && layouts.iter().all(|l| {
+                l.binds.is_empty() && l.slots.iter().all(|&s| s == (Source::Time(0), Dir::Max))
+            });
         Ok(SeqC {
             steps,
             neg_before,
@@ -804,6 +828,7 @@ impl Compiler<'_> {
             span: s.span_within.map(|d| d.micros),
             layouts,
             t0_slot,
+            simple,
         })
     }
 }

@@ -67,6 +67,11 @@ struct SeqState {
     pending: Vec<Partial>,
     /// Decided, but an untimed trailing absence can still break them (users).
     alive: Vec<Partial>,
+    /// Reused buffer for the partial matches one event creates.
+    scratch: Vec<(usize, Partial)>,
+    /// Plain funnels: `best[k]` is the latest start of a partial match of k steps
+    /// (i64::MIN: none).
+    best: Vec<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -150,6 +155,7 @@ impl Program {
             .map(|l| match &l.kind {
                 LeafKind::Seq(s) => LeafState::Seq(SeqState {
                     partials: vec![Vec::new(); s.steps.len()],
+                    best: vec![i64::MIN; s.steps.len()],
                     ..Default::default()
                 }),
                 LeafKind::Count { .. } => LeafState::Count {
@@ -193,7 +199,52 @@ impl Program {
 
     /// Call before the events of timestamp `t`: fires every timer before `t`.
     pub fn begin_group(&self, st: &mut UnitState, t: i64) {
-        self.run_timers(st, t - 1);
+        if self.has_timers {
+            self.run_timers(st, t - 1);
+        }
+    }
+
+    /// Empties a state for reuse by another unit (keeps its allocations).
+    pub fn reset_state(&self, st: &mut UnitState) {
+        for s in &mut st.leaves {
+            match s {
+                LeafState::Seq(q) => {
+                    q.partials.iter_mut().for_each(Vec::clear);
+                    q.best.iter_mut().for_each(|b| *b = i64::MIN);
+                    q.complete = None;
+                    q.pending.clear();
+                    q.alive.clear();
+                }
+                LeafState::Count { times, n } => {
+                    times.clear();
+                    *n = 0;
+                }
+                LeafState::Distinct(m) => m.clear(),
+                LeafState::Agg { items, sum, count, min, max } => {
+                    items.clear();
+                    *sum = 0.0;
+                    *count = 0;
+                    *min = f64::INFINITY;
+                    *max = f64::NEG_INFINITY;
+                }
+                LeafState::First { times, first } => {
+                    times.clear();
+                    *first = None;
+                }
+                LeafState::Stopped { last } => *last = None,
+                LeafState::Restarted { last, pair } => {
+                    *last = None;
+                    *pair = None;
+                }
+                LeafState::Regularly(b) => b.clear(),
+                LeafState::Attr(v) => *v = None,
+            }
+        }
+        st.member_since = None;
+        st.now = i64::MIN;
+        st.events = 0;
+        st.last_time = None;
+        st.closed = false;
     }
 
     /// Feeds one event (in time, then arrival, order).
@@ -217,6 +268,9 @@ impl Program {
     /// Moves "now" to `until`, firing timers (absence deadlines, window expiry, unit close)
     /// in time order and re-evaluating membership at each.
     pub fn run_timers(&self, st: &mut UnitState, until: i64) {
+        if !self.has_timers {
+            return;
+        }
         while let Some(t) = self.next_timer(st) {
             if t > until {
                 break;
@@ -696,9 +750,13 @@ fn extend(seq: &SeqC, k: usize, p: Option<&Partial>, ev: &Ev<'_>) -> Partial {
 }
 
 fn seq_event(seq: &SeqC, window: Option<Micros>, s: &mut SeqState, ev: &Ev<'_>, users: bool) {
+    if seq.simple {
+        return funnel_event(seq, window, s, ev);
+    }
     let m = seq.steps.len();
     let now = ev.time;
-    let mut incoming: Vec<(usize, Partial)> = Vec::new();
+    let mut incoming = std::mem::take(&mut s.scratch);
+    incoming.clear();
     for k in (0..m).rev() {
         let step = &seq.steps[k];
         let layout = &seq.layouts[k];
@@ -742,7 +800,7 @@ fn seq_event(seq: &SeqC, window: Option<Micros>, s: &mut SeqState, ev: &Ev<'_>, 
                 .any(|t| t.within.is_none() && matches(&t.pat, ev, &p.binds))
         });
     }
-    for (k, p) in incoming {
+    for (k, p) in incoming.drain(..) {
         if k == m {
             if seq.trailing.is_empty() {
                 let t0 = seq.t0_slot[m].map_or(i64::MAX, |slot| p.slots[slot]);
@@ -754,7 +812,38 @@ fn seq_event(seq: &SeqC, window: Option<Micros>, s: &mut SeqState, ev: &Ev<'_>, 
             pareto_insert(&mut s.partials[k], p, &seq.layouts[k]);
         }
     }
+    s.scratch = incoming;
     let _ = users;
+}
+
+/// [`seq_event`] for plain funnels: per state only the latest start matters.
+fn funnel_event(seq: &SeqC, window: Option<Micros>, s: &mut SeqState, ev: &Ev<'_>) {
+    let m = seq.steps.len();
+    let tracks_start = seq.t0_slot[m].is_some();
+    for k in (0..m).rev() {
+        let step = &seq.steps[k];
+        if ev.bits & step.pat.bit == 0 || !matches(&step.pat, ev, &[]) {
+            continue;
+        }
+        let start = if k == 0 {
+            ev.time
+        } else {
+            let b = s.best[k];
+            if b == i64::MIN
+                || window.is_some_and(|w| b <= ev.time - w)
+                || seq.span.is_some_and(|d| ev.time - b > d)
+            {
+                continue;
+            }
+            b
+        };
+        let start = if tracks_start { start } else { i64::MAX };
+        if k + 1 == m {
+            s.complete = Some(s.complete.map_or(start, |c| c.max(start)));
+        } else {
+            s.best[k + 1] = s.best[k + 1].max(start);
+        }
+    }
 }
 
 fn seq_advance(

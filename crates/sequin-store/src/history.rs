@@ -186,6 +186,41 @@ pub fn write_run(path: &Path, data: &PartitionData) -> Result<(), StoreError> {
 }
 
 /// Reads a dictionary (or plain) string array into a [`StrColumn`] appended to `out`.
+/// The unit column is sorted, so units are runs of equal values: no index is needed, only a
+/// comparison with the previous row's unit. (The unit column precedes the others, so the
+/// rows already read are `data.time.len()`.)
+fn append_units(array: &dyn Array, data: &mut PartitionData) -> Result<(), StoreError> {
+    let row = data.time.len();
+    let push = |s: &str, row: usize, data: &mut PartitionData| {
+        if data.units.last().is_none_or(|u| u != s) {
+            data.units.push(s.to_string());
+            data.unit_start.push(row as u32);
+        }
+    };
+    if let Some(d) = array.as_any().downcast_ref::<DictionaryArray<UInt32Type>>() {
+        let values = d
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| bad_type("dictionary values"))?;
+        let mut prev = u32::MAX;
+        for (i, k) in d.keys().values().iter().enumerate() {
+            if *k != prev {
+                push(values.value(*k as usize), row + i, data);
+                prev = *k;
+            }
+        }
+        return Ok(());
+    }
+    if let Some(s) = array.as_any().downcast_ref::<StringArray>() {
+        for (i, v) in s.iter().enumerate() {
+            push(v.ok_or_else(|| bad_type("unit"))?, row + i, data);
+        }
+        return Ok(());
+    }
+    Err(bad_type("unit column"))
+}
+
 fn append_strings(
     array: &dyn Array,
     out: &mut StrColumn,
@@ -297,16 +332,22 @@ pub fn read_run(path: &Path, projection: &Projection) -> Result<PartitionData, S
         .map(|(i, _)| i)
         .collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
     let reader = builder
         .with_projection(mask)
-        .with_batch_size(1 << 16)
+        .with_batch_size(1 << 17)
         .build()?;
 
-    let mut data = PartitionData::default();
-    let mut unit_col = StrColumn::default();
-    let mut unit_index = HashMap::new();
+    // Sized up front: growing these by doubling costs copies and fresh zeroed pages.
+    let mut data = PartitionData {
+        time: Vec::with_capacity(rows),
+        ..PartitionData::default()
+    };
     let mut name_index = HashMap::new();
-    let mut names = StrColumn::default();
+    let mut names = StrColumn {
+        dict: Vec::new(),
+        keys: Vec::with_capacity(rows),
+    };
     let mut id_cols: HashMap<String, (StrColumn, HashMap<String, u32>)> = HashMap::new();
     let mut prop_vals: HashMap<String, Vec<Option<Value>>> = HashMap::new();
     let mut typed: HashMap<String, PropColumn> = HashMap::new();
@@ -316,7 +357,7 @@ pub fn read_run(path: &Path, projection: &Projection) -> Result<PartitionData, S
         for (field, array) in schema.fields().iter().zip(batch.columns()) {
             let name = field.name().as_str();
             match name {
-                "unit" => append_strings(array.as_ref(), &mut unit_col, &mut unit_index)?,
+                "unit" => append_units(array.as_ref(), &mut data)?,
                 "name" => append_strings(array.as_ref(), &mut names, &mut name_index)?,
                 "ts" => match field.data_type() {
                     DataType::Timestamp(TimeUnit::Second, _) => {
@@ -409,16 +450,7 @@ pub fn read_run(path: &Path, projection: &Projection) -> Result<PartitionData, S
             }
         }
     }
-    // Units: the unit column is sorted, so runs of equal keys are the units.
-    let mut prev = NULL_KEY;
-    for (row, &k) in unit_col.keys.iter().enumerate() {
-        if k != prev {
-            data.units.push(unit_col.dict[k as usize].clone());
-            data.unit_start.push(row as u32);
-            prev = k;
-        }
-    }
-    data.unit_start.push(unit_col.keys.len() as u32);
+    data.unit_start.push(data.time.len() as u32);
     data.name = names.keys;
     data.names = names.dict;
     if data.kind.is_empty() {
