@@ -215,7 +215,16 @@ fn evaluate_partition(prog: &Program, data: &PartitionData, as_of: i64, gap: Mic
         let times = &data.time[rows.clone()];
         if prog.unit == UnitKind::Users {
             units += 1;
-            if let Some(t) = run_rows(prog, &mut st, data, &bits_of, &cols, rows.clone(), feed_all, as_of) {
+            if let Some(t) = run_rows(
+                prog,
+                &mut st,
+                data,
+                &bits_of,
+                &cols,
+                rows.clone(),
+                feed_all,
+                as_of,
+            ) {
                 members.push(Member {
                     unit: unit.to_string(),
                     entered_at: t,
@@ -232,7 +241,8 @@ fn evaluate_partition(prog: &Program, data: &PartitionData, as_of: i64, gap: Mic
             for sub in subs {
                 units += 1;
                 let picked = sub.rows.iter().map(|&i| rows.start + i);
-                if let Some(t) = run_rows(prog, &mut st, data, &bits_of, &cols, picked, true, as_of) {
+                if let Some(t) = run_rows(prog, &mut st, data, &bits_of, &cols, picked, true, as_of)
+                {
                     members.push(Member {
                         unit: sub.key,
                         entered_at: t,

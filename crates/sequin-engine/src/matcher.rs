@@ -220,7 +220,13 @@ impl Program {
                     *n = 0;
                 }
                 LeafState::Distinct(m) => m.clear(),
-                LeafState::Agg { items, sum, count, min, max } => {
+                LeafState::Agg {
+                    items,
+                    sum,
+                    count,
+                    min,
+                    max,
+                } => {
                     items.clear();
                     *sum = 0.0;
                     *count = 0;

@@ -1,5 +1,7 @@
 //! Every real log in ../shared/data imports with the counts its README states.
 
+use std::path::Path;
+
 use crate::util::{run_ok, shared_data, stats};
 
 fn check(file: &str, extra: &[&str], events: u64, units: u64) -> serde_json::Value {
@@ -125,4 +127,74 @@ fn tau_bench_conversations() {
         .collect();
     assert!(names.contains(&("user_message".into(), 1_490)), "{names:?}");
     assert!(names.contains(&("tool_call".into(), 1_164)), "{names:?}");
+}
+
+/// Segments over BPIC 2012 (tests/real/bpic2012.seg) give exactly the cases that
+/// independent DuckDB SQL (tests/real/bpic2012_check.py) finds.
+#[test]
+fn bpic2012_segments_match_independent_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let csv = shared_data().join("bpic2012/events.csv");
+    run_ok(&[
+        "import",
+        "--store",
+        store.to_str().unwrap(),
+        csv.to_str().unwrap(),
+        "--unit",
+        "case_id",
+        "--time",
+        "timestamp",
+        "--event",
+        "activity",
+    ]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let seg = root.join("tests/real/bpic2012.seg");
+    let as_of = "2012-03-01T00:00:00Z";
+    let members = run_ok(&[
+        "eval",
+        "--store",
+        store.to_str().unwrap(),
+        "--segments",
+        seg.to_str().unwrap(),
+        "--as-of",
+        as_of,
+    ]);
+    let mut ours: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for line in members.lines().skip(1) {
+        let mut parts = line.splitn(3, ',');
+        let (s, u) = (parts.next().unwrap(), parts.next().unwrap());
+        ours.entry(s.to_string()).or_default().push(u.to_string());
+    }
+    let out = std::process::Command::new(crate::util::python_with_duckdb())
+        .arg(root.join("tests/real/bpic2012_check.py"))
+        .arg(&csv)
+        .arg(as_of)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: std::collections::BTreeMap<String, Vec<String>> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(theirs.len(), 5);
+    for (segment, mut cases) in theirs {
+        cases.sort();
+        let mut mine = ours.remove(&segment).unwrap_or_default();
+        mine.sort();
+        assert!(
+            !cases.is_empty(),
+            "{segment}: the SQL finds no case; the check guards nothing"
+        );
+        assert_eq!(
+            mine.len(),
+            cases.len(),
+            "{segment}: Sequin {} cases, SQL {}",
+            mine.len(),
+            cases.len()
+        );
+        assert_eq!(mine, cases, "{segment}");
+    }
 }

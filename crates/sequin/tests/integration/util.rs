@@ -42,3 +42,45 @@ pub fn shared_data() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
     root.join("shared/data")
 }
+
+/// A Python interpreter with DuckDB, for cross-checks written in SQL. Uses `SEQUIN_PYTHON`
+/// or `bench/.venv` when they have DuckDB; otherwise makes a virtualenv under `target/`
+/// and installs the pinned DuckDB from PyPI (once).
+pub fn python_with_duckdb() -> PathBuf {
+    static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PY.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let has_duckdb = |py: &Path| {
+            Command::new(py)
+                .args(["-c", "import duckdb"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let mut candidates: Vec<PathBuf> = std::env::var_os("SEQUIN_PYTHON")
+            .map(PathBuf::from)
+            .into_iter()
+            .collect();
+        candidates.push(root.join("bench/.venv/bin/python"));
+        candidates.push(root.join("target/test-venv/bin/python"));
+        if let Some(py) = candidates.iter().find(|p| has_duckdb(p)) {
+            return py.clone();
+        }
+        let venv = root.join("target/test-venv");
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 runs");
+        assert!(status.success(), "python3 -m venv failed");
+        let pip = venv.join("bin/pip");
+        let status = Command::new(&pip)
+            .args(["install", "-q", "duckdb==2.0.1"])
+            .status()
+            .expect("pip runs");
+        assert!(status.success(), "pip install duckdb failed");
+        let py = venv.join("bin/python");
+        assert!(has_duckdb(&py));
+        py
+    })
+    .clone()
+}
