@@ -16,7 +16,7 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// The one-command tour: generate data, import it, show what is in it.
+    /// The one-command tour: generate data, import it, summarise it, evaluate example segments.
     Demo(DemoArgs),
     /// Generate realistic synthetic telemetry (Segment NDJSON, or Parquet) with planted behaviours.
     Gen(GenArgs),

@@ -254,7 +254,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         std::fs::remove_dir_all(&store_dir).with_context(|| store_dir.display().to_string())?;
     }
     eprintln!(
-        "== 1/3 generate: {} users, 30 days → {}",
+        "== 1/4 generate: {} users, 30 days → {}",
         a.users,
         data.display()
     );
@@ -265,7 +265,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         seed: a.seed,
         incident: true,
     })?;
-    eprintln!("\n== 2/3 import → {}", store_dir.display());
+    eprintln!("\n== 2/4 import → {}", store_dir.display());
     import(ImportArgs {
         store: store_dir.clone(),
         files: vec![data],
@@ -286,10 +286,28 @@ fn demo(a: DemoArgs) -> Result<()> {
         no_compact: false,
         memtable_mb: 2048,
     })?;
-    eprintln!("\n== 3/3 stats");
+    eprintln!("\n== 3/4 stats");
     stats(StatsArgs {
-        store: store_dir,
+        store: store_dir.clone(),
         format: "text".into(),
+        session_gap: "30m".into(),
+    })?;
+    let segments = a.dir.join("demo.seg");
+    std::fs::write(&segments, include_str!("../../../examples/demo.seg"))
+        .with_context(|| segments.display().to_string())?;
+    let members = a.dir.join("members.csv");
+    eprintln!(
+        "\n== 4/4 evaluate {} → {}",
+        segments.display(),
+        members.display()
+    );
+    crate::segments::eval(crate::cli::EvalArgs {
+        store: store_dir,
+        segments,
+        segment: Vec::new(),
+        as_of: None,
+        format: crate::cli::MemberFormat::Csv,
+        output: Some(members),
         session_gap: "30m".into(),
     })?;
     Ok(())
