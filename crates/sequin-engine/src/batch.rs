@@ -271,12 +271,19 @@ fn run_rows(
     feed_all: bool,
     as_of: i64,
 ) -> Option<i64> {
-    prog.reset_state(st);
+    // A unit whose events all leave the program's state untouched is a member only if the
+    // untouched state is one; otherwise it can be skipped without touching the state at all.
+    let skip_irrelevant = !feed_all && !prog.empty_is_member();
+    let mut started = false;
     let mut current: Option<i64> = None;
     for (index, row) in rows.enumerate() {
         let bits = bits_of[data.name[row] as usize];
-        if bits == 0 && !feed_all && index > 0 {
+        if bits == 0 && !feed_all && (index > 0 || skip_irrelevant) {
             continue;
+        }
+        if !started {
+            prog.reset_state(st);
+            started = true;
         }
         let t = data.time[row];
         if current != Some(t) {
@@ -296,6 +303,9 @@ fn run_rows(
                 props: &props,
             },
         );
+    }
+    if !started {
+        return None;
     }
     if let Some(c) = current {
         prog.end_group(st, c);

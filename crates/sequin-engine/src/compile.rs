@@ -240,6 +240,8 @@ pub struct Program {
     pub(crate) needs_all_events: bool,
     /// Can membership change without an event (windows, deadlines, recency, unit close)?
     pub(crate) has_timers: bool,
+    /// Is a unit whose state no event touched a member?
+    pub(crate) empty_member: bool,
     /// Durations that appear in the program (for the reference evaluator's change points).
     pub durations: Vec<Micros>,
     /// Calendar bucket sizes used by `regularly`.
@@ -290,7 +292,7 @@ impl Program {
         let mut durations = c.durations;
         durations.sort_unstable();
         durations.dedup();
-        Ok(Program {
+        let mut program = Program {
             name: name.to_string(),
             unit: item.unit,
             props: c.props,
@@ -301,7 +303,10 @@ impl Program {
             has_timers,
             durations,
             buckets: c.buckets,
-        })
+            empty_member: false,
+        };
+        program.empty_member = program.compute_empty_member();
+        Ok(program)
     }
 
     /// The name-mask bits an event with this name sets. Synthetic end events match only

@@ -204,6 +204,16 @@ impl Program {
         }
     }
 
+    /// Is a unit that no event has touched a member? (`not did x` is; `did x` is not.)
+    pub fn empty_is_member(&self) -> bool {
+        self.empty_member
+    }
+
+    pub(crate) fn compute_empty_member(&self) -> bool {
+        let st = self.new_state(0);
+        self.node_truth(&self.root, &st, 0)
+    }
+
     /// Empties a state for reuse by another unit (keeps its allocations).
     pub fn reset_state(&self, st: &mut UnitState) {
         for s in &mut st.leaves {

@@ -247,6 +247,20 @@ fn append_strings(
             .as_any()
             .downcast_ref::<StringArray>()
             .ok_or_else(|| bad_type("dictionary values"))?;
+        if d.keys().null_count() == 0 && values.null_count() == 0 && values.len() * 4 <= d.len() {
+            // No nulls and a small dictionary (event names): map every entry once, then copy
+            // keys through the map. (A large dictionary may be shared by every batch of a
+            // row group, so it is mapped lazily below.)
+            let remap: Vec<u32> = (0..values.len())
+                .map(|k| {
+                    push_value(Some(values.value(k)), out);
+                    out.keys.pop().expect("just pushed")
+                })
+                .collect();
+            out.keys
+                .extend(d.keys().values().iter().map(|&k| remap[k as usize]));
+            return Ok(());
+        }
         // Map each dictionary entry once, then each row by key.
         let mut remap: Vec<Option<u32>> = vec![None; values.len()];
         for (row, k) in d.keys().iter().enumerate() {
