@@ -226,3 +226,103 @@ fn eval_ndjson_matches_csv() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no segment named `nope`"));
 }
+
+/// On the golden data (real event shapes: properties, context, sessions, conversations), the
+/// engine's membership equals the reference evaluator's for a sample of units of every
+/// golden segment.
+#[test]
+fn golden_segments_agree_with_the_reference_evaluator() {
+    use sequin_engine::Program;
+    use sequin_engine::batch::{EvalOptions, evaluate};
+    use sequin_engine::reference::{RefEvent, membership};
+    use sequin_engine::units::split;
+    use sequin_lang::ast::{ItemKind, UnitKind};
+    use sequin_store::{EventSource, Projection, StoreReader};
+
+    let as_of = sequin_core::time::parse_text(AS_OF, sequin_core::time::TimeFormat::Auto).unwrap();
+    let gap = 30 * sequin_core::time::MINUTE;
+    let reader = StoreReader::open(golden_store()).unwrap();
+    let data = reader.read_partition(0, &Projection::All).unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo().join("tests/segments")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "seg") {
+            continue;
+        }
+        let file = sequin_lang::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for item in file.items.iter().filter(|i| i.kind == ItemKind::Segment) {
+            let name = &item.name.name;
+            let prog = Program::compile(&file, name).unwrap();
+            let opts = EvalOptions {
+                as_of: Some(as_of),
+                session_gap: gap,
+            };
+            let engine = evaluate(&reader, std::slice::from_ref(&prog), &opts).unwrap();
+            let members: std::collections::HashMap<&str, i64> = engine.segments[0]
+                .members
+                .iter()
+                .map(|m| (m.unit.as_str(), m.entered_at))
+                .collect();
+            let mut sampled = 0;
+            for (user, rows) in data.unit_rows() {
+                let rows: Vec<usize> = rows.filter(|&r| data.time[r] <= as_of).collect();
+                if rows.is_empty() || rows.len() > 30 {
+                    continue;
+                }
+                let events: Vec<RefEvent> = rows
+                    .iter()
+                    .map(|&r| {
+                        let e = data.event(r);
+                        let mut props = std::collections::HashMap::new();
+                        for (k, v) in e.properties {
+                            props.insert(format!("p.{k}"), v);
+                        }
+                        for (k, v) in e.context {
+                            props.insert(format!("c.{k}"), v);
+                        }
+                        for (k, v) in e.traits {
+                            props.insert(format!("t.{k}"), v);
+                        }
+                        RefEvent {
+                            time: e.time,
+                            name: e.name,
+                            props,
+                            synthetic: false,
+                        }
+                    })
+                    .collect();
+                let times: Vec<i64> = events.iter().map(|e| e.time).collect();
+                let id_col = match item.unit {
+                    UnitKind::Users => None,
+                    UnitKind::Sessions => Some("session_id"),
+                    UnitKind::Conversations => Some("conversation_id"),
+                };
+                let subs = split(
+                    item.unit,
+                    user,
+                    &times,
+                    |i| id_col.and_then(|c| data.id(c, rows[i])),
+                    gap,
+                );
+                for sub in subs {
+                    let unit_events: Vec<RefEvent> =
+                        sub.rows.iter().map(|&i| events[i].clone()).collect();
+                    let expected = membership(&file, name, &unit_events, as_of, gap);
+                    assert_eq!(
+                        members.get(sub.key.as_str()).copied(),
+                        expected,
+                        "{}: segment `{name}`, unit {}",
+                        path.display(),
+                        sub.key
+                    );
+                    checked += 1;
+                }
+                sampled += 1;
+                if sampled == 60 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(checked > 1000, "only {checked} unit evaluations compared");
+}
