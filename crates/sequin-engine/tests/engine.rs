@@ -281,6 +281,11 @@ proptest! {
             Err(d) => panic!("generated definition does not parse: {}", d.render("gen", &def)),
         };
         prop_assume!(sequin_lang::check(&file, None).iter().all(|d| !d.is_error()));
+        // The canonical form means the same thing and is a fixed point.
+        let formatted = sequin_lang::format_file(&file);
+        let reparsed = sequin_lang::parse(&formatted).unwrap();
+        prop_assert_eq!(&reparsed, &file, "fmt changed the meaning of {}", def);
+        prop_assert_eq!(sequin_lang::format_file(&reparsed), formatted);
         let max = events.iter().map(|e| e.time).max().unwrap();
         let as_of = max + extra * SECOND - 20 * SECOND;
         let engine = engine_members(&def, "s", &events, as_of);
