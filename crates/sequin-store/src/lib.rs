@@ -241,32 +241,58 @@ impl Store {
     /// Appends events; when this returns `Ok`, they are durable (in the synced log).
     /// Events whose message id was already accepted since the last flush are dropped here;
     /// older duplicates are dropped when history is compacted.
-    pub fn append(&mut self, mut events: Vec<Event>) -> Result<AppendOutcome, StoreError> {
-        let offered = events.len() as u64;
+    pub fn append(&mut self, events: Vec<Event>) -> Result<AppendOutcome, StoreError> {
+        let n = events.len();
+        Ok(self.append_each(events, &[n])?.remove(0))
+    }
+
+    /// [`Store::append`] for several requests at once (group commit): `events` is their
+    /// concatenation and `sizes` how many each contributed. One log write and one sync for
+    /// all; the outcome of each request in order.
+    pub fn append_each(
+        &mut self,
+        events: Vec<Event>,
+        sizes: &[usize],
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let mut outcomes = vec![AppendOutcome::default(); sizes.len()];
+        let mut group_of = Vec::with_capacity(events.len());
+        for (g, &n) in sizes.iter().enumerate() {
+            group_of.extend(std::iter::repeat_n(g, n));
+        }
+        assert_eq!(
+            group_of.len(),
+            events.len(),
+            "sizes must add up to the events"
+        );
         // Duplicates of already-accepted messages are not logged; duplicates inside this
         // batch are, harmlessly (the memtable drops them here and again on replay).
-        events.retain(|e| {
-            e.message_id
+        let mut kept = Vec::with_capacity(events.len());
+        let mut kept_group = Vec::with_capacity(events.len());
+        for (e, g) in events.into_iter().zip(group_of) {
+            if e.message_id
                 .as_deref()
                 .is_none_or(|m| !self.memtable.seen_message(m))
-        });
-        let first = self.manifest.next_seq;
-        self.wal.append(first, &events)?;
-        self.wal.sync()?;
-        self.manifest.next_seq += events.len() as u64;
-        let mut accepted = 0;
-        for e in &events {
-            if self.accept(e) {
-                accepted += 1;
+            {
+                kept.push(e);
+                kept_group.push(g);
             }
+        }
+        let first = self.manifest.next_seq;
+        self.wal.append(first, &kept)?;
+        self.wal.sync()?;
+        self.manifest.next_seq += kept.len() as u64;
+        for (e, &g) in kept.iter().zip(&kept_group) {
+            if self.accept(e) {
+                outcomes[g].accepted += 1;
+            }
+        }
+        for (o, &n) in outcomes.iter_mut().zip(sizes) {
+            o.duplicates = n as u64 - o.accepted;
         }
         if self.memtable.approx_bytes() >= self.memtable_bytes {
             self.flush()?;
         }
-        Ok(AppendOutcome {
-            accepted,
-            duplicates: offered - accepted,
-        })
+        Ok(outcomes)
     }
 
     /// Writes the memtable to new history runs and drops the log it covered.

@@ -1,0 +1,250 @@
+//! Segment-compatible ingest.
+//!
+//! A request is read with a bound (Segment's limits: 32 KB per event, 500 KB per batch),
+//! parsed, mapped to events as a whole (one bad message refuses the request and nothing of
+//! it is stored), handed to the [`Ingestor`], and acknowledged only when the log holding its
+//! events has been synced.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use sequin_core::Event;
+use sequin_core::time::Micros;
+use sequin_store::{AppendOutcome, Store};
+use serde_json::Value as Json_;
+use tokio::sync::oneshot;
+
+use crate::{ApiError, AppState, Metrics};
+
+/// Segment's limit for one event.
+pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+/// Segment's limit for one batch request.
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+
+type Reply = oneshot::Sender<Result<AppendOutcome, String>>;
+
+/// The single writer: requests queue their events; the writer thread appends everything
+/// queued at once and syncs the log once for all of them (group commit).
+pub struct Ingestor {
+    queue: mpsc::Sender<(Vec<Event>, Reply)>,
+}
+
+impl Ingestor {
+    /// Starts the writer thread over `store`.
+    pub fn start(mut store: Store, metrics: Arc<Metrics>) -> Ingestor {
+        let (tx, rx) = mpsc::channel::<(Vec<Event>, Reply)>();
+        std::thread::Builder::new()
+            .name("sequin-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut group = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        group.push(more);
+                        if group.len() >= 256 {
+                            break;
+                        }
+                    }
+                    // One append (one sync) for the whole group; then each request learns
+                    // its own share of accepted and duplicate events.
+                    let sizes: Vec<usize> = group.iter().map(|(e, _)| e.len()).collect();
+                    let mut all = Vec::with_capacity(sizes.iter().sum());
+                    let mut replies = Vec::with_capacity(group.len());
+                    for (events, reply) in group {
+                        all.extend(events);
+                        replies.push(reply);
+                    }
+                    let result = store.append_each(all, &sizes);
+                    metrics.commits.fetch_add(1, Ordering::Relaxed);
+                    match result {
+                        Ok(outcomes) => {
+                            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                                let _ = reply.send(Ok(outcome));
+                            }
+                        }
+                        Err(e) => {
+                            let msg = e.to_string();
+                            for reply in replies {
+                                let _ = reply.send(Err(msg.clone()));
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("the writer thread starts");
+        Ingestor { queue: tx }
+    }
+
+    /// Makes `events` durable; returns once they are.
+    pub async fn append(&self, events: Vec<Event>) -> Result<AppendOutcome, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send((events, tx))
+            .map_err(|_| ApiError::Internal("the writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| ApiError::Internal("the writer has stopped".into()))?
+            .map_err(|e| ApiError::Internal(format!("store: {e}")))
+    }
+}
+
+fn check_write_key(headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::Unauthorized("missing write key: send it by HTTP Basic as `writeKey:`".into())
+        })?;
+    let text = header
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("unreadable Authorization header".into()))?;
+    let encoded = text.strip_prefix("Basic ").ok_or_else(|| {
+        ApiError::Unauthorized("the write key goes in HTTP Basic authentication".into())
+    })?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| ApiError::Unauthorized("Basic credentials are not valid base64".into()))?;
+    let decoded = String::from_utf8_lossy(&decoded);
+    let given = decoded
+        .split_once(':')
+        .map_or(decoded.as_ref(), |(user, _)| user);
+    if key.is_empty() || !constant_time_eq(given.as_bytes(), key.as_bytes()) {
+        return Err(ApiError::Unauthorized("wrong write key".into()));
+    }
+    Ok(())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The receive time of a request. Ingest is the one place where the wall clock belongs:
+/// Segment's clock-skew correction measures against it.
+#[allow(clippy::disallowed_methods)]
+fn received_now() -> Micros {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as Micros)
+}
+
+async fn read_bounded(body: Body, limit: usize, what: &str) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::BadRequest(format!(
+            "{what} exceeds {} KB (Segment's limit)",
+            limit / 1024
+        ))
+    })
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Json_, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))
+}
+
+async fn accept(state: &AppState, msg: Json_) -> Result<Json<Json_>, ApiError> {
+    let mut events = Vec::new();
+    sequin_core::segment::map_message(&msg, Some(received_now()), &mut events)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let outcome = state.ingestor.append(events).await?;
+    state
+        .metrics
+        .events_accepted
+        .fetch_add(outcome.accepted, Ordering::Relaxed);
+    state
+        .metrics
+        .events_duplicate
+        .fetch_add(outcome.duplicates, Ordering::Relaxed);
+    Ok(Json(serde_json::json!({
+        "success": true,
+        "accepted": outcome.accepted,
+        "duplicates": outcome.duplicates,
+    })))
+}
+
+fn counted(state: &AppState, r: Result<Json<Json_>, ApiError>) -> Result<Json<Json_>, ApiError> {
+    let counter = match &r {
+        Ok(_) => &state.metrics.requests_ok,
+        Err(_) => &state.metrics.requests_rejected,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    r
+}
+
+/// `POST /v1/batch`.
+pub async fn batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Json_>, ApiError> {
+    let r = async {
+        check_write_key(&headers, &state.keys.write)?;
+        let bytes = read_bounded(body, MAX_BATCH_BYTES, "batch").await?;
+        let msg = parse_json(&bytes)?;
+        let items = msg.get("batch").and_then(Json_::as_array).ok_or_else(|| {
+            ApiError::BadRequest("batch: expected an object with a `batch` array".into())
+        })?;
+        for (i, item) in items.iter().enumerate() {
+            let size = serde_json::to_vec(item).map_or(0, |v| v.len());
+            if size > MAX_EVENT_BYTES {
+                return Err(ApiError::BadRequest(format!(
+                    "batch[{i}]: event of {size} bytes exceeds 32 KB (Segment's limit)"
+                )));
+            }
+        }
+        accept(&state, msg).await
+    }
+    .await;
+    counted(&state, r)
+}
+
+async fn single(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    body: Body,
+    kind: &str,
+) -> Result<Json<Json_>, ApiError> {
+    let r = async {
+        check_write_key(&headers, &state.keys.write)?;
+        let bytes = read_bounded(body, MAX_EVENT_BYTES, "event").await?;
+        let mut msg = parse_json(&bytes)?;
+        let obj = msg
+            .as_object_mut()
+            .ok_or_else(|| ApiError::BadRequest("$: a message must be a JSON object".into()))?;
+        match obj.get("type").and_then(Json_::as_str) {
+            None => {
+                obj.insert("type".into(), Json_::String(kind.into()));
+            }
+            Some(t) if t == kind => {}
+            Some(t) => {
+                return Err(ApiError::BadRequest(format!(
+                    "type: `{t}` sent to /v1/{kind}"
+                )));
+            }
+        }
+        accept(&state, msg).await
+    }
+    .await;
+    counted(&state, r)
+}
+
+macro_rules! single_endpoint {
+    ($name:ident, $kind:literal) => {
+        #[doc = concat!("`POST /v1/", $kind, "`.")]
+        pub async fn $name(
+            State(state): State<Arc<AppState>>,
+            headers: HeaderMap,
+            body: Body,
+        ) -> Result<Json<Json_>, ApiError> {
+            single(state, headers, body, $kind).await
+        }
+    };
+}
+
+single_endpoint!(track, "track");
+single_endpoint!(page, "page");
+single_endpoint!(screen, "screen");
+single_endpoint!(identify, "identify");
+single_endpoint!(alias, "alias");
+single_endpoint!(group, "group");
