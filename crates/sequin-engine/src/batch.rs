@@ -10,7 +10,7 @@ use sequin_lang::ast::UnitKind;
 use sequin_store::{EventSource, PartitionData, Projection, PropColumn};
 
 use crate::EngineError;
-use crate::compile::{Program, PropRole};
+use crate::compile::Program;
 use crate::matcher::{Ev, Props, UnitState};
 use crate::units::split;
 use crate::val::Val;
@@ -89,18 +89,21 @@ pub fn evaluate(
     opts: &EvalOptions,
 ) -> Result<Evaluation, EngineError> {
     let as_of = opts.as_of.or_else(|| source.latest_time());
+    let empty = || -> Vec<SegmentResult> {
+        programs
+            .iter()
+            .map(|p| SegmentResult {
+                name: p.name.clone(),
+                members: Vec::new(),
+                units: 0,
+                cpu_seconds: 0.0,
+            })
+            .collect()
+    };
     let Some(as_of) = as_of else {
         return Ok(Evaluation {
             as_of: None,
-            segments: programs
-                .iter()
-                .map(|p| SegmentResult {
-                    name: p.name.clone(),
-                    members: Vec::new(),
-                    units: 0,
-                    cpu_seconds: 0.0,
-                })
-                .collect(),
+            segments: empty(),
         });
     };
     let proj = projection(programs);
@@ -114,15 +117,7 @@ pub fn evaluate(
                 .collect())
         })
         .collect();
-    let mut segments: Vec<SegmentResult> = programs
-        .iter()
-        .map(|p| SegmentResult {
-            name: p.name.clone(),
-            members: Vec::new(),
-            units: 0,
-            cpu_seconds: 0.0,
-        })
-        .collect();
+    let mut segments = empty();
     for part in parts {
         for (seg, r) in segments.iter_mut().zip(part?) {
             seg.members.extend(r.members);
@@ -179,10 +174,11 @@ fn resolve_columns<'a>(prog: &Program, data: &'a PartitionData) -> Columns<'a> {
             .props
             .iter()
             .map(|p| {
-                let keys = match p.role {
-                    PropRole::Event | PropRole::Attribute => p.role.columns(&p.path),
-                };
-                keys.iter().filter_map(|k| data.props.get(k)).collect()
+                p.role
+                    .columns(&p.path)
+                    .iter()
+                    .filter_map(|k| data.props.get(k))
+                    .collect()
             })
             .collect(),
     }
