@@ -141,8 +141,8 @@ struct PartResult {
 }
 
 /// Property columns resolved for one partition: per slot, the candidate columns in order.
-struct Columns<'a> {
-    slots: Vec<Vec<&'a PropColumn>>,
+pub(crate) struct Columns<'a> {
+    pub(crate) slots: Vec<Vec<&'a PropColumn>>,
 }
 
 struct RowProps<'a> {
@@ -150,7 +150,7 @@ struct RowProps<'a> {
     row: usize,
 }
 
-fn column_value(c: &PropColumn, row: usize) -> Option<Val<'_>> {
+pub(crate) fn column_value(c: &PropColumn, row: usize) -> Option<Val<'_>> {
     match c {
         PropColumn::Int(v) => v[row].map(Val::Int),
         PropColumn::Float(v) => v[row].map(Val::Float),
@@ -168,7 +168,7 @@ impl Props for RowProps<'_> {
     }
 }
 
-fn resolve_columns<'a>(prog: &Program, data: &'a PartitionData) -> Columns<'a> {
+pub(crate) fn resolve_columns<'a>(prog: &Program, data: &'a PartitionData) -> Columns<'a> {
     Columns {
         slots: prog
             .props

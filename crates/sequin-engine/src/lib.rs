@@ -6,11 +6,14 @@
 //!   live evaluation both drive it.
 //! - [`units`]: how a user's events split into sessions and conversations.
 //! - [`batch`]: evaluation over a store, in parallel over unit partitions.
+//! - [`live`]: the same matcher kept current as events arrive: timers, watermark, late
+//!   events re-read from history, membership changes.
 //! - [`reference`]: a brute-force evaluator written for clarity, the oracle of the tests.
 
 pub mod batch;
 pub mod compile;
 pub mod error;
+pub mod live;
 pub mod matcher;
 pub mod reference;
 pub mod units;

@@ -143,6 +143,11 @@ impl UnitState {
     pub fn events(&self) -> u64 {
         self.events
     }
+
+    /// Has the unit (a session or conversation) closed for inactivity?
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
 }
 
 impl Program {

@@ -47,6 +47,18 @@ impl Identity {
         true
     }
 
+    /// Every id that resolves to `canonical`, itself included.
+    pub fn ids_of<'a>(&'a self, canonical: &'a str) -> Vec<&'a str> {
+        let mut out = vec![canonical];
+        out.extend(
+            self.links
+                .keys()
+                .map(String::as_str)
+                .filter(|k| self.resolve(k) == canonical),
+        );
+        out
+    }
+
     /// Number of links.
     pub fn len(&self) -> usize {
         self.links.len()

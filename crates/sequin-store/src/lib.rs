@@ -113,6 +113,19 @@ pub struct AppendOutcome {
     pub duplicates: u64,
 }
 
+/// An accepted event as [`Store::append_logged`] hands it back.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// Its sequence number in the log.
+    pub seq: u64,
+    /// Its unit (user), after identity stitching.
+    pub unit: String,
+    /// It linked another id to its user for the first time (that id's events moved here).
+    pub linked: bool,
+    /// The event.
+    pub event: Event,
+}
+
 /// A store directory, open for reading and writing. Holds an exclusive lock on the
 /// directory while open.
 pub struct Store {
@@ -226,16 +239,20 @@ impl Store {
         self.memtable.len()
     }
 
-    fn accept(&mut self, e: &Event) -> bool {
+    /// Adds an accepted event to the memtable and the identity map. Returns whether it was
+    /// new (not a duplicate message id) and whether it made a new identity link.
+    fn accept(&mut self, e: &Event) -> (bool, bool) {
         if !self.memtable.push(e) {
-            return false;
+            return (false, false);
         }
+        let mut linked = false;
         if let Some((from, to)) = e.identity_link()
             && self.identity.link(from, to)
         {
             self.new_links.push((from.to_string(), to.to_string()));
+            linked = true;
         }
-        true
+        (true, linked)
     }
 
     /// Appends events; when this returns `Ok`, they are durable (in the synced log).
@@ -254,6 +271,17 @@ impl Store {
         events: Vec<Event>,
         sizes: &[usize],
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        Ok(self.append_logged(events, sizes)?.0)
+    }
+
+    /// [`Store::append_each`], also handing back every accepted event with its sequence
+    /// number and its unit (after identity stitching, including links made by this very
+    /// batch), in arrival order: what a live evaluator consumes.
+    pub fn append_logged(
+        &mut self,
+        events: Vec<Event>,
+        sizes: &[usize],
+    ) -> Result<(Vec<AppendOutcome>, Vec<Accepted>), StoreError> {
         let mut outcomes = vec![AppendOutcome::default(); sizes.len()];
         let mut group_of = Vec::with_capacity(events.len());
         for (g, &n) in sizes.iter().enumerate() {
@@ -281,9 +309,20 @@ impl Store {
         self.wal.append(first, &kept)?;
         self.wal.sync()?;
         self.manifest.next_seq += kept.len() as u64;
-        for (e, &g) in kept.iter().zip(&kept_group) {
-            if self.accept(e) {
+        let mut accepted = Vec::with_capacity(kept.len());
+        for (i, (e, &g)) in kept.into_iter().zip(&kept_group).enumerate() {
+            let (new, linked) = self.accept(&e);
+            if new {
                 outcomes[g].accepted += 1;
+                if let Some(key) = e.unit_key() {
+                    let unit = self.identity.resolve(key).to_string();
+                    accepted.push(Accepted {
+                        seq: first + i as u64,
+                        unit,
+                        linked,
+                        event: e,
+                    });
+                }
             }
         }
         for (o, &n) in outcomes.iter_mut().zip(sizes) {
@@ -292,7 +331,41 @@ impl Store {
         if self.memtable.approx_bytes() >= self.memtable_bytes {
             self.flush()?;
         }
-        Ok(outcomes)
+        Ok((outcomes, accepted))
+    }
+
+    /// The next sequence number to be assigned: every event below it is accepted.
+    pub fn next_seq(&self) -> u64 {
+        self.manifest.next_seq
+    }
+
+    /// Every event of one user (after identity stitching: also those of ids linked to it),
+    /// from history and the memtable, sorted by time then arrival — and the sequence number
+    /// they are complete up to. For re-evaluating one unit after a late event or a link.
+    pub fn user_events(&self, user: &str) -> Result<(Vec<Event>, u64), StoreError> {
+        let user = self.identity.resolve(user);
+        let ids = self.identity.ids_of(user);
+        let n = self.manifest.partitions as u64;
+        let partitions: std::collections::BTreeSet<usize> =
+            ids.iter().map(|k| (unit_hash(k) % n) as usize).collect();
+        let mut events = Vec::new();
+        for p in partitions {
+            for run in self.manifest.runs_of(p) {
+                let data = history::read_run(&self.dir.join(&run.file), &Projection::All)?;
+                for (unit, rows) in data.unit_rows() {
+                    if self.identity.resolve(unit) == user {
+                        events.extend(rows.map(|r| data.event(r)));
+                    }
+                }
+            }
+        }
+        events.extend(
+            self.memtable
+                .events_where(|key| self.identity.resolve(key) == user),
+        );
+        // Stable: history (older runs first) then the memtable keeps arrival order on ties.
+        events.sort_by_key(|e| e.time);
+        Ok((events, self.manifest.next_seq))
     }
 
     /// Writes the memtable to new history runs and drops the log it covered.

@@ -130,6 +130,51 @@ impl Memtable {
         true
     }
 
+    /// The held events whose unit key (user id, else anonymous id) satisfies `wanted`, in
+    /// arrival order, rebuilt in full (for re-evaluating one unit).
+    pub fn events_where(&self, wanted: impl Fn(&str) -> bool) -> Vec<Event> {
+        let mut out = Vec::new();
+        let id = |c: usize, r: usize| match self.ids[c][r] {
+            NULL_KEY => None,
+            k => Some(self.strings.get(k).to_string()),
+        };
+        for r in 0..self.len() {
+            let key = match self.ids[USER][r] {
+                NULL_KEY => self.ids[ANON][r],
+                k => k,
+            };
+            if key == NULL_KEY || !wanted(self.strings.get(key)) {
+                continue;
+            }
+            let mut e = Event {
+                kind: sequin_core::MessageKind::from_u8(self.kind[r]),
+                name: self.strings.get(self.name[r]).to_string(),
+                time: self.time[r],
+                user_id: id(USER, r),
+                anonymous_id: id(ANON, r),
+                previous_id: id(2, r),
+                session_id: id(3, r),
+                conversation_id: id(4, r),
+                message_id: id(5, r),
+                properties: Vec::new(),
+                context: Vec::new(),
+                traits: Vec::new(),
+            };
+            let from = if r == 0 { 0 } else { self.prop_end[r - 1] as usize };
+            for i in from..self.prop_end[r] as usize {
+                let (ns, k) = self.strings.get(self.prop_key[i]).split_at(2);
+                let target = match ns {
+                    "c." => &mut e.context,
+                    "t." => &mut e.traits,
+                    _ => &mut e.properties,
+                };
+                target.push((k.to_string(), self.prop_val[i].clone()));
+            }
+            out.push(e);
+        }
+        out
+    }
+
     /// Sorts the held events into per-partition data, resolving each event's unit through
     /// `identity`. Returns `(partition, data)` for every non-empty partition.
     pub fn to_partitions(

@@ -1,0 +1,955 @@
+//! Live evaluation: segments kept current as accepted events arrive, with the matcher of
+//! [`crate::batch`].
+//!
+//! - Each user has a [`UserLive`]: one [`UnitState`] per user-level program, and the open
+//!   sessions / conversations it splits into (named exactly as [`crate::units::split`]
+//!   names them), each with its own states.
+//! - Events of one user are fed in (time, arrival) order. An event not later than
+//!   everything the user's states have already seen (a later event, or a timer that fired)
+//!   is *late*: the user is re-evaluated from history (the store holds it by then) and the
+//!   difference in membership is emitted as corrective changes. So live membership equals
+//!   batch membership whatever the delivery order.
+//! - "Now" is the watermark: the largest event time seen minus the allowed lateness, moved
+//!   forward by [`LiveEngine::advance`] (the server calls it with the wall clock while idle).
+//!   Timers (absence deadlines, window expiry, session close) fire when it passes them.
+//! - Every membership change is a [`Change`] with a sequence number, drained by the caller.
+//! - A new or changed set of definitions is backfilled from history with
+//!   [`LiveEngine::rebuild_all`]; memberships that differ come out as changes.
+//!
+//! Events carry their log sequence number, so an event already included by a rebuild from
+//! history (which reads everything accepted so far) is not fed twice.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use rustc_hash::FxHashMap;
+use sequin_core::Event;
+use sequin_core::time::{MINUTE, Micros};
+use sequin_lang::ast::UnitKind;
+use sequin_store::{Accepted, EventSource, PartitionData, PropColumn, Store};
+
+use crate::EngineError;
+use crate::compile::{PropRef, PropRole};
+use crate::matcher::{Ev, Props, UnitState};
+use crate::val::Val;
+use crate::{Program, batch};
+
+/// Live evaluation settings.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    /// Inactivity that ends a session or conversation.
+    pub session_gap: Micros,
+    /// How far behind the largest event time seen the watermark trails.
+    pub lateness: Micros,
+}
+
+impl Default for LiveOptions {
+    fn default() -> LiveOptions {
+        LiveOptions {
+            session_gap: 30 * MINUTE,
+            lateness: 0,
+        }
+    }
+}
+
+/// Entered or exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// The unit became a member.
+    Enter,
+    /// The unit stopped being a member.
+    Exit,
+}
+
+/// One membership change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Change {
+    /// Position in the change log (1-based, increasing).
+    pub seq: u64,
+    /// Segment name.
+    pub segment: String,
+    /// Unit key.
+    pub unit: String,
+    /// Enter or exit.
+    pub kind: ChangeKind,
+    /// Event time of the change (µs): the entry time for an enter.
+    pub time: i64,
+}
+
+/// Where live evaluation re-reads one user's events (after a late event or an identity
+/// link).
+pub trait History {
+    /// The user's events sorted by (time, arrival), and the log sequence number they are
+    /// complete up to.
+    fn user_events(&self, user: &str) -> Result<(Vec<Event>, u64), EngineError>;
+}
+
+impl History for Store {
+    fn user_events(&self, user: &str) -> Result<(Vec<Event>, u64), EngineError> {
+        Ok(Store::user_events(self, user)?)
+    }
+}
+
+/// A session or conversation in progress (or closed, with timers still to fire).
+#[derive(Debug, Clone)]
+struct SubLive {
+    kind: UnitKind,
+    id: Option<String>,
+    key: String,
+    last: i64,
+    events: u64,
+    /// Still takes events (a later run of the same id replaced it otherwise).
+    open: bool,
+    states: Vec<Option<UnitState>>,
+}
+
+/// Everything live evaluation keeps for one user.
+#[derive(Debug, Clone, Default)]
+struct UserLive {
+    /// The latest time any of this user's states has seen (event group or timer).
+    clock: i64,
+    /// Events with a lower sequence number are already included (rebuilt from history).
+    skip_below: u64,
+    /// Events fed so far (the next event's position).
+    events: u64,
+    /// Earliest pending timer (i64::MAX: none).
+    wake: i64,
+    /// User-level programs, by slot.
+    states: Vec<Option<UnitState>>,
+    subs: Vec<SubLive>,
+    /// Runs started per (kind, id), to name later runs of the same id.
+    runs: FxHashMap<(bool, Option<String>), u32>,
+    /// Memberships of this user's sessions and conversations: (slot, unit).
+    sub_members: Vec<(usize, String)>,
+}
+
+/// One event as live evaluation feeds it.
+trait Item {
+    fn time(&self) -> i64;
+    fn name(&self) -> &str;
+    fn session_id(&self) -> Option<&str>;
+    fn conversation_id(&self) -> Option<&str>;
+    fn prop(&self, slot: usize, id: usize) -> Option<Val<'_>>;
+}
+
+struct EventItem<'a> {
+    event: &'a Event,
+    refs: &'a [Vec<PropRef>],
+}
+
+impl Item for EventItem<'_> {
+    fn time(&self) -> i64 {
+        self.event.time
+    }
+    fn name(&self) -> &str {
+        &self.event.name
+    }
+    fn session_id(&self) -> Option<&str> {
+        self.event.session_id.as_deref()
+    }
+    fn conversation_id(&self) -> Option<&str> {
+        self.event.conversation_id.as_deref()
+    }
+    fn prop(&self, slot: usize, id: usize) -> Option<Val<'_>> {
+        let r = &self.refs[slot][id];
+        let e = self.event;
+        let order = match r.role {
+            PropRole::Event => [&e.properties, &e.context, &e.traits],
+            PropRole::Attribute => [&e.traits, &e.context, &e.properties],
+        };
+        order
+            .into_iter()
+            .find_map(|list| list.iter().find(|(k, _)| *k == r.path))
+            .map(|(_, v)| Val::of(v))
+    }
+}
+
+struct RowItem<'a> {
+    data: &'a PartitionData,
+    row: usize,
+    /// Per slot, per property id: the candidate columns in lookup order.
+    cols: &'a [Vec<Vec<&'a PropColumn>>],
+}
+
+impl Item for RowItem<'_> {
+    fn time(&self) -> i64 {
+        self.data.time[self.row]
+    }
+    fn name(&self) -> &str {
+        &self.data.names[self.data.name[self.row] as usize]
+    }
+    fn session_id(&self) -> Option<&str> {
+        self.data.id("session_id", self.row)
+    }
+    fn conversation_id(&self) -> Option<&str> {
+        self.data.id("conversation_id", self.row)
+    }
+    fn prop(&self, slot: usize, id: usize) -> Option<Val<'_>> {
+        self.cols[slot][id]
+            .iter()
+            .find_map(|c| batch::column_value(c, self.row))
+    }
+}
+
+struct ItemProps<'a> {
+    item: &'a dyn Item,
+    slot: usize,
+}
+
+impl Props for ItemProps<'_> {
+    fn prop(&self, id: usize) -> Option<Val<'_>> {
+        self.item.prop(self.slot, id)
+    }
+}
+
+/// The live evaluator.
+pub struct LiveEngine {
+    opts: LiveOptions,
+    /// Programs by slot; a deleted definition leaves `None` (slots are never reused).
+    programs: Vec<Option<Program>>,
+    refs: std::sync::Arc<Vec<Vec<PropRef>>>,
+    users: FxHashMap<String, UserLive>,
+    timers: BinaryHeap<Reverse<(i64, String)>>,
+    /// Per slot: unit → entry time.
+    members: Vec<BTreeMap<String, i64>>,
+    watermark: i64,
+    max_time: i64,
+    /// Events below this sequence number are included in the states (the last backfill).
+    base_seq: u64,
+    next_change: u64,
+    changes: Vec<Change>,
+    bits: FxHashMap<String, Vec<u64>>,
+}
+
+impl LiveEngine {
+    /// An engine with no programs and no state.
+    pub fn new(opts: LiveOptions) -> LiveEngine {
+        LiveEngine {
+            opts,
+            programs: Vec::new(),
+            refs: Default::default(),
+            users: FxHashMap::default(),
+            timers: BinaryHeap::new(),
+            members: Vec::new(),
+            watermark: i64::MIN,
+            max_time: i64::MIN,
+            base_seq: 0,
+            next_change: 1,
+            changes: Vec::new(),
+            bits: FxHashMap::default(),
+        }
+    }
+
+    /// The current watermark ("now"), if any event or advance has set it.
+    pub fn watermark(&self) -> Option<i64> {
+        (self.watermark != i64::MIN).then_some(self.watermark)
+    }
+
+    /// The largest event time seen.
+    pub fn max_time(&self) -> Option<i64> {
+        (self.max_time != i64::MIN).then_some(self.max_time)
+    }
+
+    /// Sequence number the next change will get.
+    pub fn next_change_seq(&self) -> u64 {
+        self.next_change
+    }
+
+    /// Makes change numbering continue after `seq` (after a restart).
+    pub fn set_next_change_seq(&mut self, seq: u64) {
+        self.next_change = self.next_change.max(seq);
+    }
+
+    /// Live definitions, by name.
+    pub fn programs(&self) -> impl Iterator<Item = &Program> {
+        self.programs.iter().flatten()
+    }
+
+    /// Units that are members of `segment` now, with their entry times, sorted by unit.
+    pub fn members(&self, segment: &str) -> Option<&BTreeMap<String, i64>> {
+        let slot = self.slot_of(segment)?;
+        Some(&self.members[slot])
+    }
+
+    /// The segments `unit` is a member of now, with entry times.
+    pub fn segments_of(&self, unit: &str) -> Vec<(&str, i64)> {
+        self.programs
+            .iter()
+            .enumerate()
+            .filter_map(|(s, p)| {
+                let p = p.as_ref()?;
+                self.members[s].get(unit).map(|&t| (p.name.as_str(), t))
+            })
+            .collect()
+    }
+
+    /// Users with live state.
+    pub fn users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Takes the changes produced since the last call.
+    pub fn drain_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn slot_of(&self, segment: &str) -> Option<usize> {
+        self.programs
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.name == segment))
+    }
+
+    /// Replaces the whole set of definitions and re-evaluates every user from `history`
+    /// (a snapshot holding every event below `next_seq`). Memberships that differ from
+    /// before — all of a new definition's, none of an unchanged one's — come out as
+    /// changes; a removed definition's members exit.
+    pub fn rebuild_all(
+        &mut self,
+        programs: Vec<Program>,
+        history: &dyn EventSource,
+        next_seq: u64,
+    ) -> Result<(), EngineError> {
+        let old = self.take_all_memberships();
+        self.programs.clear();
+        self.members.clear();
+        self.bits.clear();
+        self.refs = std::sync::Arc::new(programs.iter().map(|p| p.props.clone()).collect());
+        for p in programs {
+            self.programs.push(Some(p));
+            self.members.push(BTreeMap::new());
+        }
+        self.users.clear();
+        self.timers.clear();
+        self.base_seq = next_seq;
+        self.max_time = self.max_time.max(history.latest_time().unwrap_or(i64::MIN));
+        self.watermark = self
+            .watermark
+            .max(self.max_time.saturating_sub(self.opts.lateness));
+        let live: Vec<Program> = self.programs.iter().flatten().cloned().collect();
+        let proj = batch::projection(&live);
+        for part in 0..history.partitions() {
+            let data = history.read_partition(part, &proj)?;
+            let cols: Vec<Vec<Vec<&PropColumn>>> = self
+                .programs
+                .iter()
+                .map(|p| {
+                    p.as_ref()
+                        .map(|p| batch::resolve_columns(p, &data).slots)
+                        .unwrap_or_default()
+                })
+                .collect();
+            for (unit, rows) in data.unit_rows() {
+                let items: Vec<RowItem<'_>> = rows
+                    .map(|row| RowItem {
+                        data: &data,
+                        row,
+                        cols: &cols,
+                    })
+                    .collect();
+                let refs: Vec<&dyn Item> = items.iter().map(|i| i as &dyn Item).collect();
+                let mut user = self.fresh_user(next_seq);
+                self.feed_sorted(unit, &mut user, &refs, false);
+                self.fire_timers(unit, &mut user, false);
+                self.store_user(unit.to_string(), user);
+            }
+        }
+        let new = self.current_memberships();
+        self.emit_diff(old, new);
+        Ok(())
+    }
+
+    /// Feeds accepted events (in arrival order, as [`Store::append_logged`] returns them),
+    /// then fires the timers the new watermark passes.
+    pub fn on_accepted(
+        &mut self,
+        batch: &[Accepted],
+        history: &dyn History,
+    ) -> Result<(), EngineError> {
+        let mut order: Vec<&str> = Vec::new();
+        let mut by_unit: FxHashMap<&str, Vec<&Accepted>> = FxHashMap::default();
+        let mut rebuild: Vec<&str> = Vec::new();
+        let mut retire: Vec<&str> = Vec::new();
+        for a in batch {
+            self.max_time = self.max_time.max(a.event.time);
+            let list = by_unit.entry(a.unit.as_str()).or_insert_with(|| {
+                order.push(a.unit.as_str());
+                Vec::new()
+            });
+            list.push(a);
+            // A new link moves another id's events to this user: re-read the user whole.
+            if a.linked
+                && let Some((from, _)) = a.event.identity_link()
+            {
+                rebuild.push(a.unit.as_str());
+                retire.push(from);
+            }
+        }
+        for &from in &retire {
+            let user = self.users.remove(from).unwrap_or_default();
+            let old = self.memberships_of(from, &user);
+            self.forget(&old);
+            self.emit_diff(old, Vec::<(usize, String, i64)>::new());
+        }
+        for unit in order {
+            if retire.contains(&unit) {
+                continue; // its events now belong to the user it was linked to
+            }
+            if rebuild.contains(&unit) {
+                self.rebuild_user(unit, history)?;
+                continue;
+            }
+            let mut user = self
+                .users
+                .remove(unit)
+                .unwrap_or_else(|| self.fresh_user(self.base_seq));
+            let mut evs: Vec<&Accepted> = by_unit[unit]
+                .iter()
+                .copied()
+                .filter(|a| a.seq >= user.skip_below)
+                .collect();
+            if evs.is_empty() {
+                self.store_user(unit.to_string(), user);
+                continue;
+            }
+            evs.sort_by_key(|a| a.event.time);
+            if user.events > 0 && evs[0].event.time <= user.clock {
+                self.store_user(unit.to_string(), user);
+                self.rebuild_user(unit, history)?;
+                continue;
+            }
+            let prop_refs = self.refs.clone();
+            let items: Vec<EventItem<'_>> = evs
+                .iter()
+                .map(|a| EventItem {
+                    event: &a.event,
+                    refs: &prop_refs,
+                })
+                .collect();
+            let refs: Vec<&dyn Item> = items.iter().map(|i| i as &dyn Item).collect();
+            self.feed_sorted(unit, &mut user, &refs, true);
+            self.store_user(unit.to_string(), user);
+        }
+        let wm = self.max_time.saturating_sub(self.opts.lateness);
+        self.advance(wm);
+        Ok(())
+    }
+
+    /// Moves the watermark to at least `until` and fires every timer it passes.
+    pub fn advance(&mut self, until: i64) {
+        self.watermark = self.watermark.max(until);
+        while let Some(Reverse((t, _))) = self.timers.peek() {
+            if *t > self.watermark {
+                break;
+            }
+            let Reverse((t, unit)) = self.timers.pop().expect("peeked");
+            let Some(mut user) = self.users.remove(&unit) else {
+                continue;
+            };
+            if user.wake != t {
+                self.users.insert(unit, user);
+                continue; // stale entry
+            }
+            self.fire_timers(&unit, &mut user, true);
+            self.store_user(unit, user);
+        }
+    }
+
+    /// Re-evaluates one user from history and emits the corrections.
+    pub fn rebuild_user(&mut self, unit: &str, history: &dyn History) -> Result<(), EngineError> {
+        let before = self.users.remove(unit).unwrap_or_default();
+        let old = self.memberships_of(unit, &before);
+        self.forget(&old);
+        let (events, next_seq) = history.user_events(unit)?;
+        let mut user = self.fresh_user(next_seq.max(self.base_seq));
+        for e in &events {
+            self.max_time = self.max_time.max(e.time);
+        }
+        let prop_refs = self.refs.clone();
+        let items: Vec<EventItem<'_>> = events
+            .iter()
+            .map(|event| EventItem {
+                event,
+                refs: &prop_refs,
+            })
+            .collect();
+        let refs: Vec<&dyn Item> = items.iter().map(|i| i as &dyn Item).collect();
+        self.feed_sorted(unit, &mut user, &refs, false);
+        self.fire_timers(unit, &mut user, false);
+        let new = self.memberships_of(unit, &user);
+        self.store_user(unit.to_string(), user);
+        self.emit_diff(old, new);
+        Ok(())
+    }
+
+    fn fresh_user(&self, skip_below: u64) -> UserLive {
+        UserLive {
+            clock: i64::MIN,
+            skip_below,
+            events: 0,
+            wake: i64::MAX,
+            states: vec![None; self.programs.len()],
+            ..UserLive::default()
+        }
+    }
+
+    fn store_user(&mut self, unit: String, mut user: UserLive) {
+        user.subs.retain(|s| {
+            s.open
+                || s.states
+                    .iter()
+                    .zip(&self.programs)
+                    .any(|(st, p)| match (st, p) {
+                        (Some(st), Some(p)) => p.next_timer(st).is_some(),
+                        _ => false,
+                    })
+        });
+        let wake = self.next_wake(&user);
+        if wake != user.wake || wake != i64::MAX {
+            user.wake = wake;
+            if wake != i64::MAX {
+                self.timers.push(Reverse((wake, unit.clone())));
+            }
+        }
+        self.users.insert(unit, user);
+    }
+
+    fn next_wake(&self, user: &UserLive) -> i64 {
+        let mut wake = i64::MAX;
+        let lists = std::iter::once(&user.states).chain(user.subs.iter().map(|s| &s.states));
+        for states in lists {
+            for (st, p) in states.iter().zip(&self.programs) {
+                if let (Some(st), Some(p)) = (st, p)
+                    && let Some(t) = p.next_timer(st)
+                {
+                    wake = wake.min(t);
+                }
+            }
+        }
+        wake
+    }
+
+    /// Feeds one user's events, sorted by time (ties in arrival order), group by group.
+    fn feed_sorted(&mut self, unit: &str, user: &mut UserLive, items: &[&dyn Item], emit: bool) {
+        let mut i = 0;
+        while i < items.len() {
+            let t = items[i].time();
+            let mut j = i;
+            while j < items.len() && items[j].time() == t {
+                j += 1;
+            }
+            self.feed_group(unit, user, &items[i..j], emit);
+            i = j;
+        }
+    }
+
+    fn bits_of(&mut self, name: &str) -> Vec<u64> {
+        if let Some(b) = self.bits.get(name) {
+            return b.clone();
+        }
+        let b: Vec<u64> = self
+            .programs
+            .iter()
+            .map(|p| p.as_ref().map_or(0, |p| p.name_bits(name, false)))
+            .collect();
+        self.bits.insert(name.to_string(), b.clone());
+        b
+    }
+
+    /// Feeds the events of one timestamp to every state they concern, then settles.
+    fn feed_group(&mut self, unit: &str, user: &mut UserLive, group: &[&dyn Item], emit: bool) {
+        let t = group[0].time();
+        let gap = self.opts.session_gap;
+        // User-level programs: the matcher sees the user's whole event list; an event no
+        // pattern names is skipped (except the first, when an untouched state is a member).
+        let bits: Vec<Vec<u64>> = group.iter().map(|it| self.bits_of(it.name())).collect();
+        for (slot, prog) in self.programs.iter().enumerate() {
+            let Some(prog) = prog else { continue };
+            if prog.unit != UnitKind::Users {
+                continue;
+            }
+            let feed_all = prog.needs_all_events();
+            let skip_irrelevant = !feed_all && !prog.empty_is_member();
+            let mut begun = false;
+            for (k, item) in group.iter().enumerate() {
+                let index = user.events + k as u64;
+                let b = bits[k][slot];
+                if b == 0 && !feed_all && (index > 0 || skip_irrelevant) {
+                    continue;
+                }
+                let st = user.states[slot].get_or_insert_with(|| prog.new_state(gap));
+                if !begun {
+                    prog.begin_group(st, t);
+                    begun = true;
+                }
+                prog.on_event(
+                    st,
+                    &Ev {
+                        time: t,
+                        index,
+                        bits: b,
+                        props: &ItemProps { item: *item, slot },
+                    },
+                );
+            }
+            if begun {
+                let st = user.states[slot].as_mut().expect("fed");
+                prog.end_group(st, t);
+                let since = st.member_since;
+                sync_member(
+                    &mut self.members[slot],
+                    &mut self.changes,
+                    &mut self.next_change,
+                    &prog.name,
+                    unit,
+                    since,
+                    t,
+                    emit,
+                );
+            }
+        }
+        // Sessions and conversations: route each event to its run, then feed every run.
+        let has_sub = |kind: UnitKind| {
+            self.programs
+                .iter()
+                .flatten()
+                .any(|p| p.unit == kind)
+        };
+        for kind in [UnitKind::Sessions, UnitKind::Conversations] {
+            if !has_sub(kind) {
+                continue;
+            }
+            let mut routed: Vec<(usize, usize)> = Vec::new(); // (sub index, item index)
+            for (k, item) in group.iter().enumerate() {
+                let id = match kind {
+                    UnitKind::Sessions => item.session_id(),
+                    _ => item.conversation_id(),
+                };
+                if kind == UnitKind::Conversations && id.is_none() {
+                    continue;
+                }
+                let found = user.subs.iter().position(|s| {
+                    s.open && s.kind == kind && s.id.as_deref() == id && t - s.last <= gap
+                });
+                let sub = match found {
+                    Some(s) => s,
+                    None => {
+                        for s in user.subs.iter_mut() {
+                            if s.kind == kind && s.id.as_deref() == id {
+                                s.open = false;
+                            }
+                        }
+                        let n = user
+                            .runs
+                            .entry((kind == UnitKind::Sessions, id.map(str::to_string)))
+                            .or_insert(0);
+                        let key = match id {
+                            Some(id) if *n == 0 => id.to_string(),
+                            Some(id) => format!("{id}@{}", t.div_euclid(1000)),
+                            None => format!("{unit}@{}", t.div_euclid(1000)),
+                        };
+                        *n += 1;
+                        user.subs.push(SubLive {
+                            kind,
+                            id: id.map(str::to_string),
+                            key,
+                            last: t,
+                            events: 0,
+                            open: true,
+                            states: vec![None; self.programs.len()],
+                        });
+                        user.subs.len() - 1
+                    }
+                };
+                user.subs[sub].last = t;
+                routed.push((sub, k));
+            }
+            let mut subs_touched: Vec<usize> = routed.iter().map(|&(s, _)| s).collect();
+            subs_touched.dedup();
+            for s in subs_touched {
+                let sub = &mut user.subs[s];
+                let items: Vec<usize> = routed
+                    .iter()
+                    .filter(|&&(x, _)| x == s)
+                    .map(|&(_, k)| k)
+                    .collect();
+                for (slot, prog) in self.programs.iter().enumerate() {
+                    let Some(prog) = prog else { continue };
+                    if prog.unit != kind {
+                        continue;
+                    }
+                    let st = sub.states[slot].get_or_insert_with(|| prog.new_state(gap));
+                    prog.begin_group(st, t);
+                    for (n, &k) in items.iter().enumerate() {
+                        prog.on_event(
+                            st,
+                            &Ev {
+                                time: t,
+                                index: sub.events + n as u64,
+                                bits: bits[k][slot],
+                                props: &ItemProps {
+                                    item: group[k],
+                                    slot,
+                                },
+                            },
+                        );
+                    }
+                    prog.end_group(st, t);
+                    let since = st.member_since;
+                    sync_sub_member(
+                        &mut self.members[slot],
+                        &mut user.sub_members,
+                        &mut self.changes,
+                        &mut self.next_change,
+                        (slot, &prog.name),
+                        &sub.key,
+                        since,
+                        t,
+                        emit,
+                    );
+                }
+                sub.events += items.len() as u64;
+            }
+        }
+        user.events += group.len() as u64;
+        user.clock = user.clock.max(t);
+    }
+
+    /// Fires the user's timers up to the watermark, one at a time, syncing membership.
+    fn fire_timers(&mut self, unit: &str, user: &mut UserLive, emit: bool) {
+        let wm = self.watermark;
+        for (slot, prog) in self.programs.iter().enumerate() {
+            let Some(prog) = prog else { continue };
+            if prog.unit == UnitKind::Users {
+                let Some(st) = user.states[slot].as_mut() else {
+                    continue;
+                };
+                while let Some(t) = prog.next_timer(st).filter(|&t| t <= wm) {
+                    prog.run_timers(st, t);
+                    user.clock = user.clock.max(t);
+                    let since = st.member_since;
+                    sync_member(
+                        &mut self.members[slot],
+                        &mut self.changes,
+                        &mut self.next_change,
+                        &prog.name,
+                        unit,
+                        since,
+                        t,
+                        emit,
+                    );
+                }
+            } else {
+                for sub in user.subs.iter_mut() {
+                    let Some(st) = sub.states[slot].as_mut() else {
+                        continue;
+                    };
+                    while let Some(t) = prog.next_timer(st).filter(|&t| t <= wm) {
+                        prog.run_timers(st, t);
+                        user.clock = user.clock.max(t);
+                        if st.is_closed() {
+                            sub.open = false;
+                        }
+                        let since = st.member_since;
+                        sync_sub_member(
+                            &mut self.members[slot],
+                            &mut user.sub_members,
+                            &mut self.changes,
+                            &mut self.next_change,
+                            (slot, &prog.name),
+                            &sub.key,
+                            since,
+                            t,
+                            emit,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// (slot, unit, entry time) of every membership of this user and its sub-units.
+    fn memberships_of(&self, unit: &str, user: &UserLive) -> Vec<(usize, String, i64)> {
+        let mut out = Vec::new();
+        for (slot, m) in self.members.iter().enumerate() {
+            if let Some(&t) = m.get(unit) {
+                out.push((slot, unit.to_string(), t));
+            }
+        }
+        for (slot, key) in &user.sub_members {
+            if let Some(&t) = self.members[*slot].get(key) {
+                out.push((*slot, key.clone(), t));
+            }
+        }
+        out
+    }
+
+    fn forget(&mut self, list: &[(usize, String, i64)]) {
+        for (slot, unit, _) in list {
+            self.members[*slot].remove(unit);
+        }
+    }
+
+    fn take_all_memberships(&mut self) -> Vec<(String, String, i64)> {
+        let mut out = Vec::new();
+        for (slot, m) in self.members.iter_mut().enumerate() {
+            let Some(p) = &self.programs[slot] else {
+                continue;
+            };
+            for (unit, t) in std::mem::take(m) {
+                out.push((p.name.clone(), unit, t));
+            }
+        }
+        out
+    }
+
+    fn current_memberships(&self) -> Vec<(String, String, i64)> {
+        let mut out = Vec::new();
+        for (slot, m) in self.members.iter().enumerate() {
+            let Some(p) = &self.programs[slot] else {
+                continue;
+            };
+            for (unit, &t) in m {
+                out.push((p.name.clone(), unit.clone(), t));
+            }
+        }
+        out
+    }
+
+    /// Emits exits for memberships that went away or changed entry time, then enters for
+    /// new ones. Inputs may be keyed by slot or by name; they are compared by name.
+    fn emit_diff<K: SegmentKey>(&mut self, old: Vec<(K, String, i64)>, new: Vec<(K, String, i64)>) {
+        let name = |this: &LiveEngine, k: &K| k.segment(this).to_string();
+        let old: BTreeMap<(String, String), i64> = old
+            .into_iter()
+            .map(|(k, u, t)| ((name(self, &k), u), t))
+            .collect();
+        let new: BTreeMap<(String, String), i64> = new
+            .into_iter()
+            .map(|(k, u, t)| ((name(self, &k), u), t))
+            .collect();
+        let now = self.watermark.max(self.max_time);
+        for ((segment, unit), t) in &old {
+            if new.get(&(segment.clone(), unit.clone())) != Some(t) {
+                push_change(
+                    &mut self.changes,
+                    &mut self.next_change,
+                    segment,
+                    unit,
+                    ChangeKind::Exit,
+                    now,
+                );
+            }
+        }
+        for ((segment, unit), t) in &new {
+            if old.get(&(segment.clone(), unit.clone())) != Some(t) {
+                push_change(
+                    &mut self.changes,
+                    &mut self.next_change,
+                    segment,
+                    unit,
+                    ChangeKind::Enter,
+                    *t,
+                );
+            }
+        }
+    }
+}
+
+/// Membership records name their segment by slot (live) or by name (across a rebuild).
+trait SegmentKey {
+    fn segment<'a>(&'a self, engine: &'a LiveEngine) -> &'a str;
+}
+
+impl SegmentKey for usize {
+    fn segment<'a>(&'a self, engine: &'a LiveEngine) -> &'a str {
+        engine.programs[*self].as_ref().map_or("", |p| p.name.as_str())
+    }
+}
+
+impl SegmentKey for String {
+    fn segment<'a>(&'a self, _: &'a LiveEngine) -> &'a str {
+        self
+    }
+}
+
+fn push_change(
+    changes: &mut Vec<Change>,
+    next: &mut u64,
+    segment: &str,
+    unit: &str,
+    kind: ChangeKind,
+    time: i64,
+) {
+    changes.push(Change {
+        seq: *next,
+        segment: segment.to_string(),
+        unit: unit.to_string(),
+        kind,
+        time,
+    });
+    *next += 1;
+}
+
+/// Records a unit's membership after its state settled at `t`, emitting the change.
+#[allow(clippy::too_many_arguments)]
+fn sync_member(
+    members: &mut BTreeMap<String, i64>,
+    changes: &mut Vec<Change>,
+    next: &mut u64,
+    segment: &str,
+    unit: &str,
+    since: Option<i64>,
+    t: i64,
+    emit: bool,
+) -> bool {
+    let old = members.get(unit).copied();
+    if old == since {
+        return false;
+    }
+    if old.is_some() {
+        members.remove(unit);
+        if emit {
+            push_change(changes, next, segment, unit, ChangeKind::Exit, t);
+        }
+    }
+    if let Some(s) = since {
+        members.insert(unit.to_string(), s);
+        if emit {
+            push_change(changes, next, segment, unit, ChangeKind::Enter, s);
+        }
+    }
+    true
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sync_sub_member(
+    members: &mut BTreeMap<String, i64>,
+    sub_members: &mut Vec<(usize, String)>,
+    changes: &mut Vec<Change>,
+    next: &mut u64,
+    (slot, segment): (usize, &str),
+    unit: &str,
+    since: Option<i64>,
+    t: i64,
+    emit: bool,
+) {
+    if !sync_member(members, changes, next, segment, unit, since, t, emit) {
+        return;
+    }
+    let pos = sub_members
+        .iter()
+        .position(|(s, u)| *s == slot && u == unit);
+    match (since, pos) {
+        (Some(_), None) => sub_members.push((slot, unit.to_string())),
+        (None, Some(i)) => {
+            sub_members.swap_remove(i);
+        }
+        _ => {}
+    }
+}
+
+/// Reads every partition of a store snapshot: what [`LiveEngine::rebuild_all`] consumes.
+pub fn snapshot(store: &Store) -> (sequin_store::StoreReader, u64) {
+    (store.reader(), store.next_seq())
+}
