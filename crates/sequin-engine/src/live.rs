@@ -220,6 +220,8 @@ pub struct LiveEngine {
     next_change: u64,
     changes: Vec<Change>,
     bits: FxHashMap<String, Vec<u64>>,
+    /// Memberships recorded before a restart, compared against by the next rebuild.
+    assumed: Vec<(String, String, i64)>,
 }
 
 impl LiveEngine {
@@ -238,7 +240,15 @@ impl LiveEngine {
             next_change: 1,
             changes: Vec::new(),
             bits: FxHashMap::default(),
+            assumed: Vec::new(),
         }
+    }
+
+    /// Takes `(segment, unit, entered_at)` as the memberships already announced (from a
+    /// change log, after a restart): the next [`LiveEngine::rebuild_all`] emits only the
+    /// differences from them.
+    pub fn assume_members(&mut self, members: Vec<(String, String, i64)>) {
+        self.assumed = members;
     }
 
     /// The current watermark ("now"), if any event or advance has set it.
@@ -310,7 +320,8 @@ impl LiveEngine {
         history: &dyn EventSource,
         next_seq: u64,
     ) -> Result<(), EngineError> {
-        let old = self.take_all_memberships();
+        let mut old = self.take_all_memberships();
+        old.append(&mut self.assumed);
         self.programs.clear();
         self.members.clear();
         self.bits.clear();
@@ -609,12 +620,7 @@ impl LiveEngine {
             }
         }
         // Sessions and conversations: route each event to its run, then feed every run.
-        let has_sub = |kind: UnitKind| {
-            self.programs
-                .iter()
-                .flatten()
-                .any(|p| p.unit == kind)
-        };
+        let has_sub = |kind: UnitKind| self.programs.iter().flatten().any(|p| p.unit == kind);
         for kind in [UnitKind::Sessions, UnitKind::Conversations] {
             if !has_sub(kind) {
                 continue;
@@ -863,7 +869,9 @@ trait SegmentKey {
 
 impl SegmentKey for usize {
     fn segment<'a>(&'a self, engine: &'a LiveEngine) -> &'a str {
-        engine.programs[*self].as_ref().map_or("", |p| p.name.as_str())
+        engine.programs[*self]
+            .as_ref()
+            .map_or("", |p| p.name.as_str())
     }
 }
 

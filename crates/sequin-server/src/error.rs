@@ -13,6 +13,15 @@ pub enum ApiError {
     /// The request itself is wrong (400).
     #[error("{0}")]
     BadRequest(String),
+    /// The right kind of key, but not allowed here (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such segment (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Conflicts with the current state, e.g. deleting a segment others use (409).
+    #[error("{0}")]
+    Conflict(String),
     /// The server could not do its part (500).
     #[error("{0}")]
     Internal(String),
@@ -23,6 +32,9 @@ impl IntoResponse for ApiError {
         let status = match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut response = (

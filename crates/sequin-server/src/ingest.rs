@@ -5,9 +5,9 @@
 //! it is stored), handed to the [`Ingestor`], and acknowledged only when the log holding its
 //! events has been synced.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::body::Body;
@@ -20,6 +20,7 @@ use sequin_store::{AppendOutcome, Store};
 use serde_json::Value as Json_;
 use tokio::sync::oneshot;
 
+use crate::evaluator::{Command, Live};
 use crate::{ApiError, AppState, Metrics};
 
 /// Segment's limit for one event.
@@ -37,14 +38,28 @@ pub struct Ingestor {
 
 impl Ingestor {
     /// Starts the writer thread over `store`.
-    pub fn start(mut store: Store, metrics: Arc<Metrics>) -> Ingestor {
+    pub fn start(
+        store: Arc<Mutex<Store>>,
+        metrics: Arc<Metrics>,
+        live: Option<Arc<Live>>,
+    ) -> Ingestor {
         let (tx, rx) = mpsc::channel::<(Vec<Event>, Reply)>();
         std::thread::Builder::new()
             .name("sequin-writer".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
+                    if first.0.is_empty() {
+                        // A barrier: everything queued before it is appended and handed on.
+                        let _ = first.1.send(Ok(AppendOutcome::default()));
+                        continue;
+                    }
                     let mut group = vec![first];
+                    let mut barrier = None;
                     while let Ok(more) = rx.try_recv() {
+                        if more.0.is_empty() {
+                            barrier = Some(more.1);
+                            break;
+                        }
                         group.push(more);
                         if group.len() >= 256 {
                             break;
@@ -59,12 +74,19 @@ impl Ingestor {
                         all.extend(events);
                         replies.push(reply);
                     }
-                    let result = store.append_each(all, &sizes);
+                    let result = store.lock().expect("store lock").append_logged(all, &sizes);
                     metrics.commits.fetch_add(1, Ordering::Relaxed);
                     match result {
-                        Ok(outcomes) => {
+                        Ok((outcomes, accepted)) => {
                             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                                 let _ = reply.send(Ok(outcome));
+                            }
+                            if let Some(live) = &live
+                                && !accepted.is_empty()
+                            {
+                                live.backlog
+                                    .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+                                let _ = live.send(Command::Events(accepted));
                             }
                         }
                         Err(e) => {
@@ -74,10 +96,19 @@ impl Ingestor {
                             }
                         }
                     }
+                    if let Some(b) = barrier {
+                        let _ = b.send(Ok(AppendOutcome::default()));
+                    }
                 }
             })
             .expect("the writer thread starts");
         Ingestor { queue: tx }
+    }
+
+    /// Returns once every request queued before it has been appended and handed to the
+    /// evaluator.
+    pub async fn barrier(&self) -> Result<(), ApiError> {
+        self.append(Vec::new()).await.map(|_| ())
     }
 
     /// Makes `events` durable; returns once they are.
@@ -117,7 +148,7 @@ fn check_write_key(headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

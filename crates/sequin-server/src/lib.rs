@@ -3,22 +3,29 @@
 //! - [`ingest`]: Segment-compatible `POST /v1/{batch,track,page,screen,identify,alias,group}`
 //!   with the write key by HTTP Basic, Segment's size limits, and a response only once the
 //!   events are durable (group commit: concurrent requests share one log sync).
+//! - [`evaluator`]: the thread that keeps segments live with the engine's matcher, the
+//!   change log and its broadcast.
+//! - [`api`]: definitions, members, the per-unit lookup, the change stream (bearer keys).
 //! - `/healthz` and `/metrics` (Prometheus text format).
-//!
-//! Live segment evaluation, the membership API and the change stream come next; they will
-//! share this state and the engine's matcher.
+//! - [`Server`]: opens the store, starts the writer and the evaluator, builds the router.
 
+pub mod api;
 pub mod error;
+pub mod evaluator;
 pub mod ingest;
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
+use sequin_engine::live::LiveOptions;
+use sequin_store::{Store, StoreOptions};
 
 pub use error::ApiError;
+pub use evaluator::{EvaluatorOptions, Live};
 pub use ingest::Ingestor;
 
 /// Access keys. An empty key is never accepted.
@@ -55,6 +62,99 @@ pub struct AppState {
     pub ingestor: Ingestor,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Live evaluation.
+    pub live: Arc<Live>,
+}
+
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Store directory (created if missing).
+    pub store: PathBuf,
+    /// Definitions to start with when the store has no live definitions yet.
+    pub segments: Option<PathBuf>,
+    /// Access keys.
+    pub keys: Keys,
+    /// Engine settings.
+    pub live: LiveOptions,
+    /// Move the watermark with the wall clock while idle.
+    pub idle_advance: bool,
+    /// Flush the store's memtable to history at about this size.
+    pub memtable_bytes: usize,
+}
+
+/// A started server: the state to serve.
+pub struct Server {
+    /// Shared by every handler.
+    pub state: Arc<AppState>,
+    /// Where the live definitions came from (for the start-up message).
+    pub definitions_from: PathBuf,
+}
+
+impl Server {
+    /// Opens the store (recovering its log), loads and checks the definitions, backfills
+    /// them, and starts the writer and evaluator threads.
+    pub fn start(config: &ServerConfig) -> Result<Server, String> {
+        let store = Store::open(
+            &config.store,
+            &StoreOptions {
+                memtable_bytes: config.memtable_bytes,
+                ..StoreOptions::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let saved = evaluator::definitions_path(&config.store);
+        let from: PathBuf = if saved.exists() {
+            saved
+        } else if let Some(f) = &config.segments {
+            f.clone()
+        } else {
+            PathBuf::new()
+        };
+        let source = if from.as_os_str().is_empty() {
+            String::new()
+        } else {
+            let bytes = std::fs::read(&from).map_err(|e| format!("{}: {e}", from.display()))?;
+            String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", from.display()))?
+        };
+        let file = load_definitions(&from, &source)?;
+        let programs = evaluator::compile_segments(&file).map_err(|e| e.to_string())?;
+        let store = Arc::new(Mutex::new(store));
+        let (live, _) = evaluator::start(
+            store.clone(),
+            sequin_lang::format_file(&file),
+            programs,
+            EvaluatorOptions {
+                live: config.live.clone(),
+                idle_advance: config.idle_advance,
+            },
+        )?;
+        let metrics = Arc::new(Metrics::default());
+        let ingestor = Ingestor::start(store, metrics.clone(), Some(live.clone()));
+        Ok(Server {
+            state: Arc::new(AppState {
+                keys: config.keys.clone(),
+                ingestor,
+                metrics,
+                live,
+            }),
+            definitions_from: from,
+        })
+    }
+}
+
+fn load_definitions(path: &Path, source: &str) -> Result<sequin_lang::SegFile, String> {
+    let name = path.display().to_string();
+    let file = sequin_lang::parse(source).map_err(|d| d.render(&name, source))?;
+    let errors: Vec<String> = sequin_lang::check(&file, None)
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.render(&name, source))
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors.join("\n"));
+    }
+    Ok(file)
 }
 
 /// The router with every route.
@@ -67,6 +167,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/identify", post(ingest::identify))
         .route("/v1/alias", post(ingest::alias))
         .route("/v1/group", post(ingest::group))
+        .route("/api/segments", get(api::list_segments))
+        .route(
+            "/api/segments/{name}",
+            get(api::get_segment)
+                .put(api::put_segment)
+                .delete(api::delete_segment),
+        )
+        .route("/api/segments/{name}/members", get(api::members))
+        .route("/api/units/{unit}/segments", get(api::unit_segments))
+        .route("/api/changes", get(api::changes))
+        .route("/api/admin/advance", post(api::advance))
+        .route("/api/admin/sync", post(api::sync))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .with_state(state)

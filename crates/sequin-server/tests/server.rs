@@ -6,22 +6,47 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
 use http_body_util::BodyExt;
-use sequin_server::{AppState, Ingestor, Keys, Metrics, router};
-use sequin_store::{EventSource, Projection, Store, StoreOptions, StoreReader};
+use sequin_engine::live::LiveOptions;
+use sequin_server::{AppState, Keys, Server, ServerConfig, router};
+use sequin_store::{EventSource, Projection, StoreReader};
 use tower::ServiceExt;
 
-fn state(dir: &std::path::Path) -> Arc<AppState> {
-    let store = Store::open(dir, &StoreOptions::default()).unwrap();
-    let metrics = Arc::new(Metrics::default());
-    Arc::new(AppState {
+fn config(dir: &std::path::Path, segments: Option<&str>) -> ServerConfig {
+    let seg_path = segments.map(|text| {
+        let p = dir.with_extension("seg");
+        std::fs::write(&p, text).unwrap();
+        p
+    });
+    ServerConfig {
+        store: dir.to_path_buf(),
+        segments: seg_path,
         keys: Keys {
             write: "wk".into(),
             read: "rk".into(),
             admin: "ak".into(),
         },
-        ingestor: Ingestor::start(store, metrics.clone()),
-        metrics,
-    })
+        live: LiveOptions::default(),
+        idle_advance: false,
+        memtable_bytes: 64 << 20,
+    }
+}
+
+/// Starts a server, waiting for a previous one on the same store to let go of it.
+fn start(config: &ServerConfig) -> Arc<AppState> {
+    for _ in 0..100 {
+        match Server::start(config) {
+            Ok(s) => return s.state,
+            Err(e) if e.contains("in use by another") => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the store stayed locked");
+}
+
+fn state(dir: &std::path::Path) -> Arc<AppState> {
+    start(&config(dir, None))
 }
 
 fn basic(key: &str) -> String {
@@ -74,9 +99,15 @@ async fn accepted_events_are_in_the_store_exactly_once() {
         (body["accepted"].as_u64(), body["duplicates"].as_u64()),
         (Some(1), Some(1))
     );
-    drop(st); // stops the writer; the log is already synced
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    let reader = StoreReader::open(dir.path()).unwrap();
+    drop(st); // stops the writer and the evaluator; the log is already synced
+    let reader = (0..100)
+        .find_map(|_| {
+            StoreReader::open(dir.path()).ok().or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                None
+            })
+        })
+        .expect("the server lets go of the store");
     let total: usize = (0..reader.partitions())
         .map(|p| reader.read_partition(p, &Projection::All).unwrap().len())
         .sum();
@@ -171,4 +202,347 @@ async fn a_real_port_serves_ingest_health_and_metrics() {
     let resp =
         request("GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into()).await;
     assert!(resp.contains("sequin_events_accepted_total 1"), "{resp}");
+}
+
+// ---- live segments and the membership API ---------------------------------------------
+
+async fn call(
+    state: &Arc<AppState>,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(k) = bearer {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let resp = router(state.clone())
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn ev(id: &str, user: &str, name: &str, time: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "track", "event": name, "userId": user, "messageId": id, "timestamp": time,
+    })
+}
+
+async fn send(state: &Arc<AppState>, events: Vec<serde_json::Value>) {
+    let body = serde_json::json!({ "batch": events }).to_string();
+    let (status, json) = post(state, "/v1/batch", Some("wk"), body).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+}
+
+async fn sync(state: &Arc<AppState>) {
+    let (status, json) = call(state, "POST", "/api/admin/sync", Some("ak"), "").await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+}
+
+async fn member_units(state: &Arc<AppState>, segment: &str) -> Vec<String> {
+    let (status, json) = call(
+        state,
+        "GET",
+        &format!("/api/segments/{segment}/members"),
+        Some("rk"),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    json["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["unit"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const DEFS: &str = "segment buyers { did purchase }\n\
+segment quick_buyers { sequence { signup; purchase within 10m } }\n\
+segment browsing { did page_view and not did purchase }\n";
+
+#[tokio::test]
+async fn membership_follows_ingest_and_late_events_correct_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = start(&config(dir.path(), Some(DEFS)));
+    send(
+        &st,
+        vec![
+            ev("1", "u1", "page_view", "2024-03-01T10:00:00Z"),
+            ev("2", "u2", "page_view", "2024-03-01T10:00:00Z"),
+            ev("3", "u1", "purchase", "2024-03-01T10:05:00Z"),
+        ],
+    )
+    .await;
+    sync(&st).await;
+    assert_eq!(member_units(&st, "buyers").await, ["u1"]);
+    assert_eq!(member_units(&st, "browsing").await, ["u2"]);
+    assert!(member_units(&st, "quick_buyers").await.is_empty());
+    // A signup older than the purchase arrives late: u1 is re-read from history.
+    send(&st, vec![ev("4", "u1", "signup", "2024-03-01T10:01:00Z")]).await;
+    sync(&st).await;
+    assert_eq!(member_units(&st, "quick_buyers").await, ["u1"]);
+    let (status, json) = call(&st, "GET", "/api/units/u1/segments", Some("rk"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = json["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["segment"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["buyers", "quick_buyers"]);
+    assert_eq!(
+        json["segments"][1]["entered_at"],
+        "2024-03-01T10:05:00.000Z"
+    );
+    // u2 buys: exits `browsing`.
+    send(&st, vec![ev("5", "u2", "purchase", "2024-03-01T11:00:00Z")]).await;
+    sync(&st).await;
+    assert!(member_units(&st, "browsing").await.is_empty());
+}
+
+#[tokio::test]
+async fn api_keys_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = start(&config(dir.path(), Some(DEFS)));
+    let (status, _) = call(&st, "GET", "/api/segments", None, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(&st, "GET", "/api/segments", Some("wk"), "").await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the write key cannot read"
+    );
+    let (status, json) = call(&st, "GET", "/api/segments", Some("rk"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json["segments"].as_array().unwrap().len(), 3);
+    let (status, json) = call(
+        &st,
+        "PUT",
+        "/api/segments/x",
+        Some("rk"),
+        "segment x { did a }",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
+    let (status, _) = call(&st, "POST", "/api/admin/sync", Some("rk"), "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn definitions_are_created_backfilled_replaced_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = start(&config(dir.path(), Some(DEFS)));
+    send(
+        &st,
+        vec![
+            ev("1", "u1", "page_view", "2024-03-01T10:00:00Z"),
+            ev("2", "u1", "page_view", "2024-03-01T10:01:00Z"),
+            ev("3", "u2", "page_view", "2024-03-01T10:02:00Z"),
+        ],
+    )
+    .await;
+    sync(&st).await;
+    // Created: backfilled from history.
+    let (status, json) = call(
+        &st,
+        "PUT",
+        "/api/segments/regulars",
+        Some("ak"),
+        "segment regulars { count(page_view) >= 2 }",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    assert_eq!(json["members"], 1);
+    assert_eq!(member_units(&st, "regulars").await, ["u1"]);
+    // Replaced.
+    let (status, json) = call(
+        &st,
+        "PUT",
+        "/api/segments/regulars",
+        Some("ak"),
+        "segment regulars { count(page_view) >= 1 }",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(member_units(&st, "regulars").await, ["u1", "u2"]);
+    // Syntax errors point at the source.
+    let (status, json) = call(
+        &st,
+        "PUT",
+        "/api/segments/bad",
+        Some("ak"),
+        "segment bad { did page_view then }",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(json["error"].as_str().unwrap().contains('^'), "{json}");
+    // The body must define the named segment.
+    let (status, _) = call(
+        &st,
+        "PUT",
+        "/api/segments/other",
+        Some("ak"),
+        "segment regulars { did x }",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // References are checked against the live set.
+    let (status, json) = call(
+        &st,
+        "PUT",
+        "/api/segments/loyal",
+        Some("ak"),
+        "segment loyal { in segment regulars and in segment buyers }",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    let (status, json) = call(&st, "DELETE", "/api/segments/regulars", Some("ak"), "").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("regulars"),
+        "{json}"
+    );
+    let (status, _) = call(&st, "DELETE", "/api/segments/loyal", Some("ak"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&st, "GET", "/api/segments/loyal/members", Some("rk"), "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The live set survives a restart (the store keeps it).
+    drop(st);
+    let st = start(&config(dir.path(), Some(DEFS)));
+    assert_eq!(member_units(&st, "regulars").await, ["u1", "u2"]);
+}
+
+#[tokio::test]
+async fn members_are_paged() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = start(&config(dir.path(), Some(DEFS)));
+    let events = (0..25)
+        .map(|i| {
+            ev(
+                &format!("m{i}"),
+                &format!("u{i:02}"),
+                "purchase",
+                "2024-03-01T10:00:00Z",
+            )
+        })
+        .collect();
+    send(&st, events).await;
+    sync(&st).await;
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/api/segments/buyers/members?limit=10&after={a}"),
+            None => "/api/segments/buyers/members?limit=10".to_string(),
+        };
+        let (status, json) = call(&st, "GET", &path, Some("rk"), "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json["total"], 25);
+        for m in json["members"].as_array().unwrap() {
+            seen.push(m["unit"].as_str().unwrap().to_string());
+        }
+        match json["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("u{i:02}")).collect();
+    assert_eq!(seen, expected);
+    let (status, _) = call(
+        &st,
+        "GET",
+        "/api/segments/buyers/members?limit=0",
+        Some("rk"),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_restart_announces_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = start(&config(dir.path(), Some(DEFS)));
+    send(
+        &st,
+        vec![
+            ev("1", "u1", "page_view", "2024-03-01T10:00:00Z"),
+            ev("2", "u2", "purchase", "2024-03-01T10:00:00Z"),
+        ],
+    )
+    .await;
+    sync(&st).await;
+    let before = st.live.changes.last_seq();
+    assert_eq!(before, 2);
+    drop(st);
+    let st = start(&config(dir.path(), Some(DEFS)));
+    assert_eq!(st.live.changes.last_seq(), before);
+    assert_eq!(member_units(&st, "browsing").await, ["u1"]);
+    send(&st, vec![ev("3", "u1", "purchase", "2024-03-01T10:30:00Z")]).await;
+    sync(&st).await;
+    // u1 exits browsing (3) and enters buyers (4): numbering continues.
+    let changes = st.live.changes.read_range(before, u64::MAX).unwrap();
+    let seqs: Vec<u64> = changes.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, [3, 4], "{changes:?}");
+}
+
+#[tokio::test]
+async fn the_change_stream_resumes_after_last_event_id() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let st = start(&config(dir.path(), Some(DEFS)));
+    send(
+        &st,
+        vec![
+            ev("1", "u1", "page_view", "2024-03-01T10:00:00Z"),
+            ev("2", "u2", "page_view", "2024-03-01T10:00:00Z"),
+            ev("3", "u3", "page_view", "2024-03-01T10:00:00Z"),
+        ],
+    )
+    .await;
+    sync(&st).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, router(st.clone())).into_future());
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /api/changes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer rk\r\nlast-event-id: 1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // Recorded changes 2 and 3 come first, then a live one.
+    send(&st, vec![ev("4", "u4", "purchase", "2024-03-01T10:05:00Z")]).await;
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !text.contains("id: 4") {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .expect("the stream delivers change 4")
+            .unwrap();
+        assert!(n > 0, "stream closed: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("text/event-stream"), "{text}");
+    assert!(
+        !text.contains("id: 1\n"),
+        "change 1 was before Last-Event-ID: {text}"
+    );
+    let (p2, p3, p4) = (
+        text.find("id: 2").unwrap(),
+        text.find("id: 3").unwrap(),
+        text.find("id: 4").unwrap(),
+    );
+    assert!(p2 < p3 && p3 < p4, "{text}");
+    assert!(text.contains("event: enter"), "{text}");
+    assert!(text.contains("\"segment\":\"buyers\""), "{text}");
 }

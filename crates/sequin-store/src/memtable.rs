@@ -160,7 +160,11 @@ impl Memtable {
                 context: Vec::new(),
                 traits: Vec::new(),
             };
-            let from = if r == 0 { 0 } else { self.prop_end[r - 1] as usize };
+            let from = if r == 0 {
+                0
+            } else {
+                self.prop_end[r - 1] as usize
+            };
             for i in from..self.prop_end[r] as usize {
                 let (ns, k) = self.strings.get(self.prop_key[i]).split_at(2);
                 let target = match ns {

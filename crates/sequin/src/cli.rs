@@ -30,6 +30,45 @@ pub enum Command {
     Fmt(FmtArgs),
     /// Evaluate segments over a store: one row per member.
     Eval(EvalArgs),
+    /// Serve Segment-compatible ingest and live segments over HTTP.
+    Serve(ServeArgs),
+}
+
+/// `sequin serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Store directory (created if missing).
+    #[arg(long)]
+    pub store: PathBuf,
+    /// Segment definitions to start with. Once definitions change through the API, the
+    /// store keeps its own copy (STORE/live/segments.seg), which then takes precedence.
+    #[arg(long)]
+    pub segments: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Key for ingest (HTTP Basic `writeKey:`). Generated and printed when absent.
+    #[arg(long, env = "SEQUIN_WRITE_KEY", hide_env_values = true)]
+    pub write_key: Option<String>,
+    /// Key for reading memberships (bearer). Generated and printed when absent.
+    #[arg(long, env = "SEQUIN_READ_KEY", hide_env_values = true)]
+    pub read_key: Option<String>,
+    /// Key for managing definitions (bearer). Generated and printed when absent.
+    #[arg(long, env = "SEQUIN_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// How far the watermark trails the largest event time seen.
+    #[arg(long, default_value = "5s")]
+    pub lateness: String,
+    /// Inactivity that ends a session or conversation.
+    #[arg(long, default_value = "30m")]
+    pub session_gap: String,
+    /// Do not move the watermark with the wall clock while no events arrive (for
+    /// replaying old data and for tests).
+    #[arg(long)]
+    pub no_idle_advance: bool,
+    /// Flush accepted events to columnar history after about this many MB.
+    #[arg(long, default_value_t = 256)]
+    pub memtable_mb: usize,
 }
 
 /// `sequin check`.

@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod segments;
+mod serve;
 
 use clap::Parser;
 

@@ -1,0 +1,331 @@
+//! The evaluator thread: owns live evaluation, fed by the writer with every accepted event.
+//!
+//! - Commands arrive in one queue, so they apply in order: events, definition changes
+//!   (backfilled from a store snapshot; ingest goes on meanwhile, and events already in the
+//!   snapshot are recognised by sequence number), watermark moves, and barriers.
+//! - Changes are appended to `live/changes.ndjson` in the store directory and broadcast to
+//!   stream subscribers and webhook senders.
+//! - While no events arrive, the watermark moves with the wall clock (measured with a
+//!   monotonic clock from the last event), so deadlines and windows still expire.
+//! - On start, the memberships recorded in the change log are assumed, and the rebuild from
+//!   history emits only real differences.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use sequin_engine::live::{Change, ChangeKind, History, LiveEngine, LiveOptions};
+use sequin_engine::{EngineError, Program};
+use sequin_lang::SegFile;
+use sequin_lang::ast::ItemKind;
+use sequin_store::{Accepted, Store};
+use tokio::sync::{broadcast, oneshot};
+
+/// What the evaluator thread is asked to do.
+pub enum Command {
+    /// Accepted events, in arrival order.
+    Events(Vec<Accepted>),
+    /// Replace the definitions (already checked) and backfill.
+    SetDefinitions {
+        /// Canonical source of the whole set.
+        source: String,
+        /// Compiled segments.
+        programs: Vec<Program>,
+        /// Done (or why not).
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Move the watermark to at least this time.
+    Advance(i64, oneshot::Sender<()>),
+    /// Answered once every earlier command is applied.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// The change log: a file of NDJSON lines plus a broadcast to live subscribers.
+pub struct ChangeLog {
+    path: PathBuf,
+    file: Mutex<File>,
+    last: AtomicU64,
+    /// New changes, as they are recorded.
+    pub broadcast: broadcast::Sender<Change>,
+}
+
+impl ChangeLog {
+    fn open(path: &Path) -> std::io::Result<(ChangeLog, Vec<Change>)> {
+        let mut existing = Vec::new();
+        if let Ok(f) = File::open(path) {
+            for line in BufReader::new(f).lines() {
+                let line = line?;
+                // A torn last line after a crash is dropped; its change is re-derived.
+                match serde_json::from_str::<Change>(&line) {
+                    Ok(c) => existing.push(c),
+                    Err(_) => break,
+                }
+            }
+        }
+        // Rewrite without a torn tail, so appends start on a line boundary.
+        let mut text = String::new();
+        for c in &existing {
+            text.push_str(&serde_json::to_string(c).expect("changes serialize"));
+            text.push('\n');
+        }
+        fs::write(path, text)?;
+        let file = OpenOptions::new().append(true).open(path)?;
+        let (tx, _) = broadcast::channel(65_536);
+        Ok((
+            ChangeLog {
+                path: path.to_path_buf(),
+                file: Mutex::new(file),
+                last: AtomicU64::new(existing.last().map_or(0, |c| c.seq)),
+                broadcast: tx,
+            },
+            existing,
+        ))
+    }
+
+    fn append(&self, changes: &[Change]) -> std::io::Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut buf = String::new();
+        for c in changes {
+            buf.push_str(&serde_json::to_string(c).expect("changes serialize"));
+            buf.push('\n');
+        }
+        self.file
+            .lock()
+            .expect("log lock")
+            .write_all(buf.as_bytes())?;
+        for c in changes {
+            self.last.store(c.seq, Ordering::Release);
+            let _ = self.broadcast.send(c.clone());
+        }
+        Ok(())
+    }
+
+    /// The last change recorded.
+    pub fn last_seq(&self) -> u64 {
+        self.last.load(Ordering::Acquire)
+    }
+
+    /// Recorded changes after `after`, up to `upto` inclusive.
+    pub fn read_range(&self, after: u64, upto: u64) -> std::io::Result<Vec<Change>> {
+        let f = File::open(&self.path)?;
+        let mut out = Vec::new();
+        for line in BufReader::new(f).lines() {
+            let Ok(c) = serde_json::from_str::<Change>(&line?) else {
+                break;
+            };
+            if c.seq > upto {
+                break;
+            }
+            if c.seq > after {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Live evaluation as the handlers see it.
+pub struct Live {
+    /// The engine; the evaluator thread writes, handlers read.
+    pub engine: RwLock<LiveEngine>,
+    /// Canonical source of the live definitions.
+    pub source: RwLock<String>,
+    /// Recorded changes.
+    pub changes: ChangeLog,
+    /// Events accepted but not yet evaluated.
+    pub backlog: AtomicU64,
+    queue: mpsc::Sender<Command>,
+}
+
+impl Live {
+    /// Sends a command to the evaluator thread.
+    pub fn send(&self, c: Command) -> Result<(), String> {
+        self.queue
+            .send(c)
+            .map_err(|_| "the evaluator has stopped".to_string())
+    }
+}
+
+/// Reads one user's history through the shared store, locking it only for the read.
+struct SharedHistory<'a>(&'a Mutex<Store>);
+
+impl History for SharedHistory<'_> {
+    fn user_events(&self, user: &str) -> Result<(Vec<sequin_core::Event>, u64), EngineError> {
+        let store = self.0.lock().expect("store lock");
+        Ok(store.user_events(user)?)
+    }
+}
+
+/// Where the live definitions are kept, inside the store directory.
+pub fn definitions_path(store_dir: &Path) -> PathBuf {
+    store_dir.join("live").join("segments.seg")
+}
+
+/// Compiles every segment of a checked file.
+pub fn compile_segments(file: &SegFile) -> Result<Vec<Program>, EngineError> {
+    file.items
+        .iter()
+        .filter(|i| i.kind == ItemKind::Segment)
+        .map(|i| Program::compile(file, &i.name.name))
+        .collect()
+}
+
+/// Settings of the evaluator.
+#[derive(Debug, Clone)]
+pub struct EvaluatorOptions {
+    /// Engine settings.
+    pub live: LiveOptions,
+    /// Move the watermark with the wall clock while idle.
+    pub idle_advance: bool,
+}
+
+/// Starts the evaluator thread: assumes the memberships of the change log, backfills
+/// `programs` from the store, and then applies commands.
+pub fn start(
+    store: Arc<Mutex<Store>>,
+    source: String,
+    programs: Vec<Program>,
+    opts: EvaluatorOptions,
+) -> Result<(Arc<Live>, mpsc::Sender<Command>), String> {
+    let dir = store.lock().expect("store lock").dir().to_path_buf();
+    fs::create_dir_all(dir.join("live")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    fs::write(definitions_path(&dir), &source).map_err(|e| e.to_string())?;
+    let log_path = dir.join("live").join("changes.ndjson");
+    let (changes, recorded) =
+        ChangeLog::open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let mut engine = LiveEngine::new(opts.live.clone());
+    let mut members = std::collections::BTreeMap::new();
+    for c in &recorded {
+        let key = (c.segment.clone(), c.unit.clone());
+        match c.kind {
+            ChangeKind::Enter => {
+                members.insert(key, c.time);
+            }
+            ChangeKind::Exit => {
+                members.remove(&key);
+            }
+        }
+    }
+    engine.assume_members(members.into_iter().map(|((s, u), t)| (s, u, t)).collect());
+    engine.set_next_change_seq(recorded.last().map_or(1, |c| c.seq + 1));
+    {
+        let s = store.lock().expect("store lock");
+        let reader = s.reader();
+        let next = s.next_seq();
+        drop(s);
+        engine
+            .rebuild_all(programs, &reader, next)
+            .map_err(|e| e.to_string())?;
+    }
+    changes
+        .append(&engine.drain_changes())
+        .map_err(|e| e.to_string())?;
+    let (tx, rx) = mpsc::channel();
+    let live = Arc::new(Live {
+        engine: RwLock::new(engine),
+        source: RwLock::new(source),
+        changes,
+        backlog: AtomicU64::new(0),
+        queue: tx.clone(),
+    });
+    let shared = live.clone();
+    std::thread::Builder::new()
+        .name("sequin-evaluator".into())
+        .spawn(move || run(shared, store, rx, opts, dir))
+        .map_err(|e| e.to_string())?;
+    Ok((live, tx))
+}
+
+fn run(
+    live: Arc<Live>,
+    store: Arc<Mutex<Store>>,
+    rx: mpsc::Receiver<Command>,
+    opts: EvaluatorOptions,
+    dir: PathBuf,
+) {
+    let mut last_event = Instant::now();
+    let mut wm_at_last_event: Option<i64> = None;
+    loop {
+        // Only this thread still holds the state: the server is gone, and so is the store
+        // (dropping it here releases its lock).
+        if Arc::strong_count(&live) == 1 {
+            return;
+        }
+        let cmd = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(c) => c,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if opts.idle_advance
+                    && let Some(base) = wm_at_last_event
+                {
+                    let idle = last_event.elapsed().as_micros() as i64;
+                    let mut engine = live.engine.write().expect("engine lock");
+                    engine.advance(base.saturating_add(idle));
+                    record(&live, &mut engine);
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        match cmd {
+            Command::Events(batch) => {
+                let n = batch.len() as u64;
+                let mut engine = live.engine.write().expect("engine lock");
+                if let Err(e) = engine.on_accepted(&batch, &SharedHistory(&store)) {
+                    tracing_error(&format!("live evaluation: {e}"));
+                }
+                record(&live, &mut engine);
+                wm_at_last_event = engine.watermark();
+                last_event = Instant::now();
+                live.backlog.fetch_sub(n, Ordering::Relaxed);
+            }
+            Command::SetDefinitions {
+                source,
+                programs,
+                reply,
+            } => {
+                let (reader, next) = {
+                    let s = store.lock().expect("store lock");
+                    (s.reader(), s.next_seq())
+                };
+                let mut engine = live.engine.write().expect("engine lock");
+                let r = engine
+                    .rebuild_all(programs, &reader, next)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        fs::write(definitions_path(&dir), &source).map_err(|e| e.to_string())
+                    });
+                if r.is_ok() {
+                    *live.source.write().expect("source lock") = source;
+                }
+                record(&live, &mut engine);
+                let _ = reply.send(r);
+            }
+            Command::Advance(t, reply) => {
+                let mut engine = live.engine.write().expect("engine lock");
+                engine.advance(t);
+                record(&live, &mut engine);
+                let _ = reply.send(());
+            }
+            Command::Barrier(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
+}
+
+fn record(live: &Live, engine: &mut LiveEngine) {
+    let changes = engine.drain_changes();
+    if let Err(e) = live.changes.append(&changes) {
+        tracing_error(&format!("change log: {e}"));
+    }
+}
+
+fn tracing_error(msg: &str) {
+    eprintln!("sequin serve: {msg}");
+}
