@@ -377,35 +377,49 @@ impl LiveEngine {
         batch: &[Accepted],
         history: &dyn History,
     ) -> Result<(), EngineError> {
-        let mut order: Vec<&str> = Vec::new();
-        let mut by_unit: FxHashMap<&str, Vec<&Accepted>> = FxHashMap::default();
+        // Links first: an id linked to a user moves its events (and state) there.
+        let mut alias: FxHashMap<&str, &str> = FxHashMap::default();
         let mut rebuild: Vec<&str> = Vec::new();
-        let mut retire: Vec<&str> = Vec::new();
         for a in batch {
-            self.max_time = self.max_time.max(a.event.time);
-            let list = by_unit.entry(a.unit.as_str()).or_insert_with(|| {
-                order.push(a.unit.as_str());
-                Vec::new()
-            });
-            list.push(a);
-            // A new link moves another id's events to this user: re-read the user whole.
             if a.linked
                 && let Some((from, _)) = a.event.identity_link()
             {
-                rebuild.push(a.unit.as_str());
-                retire.push(from);
+                let to = a.unit.as_str();
+                alias.insert(from, to);
+                if !self.users.contains_key(from) {
+                    continue; // nothing of `from` seen yet: nothing to move
+                }
+                let to_seen = self.users.contains_key(to)
+                    || !self.memberships_of(to, &UserLive::default()).is_empty();
+                if to_seen {
+                    // Two histories interleave: re-read the user whole.
+                    let user = self.users.remove(from).unwrap_or_default();
+                    let old = self.memberships_of(from, &user);
+                    self.forget(&old);
+                    self.emit_diff(old, Vec::<(usize, String, i64)>::new());
+                    rebuild.push(to);
+                } else {
+                    self.rename_user(from, to);
+                }
             }
         }
-        for &from in &retire {
-            let user = self.users.remove(from).unwrap_or_default();
-            let old = self.memberships_of(from, &user);
-            self.forget(&old);
-            self.emit_diff(old, Vec::<(usize, String, i64)>::new());
+        let mut order: Vec<&str> = Vec::new();
+        let mut by_unit: FxHashMap<&str, Vec<&Accepted>> = FxHashMap::default();
+        for a in batch {
+            self.max_time = self.max_time.max(a.event.time);
+            let unit = alias
+                .get(a.unit.as_str())
+                .copied()
+                .unwrap_or(a.unit.as_str());
+            by_unit
+                .entry(unit)
+                .or_insert_with(|| {
+                    order.push(unit);
+                    Vec::new()
+                })
+                .push(a);
         }
         for unit in order {
-            if retire.contains(&unit) {
-                continue; // its events now belong to the user it was linked to
-            }
             if rebuild.contains(&unit) {
                 self.rebuild_user(unit, history)?;
                 continue;
@@ -464,6 +478,40 @@ impl LiveEngine {
             self.fire_timers(&unit, &mut user, true);
             self.store_user(unit, user);
         }
+    }
+
+    /// Moves the state of `from` to `to`, which has none: `from` was linked to `to` before
+    /// `to` had any event. Unit keys derived from `from` are renamed (exit, enter).
+    fn rename_user(&mut self, from: &str, to: &str) {
+        let Some(mut user) = self.users.remove(from) else {
+            return;
+        };
+        let old = self.memberships_of(from, &user);
+        self.forget(&old);
+        let prefix = format!("{from}@");
+        let rekey = |k: &str| -> String {
+            if k == from {
+                to.to_string()
+            } else if let Some(rest) = k.strip_prefix(&prefix) {
+                format!("{to}@{rest}")
+            } else {
+                k.to_string()
+            }
+        };
+        for sub in &mut user.subs {
+            sub.key = rekey(&sub.key);
+        }
+        for (_, k) in &mut user.sub_members {
+            *k = rekey(k);
+        }
+        let new: Vec<(usize, String, i64)> =
+            old.iter().map(|(s, u, t)| (*s, rekey(u), *t)).collect();
+        for (s, u, t) in &new {
+            self.members[*s].insert(u.clone(), *t);
+        }
+        self.emit_diff(old, new);
+        user.wake = i64::MAX; // re-register its timer under the new key
+        self.store_user(to.to_string(), user);
     }
 
     /// Re-evaluates one user from history and emits the corrections.

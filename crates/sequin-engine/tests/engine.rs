@@ -399,6 +399,42 @@ mod live {
         }
     }
 
+    /// Makes some events anonymous (`anon-uN`) and, for most such users, adds an identify
+    /// that links the anonymous id to the user at a random point.
+    fn with_identities(events: Vec<Event>, rng: &mut Mix) -> Vec<Event> {
+        let mut out = Vec::with_capacity(events.len() + 3);
+        let mut anon_users = std::collections::BTreeSet::new();
+        for mut e in events {
+            if rng.below(3) == 0 {
+                let u = e.user_id.take().unwrap();
+                e.anonymous_id = Some(format!("anon-{u}"));
+                anon_users.insert(u);
+            }
+            out.push(e);
+        }
+        for u in anon_users {
+            if rng.below(4) == 0 {
+                continue; // stays a separate, anonymous unit
+            }
+            let anon = format!("anon-{u}");
+            let positions: Vec<usize> = out
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| {
+                    e.user_id.as_deref() == Some(u.as_str())
+                        || e.anonymous_id.as_deref() == Some(anon.as_str())
+                })
+                .map(|(i, _)| i)
+                .collect();
+            let at = positions[rng.below(positions.len() as u64) as usize];
+            let mut link = Event::new(u.clone(), out[at].time, "identify");
+            link.kind = MessageKind::Identify;
+            link.anonymous_id = Some(anon);
+            out.insert(at, link);
+        }
+        out
+    }
+
     fn open(dir: &std::path::Path) -> Store {
         Store::open(
             dir,
@@ -455,6 +491,7 @@ mod live {
             }
             let programs = compile_all(&defs);
             let mut rng = Mix(seed);
+            let events = with_identities(events, &mut rng);
             let mut events = events;
             for (i, e) in events.iter_mut().enumerate() {
                 e.message_id = Some(format!("m{i}"));
@@ -469,6 +506,21 @@ mod live {
                 }
             }
             order.sort();
+            if std::env::var_os("SEQUIN_DEBUG").is_some() {
+                for &(_, i) in &order {
+                    let e = &events[i];
+                    eprintln!(
+                        "#{i} {:?} {} t={} user={:?} anon={:?} {:?}",
+                        e.kind,
+                        e.name,
+                        (e.time - T0) / SECOND,
+                        e.user_id,
+                        e.anonymous_id,
+                        e.properties
+                    );
+                }
+                eprintln!("lateness={lateness} restart={restart} extra={extra}");
+            }
             let dir = tempfile::tempdir().unwrap();
             let mut store = open(dir.path());
             let mut live = start(&store, &programs, lateness);
@@ -508,6 +560,8 @@ mod live {
             live.advance(as_of);
             changes.extend(live.drain_changes());
             let opts = EvalOptions { as_of: Some(as_of), session_gap: GAP };
+            // Compacted, history holds every linked id's events under its user.
+            store.compact().unwrap();
             let batch = evaluate(&store.reader(), &programs, &opts).unwrap();
             let mut replayed: HashMap<(String, String), i64> = HashMap::new();
             let mut last_seq = 0;

@@ -92,6 +92,7 @@ pub async fn list_segments(
     Ok(Json(json!({
         "segments": segments,
         "watermark": engine.watermark().map(time_json),
+        "last_change": live(&state).changes.last_seq(),
     })))
 }
 

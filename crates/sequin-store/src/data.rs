@@ -227,6 +227,9 @@ pub struct PartitionData {
     pub unit_start: Vec<u32>,
     /// Event time per row (µs).
     pub time: Vec<i64>,
+    /// Arrival sequence number per row (the log's), or empty when not read: it orders
+    /// equal times when rows filed under different ids are stitched together.
+    pub seq: Vec<u64>,
     /// Event name per row, an index into `names`.
     pub name: Vec<u32>,
     /// Distinct event names of this partition.
@@ -356,6 +359,7 @@ impl PartitionData {
                 data.unit_start.push(row as u32);
             }
             data.time.push(e.time);
+            data.seq.push(i as u64);
             let next = name_index.len() as u32;
             let k = *name_index.entry(&e.name).or_insert_with(|| {
                 data.names.push(e.name.clone());
@@ -446,6 +450,7 @@ impl PartitionData {
             all.append_columns(p);
         }
         let mut order: Vec<u32> = (0..all.len() as u32).collect();
+        let by_seq = all.seq.len() == all.len();
         order.sort_by(|&a, &b| {
             let (ua, ub) = (
                 &unit_names[row_unit[a as usize] as usize],
@@ -453,6 +458,13 @@ impl PartitionData {
             );
             ua.cmp(ub)
                 .then(all.time[a as usize].cmp(&all.time[b as usize]))
+                .then_with(|| {
+                    if by_seq {
+                        all.seq[a as usize].cmp(&all.seq[b as usize])
+                    } else {
+                        std::cmp::Ordering::Equal
+                    }
+                })
                 .then(a.cmp(&b))
         });
         let mut out = all.take(&order);
@@ -497,6 +509,12 @@ impl PartitionData {
         self.names.extend(added);
         self.name
             .extend(other.name.iter().map(|&k| remap[k as usize]));
+        // Sequence numbers survive only if every part has them.
+        if (rows == 0 || self.seq.len() == rows) && other.seq.len() == other.len() {
+            self.seq.extend_from_slice(&other.seq);
+        } else {
+            self.seq.clear();
+        }
         self.time.extend_from_slice(&other.time);
         self.kind.extend_from_slice(&other.kind);
         let keys: std::collections::BTreeSet<String> =
@@ -539,6 +557,11 @@ impl PartitionData {
             units: Vec::new(),
             unit_start: Vec::new(),
             time: order.iter().map(|&i| self.time[i as usize]).collect(),
+            seq: if self.seq.len() == self.len() {
+                order.iter().map(|&i| self.seq[i as usize]).collect()
+            } else {
+                Vec::new()
+            },
             name: order.iter().map(|&i| self.name[i as usize]).collect(),
             names: self.names.clone(),
             kind: order.iter().map(|&i| self.kind[i as usize]).collect(),
@@ -577,10 +600,18 @@ impl PartitionData {
             .into_iter()
             .map(|(p, rows)| {
                 let mut rows = rows;
+                let by_seq = self.seq.len() == self.len();
                 rows.sort_by(|a, b| {
                     new_unit[a.1 as usize]
                         .cmp(&new_unit[b.1 as usize])
                         .then(self.time[a.0 as usize].cmp(&self.time[b.0 as usize]))
+                        .then_with(|| {
+                            if by_seq {
+                                self.seq[a.0 as usize].cmp(&self.seq[b.0 as usize])
+                            } else {
+                                std::cmp::Ordering::Equal
+                            }
+                        })
                         .then(a.0.cmp(&b.0))
                 });
                 let order: Vec<u32> = rows.iter().map(|r| r.0).collect();

@@ -19,7 +19,7 @@ use arrow_array::types::{Int32Type, UInt32Type};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int64Array, RecordBatch,
     StringArray, TimestampMicrosecondArray, TimestampMillisecondArray, TimestampSecondArray,
-    UInt8Array, UInt32Array,
+    UInt8Array, UInt32Array, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
@@ -128,6 +128,10 @@ pub fn write_run(path: &Path, data: &PartitionData) -> Result<(), StoreError> {
     )?));
     fields.push(Field::new("kind", DataType::UInt8, false));
     columns.push(Arc::new(UInt8Array::from(data.kind.clone())));
+    if data.seq.len() == data.len() {
+        fields.push(Field::new("seq", DataType::UInt64, false));
+        columns.push(Arc::new(UInt64Array::from(data.seq.clone())));
+    }
 
     for name in ID_COLUMNS {
         if let Some(col) = data.ids.get(name).filter(|c| name == "user_id" || c.any()) {
@@ -403,6 +407,13 @@ pub fn read_run(path: &Path, projection: &Projection) -> Result<PartitionData, S
                         .downcast_ref::<UInt8Array>()
                         .ok_or_else(|| bad_type("kind"))?;
                     data.kind.extend_from_slice(a.values());
+                }
+                "seq" => {
+                    let a = array
+                        .as_any()
+                        .downcast_ref::<UInt64Array>()
+                        .ok_or_else(|| bad_type("seq"))?;
+                    data.seq.extend_from_slice(a.values());
                 }
                 id if ID_COLUMNS.contains(&id) => {
                     let (col, index) = id_cols.entry(id.to_string()).or_default();

@@ -5,12 +5,14 @@
 //! The first link of an id wins (a later, conflicting link is ignored and counted), and a
 //! link that would close a cycle is ignored, so resolution always terminates.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// The id → canonical id map.
 #[derive(Debug, Default, Clone)]
 pub struct Identity {
     links: HashMap<String, String>,
+    /// The reverse: id → the ids linked directly to it.
+    linked_to: HashMap<String, Vec<String>>,
     /// Links ignored because the id was already linked elsewhere or would form a cycle.
     pub conflicts: u64,
 }
@@ -44,18 +46,23 @@ impl Identity {
             return false;
         }
         self.links.insert(from.to_string(), to.to_string());
+        self.linked_to
+            .entry(to.to_string())
+            .or_default()
+            .push(from.to_string());
         true
     }
 
     /// Every id that resolves to `canonical`, itself included.
     pub fn ids_of<'a>(&'a self, canonical: &'a str) -> Vec<&'a str> {
         let mut out = vec![canonical];
-        out.extend(
-            self.links
-                .keys()
-                .map(String::as_str)
-                .filter(|k| self.resolve(k) == canonical),
-        );
+        let mut i = 0;
+        while i < out.len() {
+            if let Some(froms) = self.linked_to.get(out[i]) {
+                out.extend(froms.iter().map(String::as_str));
+            }
+            i += 1;
+        }
         out
     }
 

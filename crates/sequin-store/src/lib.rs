@@ -137,7 +137,42 @@ pub struct Store {
     /// Links made since the last flush (persisted to the identity file at flush).
     new_links: Vec<(String, String)>,
     memtable_bytes: usize,
+    /// Message ids accepted recently, also across flushes (see [`RecentIds`]).
+    recent: RecentIds,
     _lock: File,
+}
+
+/// A sliding window of the last [`RecentIds::CAPACITY`] accepted message ids (as 128-bit
+/// hashes): a duplicate arriving within it is dropped on arrival, even after the first copy
+/// was flushed; an older duplicate is dropped when history is compacted.
+#[derive(Default)]
+struct RecentIds {
+    set: rustc_hash::FxHashSet<u128>,
+    order: std::collections::VecDeque<u128>,
+}
+
+impl RecentIds {
+    const CAPACITY: usize = 4_000_000;
+
+    fn hash(id: &str) -> u128 {
+        xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        !self.set.is_empty() && self.set.contains(&Self::hash(id))
+    }
+
+    fn insert(&mut self, id: &str) {
+        let h = Self::hash(id);
+        if self.set.insert(h) {
+            self.order.push_back(h);
+            if self.order.len() > Self::CAPACITY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+        }
+    }
 }
 
 const IDENTITY: &str = "identity.jsonl";
@@ -203,20 +238,51 @@ impl Store {
             identity,
             new_links: Vec::new(),
             memtable_bytes: opts.memtable_bytes,
+            recent: RecentIds::default(),
             _lock: lock,
         };
+        if !opts.read_only {
+            store.load_recent_ids()?;
+        }
         for block in recovered {
             for (i, e) in block.events.iter().enumerate() {
                 let seq = block.first_seq + i as u64;
                 if seq < store.manifest.flushed_seq {
                     continue; // already in history
                 }
-                store.accept(e);
+                store.accept(e, seq);
                 manifest.next_seq = manifest.next_seq.max(seq + 1);
             }
         }
         store.manifest.next_seq = manifest.next_seq;
         Ok(store)
+    }
+
+    /// Fills the duplicate window with the message ids of the newest history runs, so that
+    /// a retry is still recognised after a restart.
+    fn load_recent_ids(&mut self) -> Result<(), StoreError> {
+        let mut runs: Vec<&Run> = self.manifest.runs.iter().collect();
+        runs.sort_by(|a, b| b.file.rsplit('/').next().cmp(&a.file.rsplit('/').next()));
+        let mut loaded = 0u64;
+        let projection = Projection::Columns(vec!["message_id".to_string()]);
+        let mut batches = Vec::new();
+        for run in runs {
+            if loaded >= RecentIds::CAPACITY as u64 {
+                break;
+            }
+            let data = history::read_run(&self.dir.join(&run.file), &projection)?;
+            loaded += run.rows;
+            if let Some(ids) = data.ids.get("message_id") {
+                batches.push(ids.dict.clone());
+            }
+        }
+        // Oldest first, so the window evicts them first.
+        for dict in batches.into_iter().rev() {
+            for id in &dict {
+                self.recent.insert(id);
+            }
+        }
+        Ok(())
     }
 
     /// The store directory.
@@ -241,9 +307,16 @@ impl Store {
 
     /// Adds an accepted event to the memtable and the identity map. Returns whether it was
     /// new (not a duplicate message id) and whether it made a new identity link.
-    fn accept(&mut self, e: &Event) -> (bool, bool) {
-        if !self.memtable.push(e) {
+    fn accept(&mut self, e: &Event, seq: u64) -> (bool, bool) {
+        if e.message_id
+            .as_deref()
+            .is_some_and(|m| self.recent.contains(m))
+            || !self.memtable.push(e, seq)
+        {
             return (false, false);
+        }
+        if let Some(m) = &e.message_id {
+            self.recent.insert(m);
         }
         let mut linked = false;
         if let Some((from, to)) = e.identity_link()
@@ -299,7 +372,7 @@ impl Store {
         for (e, g) in events.into_iter().zip(group_of) {
             if e.message_id
                 .as_deref()
-                .is_none_or(|m| !self.memtable.seen_message(m))
+                .is_none_or(|m| !self.memtable.seen_message(m) && !self.recent.contains(m))
             {
                 kept.push(e);
                 kept_group.push(g);
@@ -311,7 +384,7 @@ impl Store {
         self.manifest.next_seq += kept.len() as u64;
         let mut accepted = Vec::with_capacity(kept.len());
         for (i, (e, &g)) in kept.into_iter().zip(&kept_group).enumerate() {
-            let (new, linked) = self.accept(&e);
+            let (new, linked) = self.accept(&e, first + i as u64);
             if new {
                 outcomes[g].accepted += 1;
                 if let Some(key) = e.unit_key() {
@@ -348,24 +421,29 @@ impl Store {
         let n = self.manifest.partitions as u64;
         let partitions: std::collections::BTreeSet<usize> =
             ids.iter().map(|k| (unit_hash(k) % n) as usize).collect();
-        let mut events = Vec::new();
+        let mut events: Vec<(u64, Event)> = Vec::new();
+        let mut position = 0u64;
         for p in partitions {
             for run in self.manifest.runs_of(p) {
                 let data = history::read_run(&self.dir.join(&run.file), &Projection::All)?;
                 for (unit, rows) in data.unit_rows() {
                     if self.identity.resolve(unit) == user {
-                        events.extend(rows.map(|r| data.event(r)));
+                        for r in rows {
+                            // Runs written before arrival numbers were kept: file order.
+                            let seq = data.seq.get(r).copied().unwrap_or(position);
+                            position += 1;
+                            events.push((seq, data.event(r)));
+                        }
                     }
                 }
             }
         }
-        events.extend(
-            self.memtable
-                .events_where(|key| self.identity.resolve(key) == user),
-        );
-        // Stable: history (older runs first) then the memtable keeps arrival order on ties.
-        events.sort_by_key(|e| e.time);
-        Ok((events, self.manifest.next_seq))
+        events.extend(self.memtable.events_of(&ids));
+        events.sort_by_key(|(seq, e)| (e.time, *seq));
+        Ok((
+            events.into_iter().map(|(_, e)| e).collect(),
+            self.manifest.next_seq,
+        ))
     }
 
     /// Writes the memtable to new history runs and drops the log it covered.
@@ -540,10 +618,18 @@ impl Store {
         for (p, d) in mem {
             memtable[p] = Some(d);
         }
+        let mut pending: Vec<String> = self.manifest.rekey.clone();
+        pending.extend(self.new_links.iter().map(|(from, _)| from.clone()));
         StoreReader {
             dir: self.dir.clone(),
             manifest: self.manifest.clone(),
             memtable,
+            identity: if pending.is_empty() {
+                Identity::default()
+            } else {
+                self.identity.clone()
+            },
+            pending,
         }
     }
 }
@@ -592,6 +678,10 @@ pub struct StoreReader {
     dir: PathBuf,
     manifest: Manifest,
     memtable: Vec<Option<PartitionData>>,
+    /// Ids linked to a user after their history was written (compaction moves them; until
+    /// then reads move them).
+    pending: Vec<String>,
+    identity: Identity,
 }
 
 impl StoreReader {
@@ -633,9 +723,57 @@ impl EventSource for StoreReader {
         partition: usize,
         projection: &Projection,
     ) -> Result<PartitionData, StoreError> {
+        // Stitching needs arrival numbers to order equal times from different ids.
+        let with_seq = match projection {
+            Projection::Columns(cols) if !self.pending.is_empty() => {
+                let mut cols = cols.clone();
+                cols.push("seq".to_string());
+                Projection::Columns(cols)
+            }
+            other => other.clone(),
+        };
+        let runs = |p: usize| -> Result<PartitionData, StoreError> {
+            let mut parts = Vec::new();
+            for run in self.manifest.runs_of(p) {
+                parts.push(history::read_run(&self.dir.join(&run.file), &with_seq)?);
+            }
+            Ok(PartitionData::merge(parts))
+        };
         let mut parts = Vec::new();
-        for run in self.manifest.runs_of(partition) {
-            parts.push(history::read_run(&self.dir.join(&run.file), projection)?);
+        if self.pending.is_empty() {
+            parts.push(runs(partition)?);
+        } else {
+            // History written before a link still files the linked id's events under it:
+            // relabel them to their user, here and in the partitions they sit in.
+            let n = self.manifest.partitions as u64;
+            let part_of = |k: &str| (unit_hash(k) % n) as usize;
+            let mut sources: std::collections::BTreeSet<usize> = self
+                .pending
+                .iter()
+                .filter(|f| part_of(self.identity.resolve(f)) == partition)
+                .map(|f| part_of(f))
+                .collect();
+            sources.insert(partition);
+            for q in sources {
+                let data = runs(q)?;
+                let new_units: Vec<String> = data
+                    .units
+                    .iter()
+                    .map(|u| self.identity.resolve(u).to_string())
+                    .collect();
+                if new_units == data.units {
+                    if q == partition {
+                        parts.push(data);
+                    }
+                    continue;
+                }
+                parts.extend(
+                    data.regroup(&new_units, n as usize)
+                        .into_iter()
+                        .filter(|(p, _)| *p == partition)
+                        .map(|(_, d)| d),
+                );
+            }
         }
         if let Some(m) = &self.memtable[partition] {
             parts.push(project(m.clone(), projection));

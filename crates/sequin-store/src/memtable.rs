@@ -45,11 +45,14 @@ pub struct Memtable {
     kind: Vec<u8>,
     name: Vec<u32>,
     time: Vec<i64>,
+    seq: Vec<u64>,
     ids: [Vec<u32>; 6],
     prop_end: Vec<u32>,
     prop_key: Vec<u32>,
     prop_val: Vec<Value>,
     message_ids: HashSet<u32>,
+    /// Rows of each unit key (user id, else anonymous id), for reading one user back.
+    rows_of_key: HashMap<u32, Vec<u32>>,
     bytes: usize,
 }
 
@@ -81,7 +84,7 @@ impl Memtable {
     }
 
     /// Adds an event. Returns false (and adds nothing) for a message id already held.
-    pub fn push(&mut self, e: &Event) -> bool {
+    pub fn push(&mut self, e: &Event, seq: u64) -> bool {
         if let Some(m) = &e.message_id {
             let k = self.strings.intern(m);
             if !self.message_ids.insert(k) {
@@ -93,6 +96,7 @@ impl Memtable {
         let n = self.strings.intern(&e.name);
         self.name.push(n);
         self.time.push(e.time);
+        self.seq.push(seq);
         let vals = [
             &e.user_id,
             &e.anonymous_id,
@@ -103,6 +107,14 @@ impl Memtable {
         ];
         for (col, v) in self.ids.iter_mut().zip(vals) {
             col.push(self.strings.opt(v.as_deref()));
+        }
+        let row = self.time.len() as u32 - 1;
+        let key = match self.ids[USER][row as usize] {
+            NULL_KEY => self.ids[ANON][row as usize],
+            k => k,
+        };
+        if key != NULL_KEY {
+            self.rows_of_key.entry(key).or_default().push(row);
         }
         let mut prop_bytes = 0;
         let mut key_buf = String::new();
@@ -130,22 +142,25 @@ impl Memtable {
         true
     }
 
-    /// The held events whose unit key (user id, else anonymous id) satisfies `wanted`, in
-    /// arrival order, rebuilt in full (for re-evaluating one unit).
-    pub fn events_where(&self, wanted: impl Fn(&str) -> bool) -> Vec<Event> {
-        let mut out = Vec::new();
+    /// The held events whose unit key (user id, else anonymous id) is one of `keys`, in
+    /// arrival order with their sequence numbers, rebuilt in full (for re-evaluating one
+    /// unit).
+    pub fn events_of(&self, keys: &[&str]) -> Vec<(u64, Event)> {
+        let mut rows: Vec<u32> = keys
+            .iter()
+            .filter_map(|k| self.strings.index.get(*k))
+            .filter_map(|k| self.rows_of_key.get(k))
+            .flatten()
+            .copied()
+            .collect();
+        rows.sort_unstable();
+        let mut out = Vec::with_capacity(rows.len());
         let id = |c: usize, r: usize| match self.ids[c][r] {
             NULL_KEY => None,
             k => Some(self.strings.get(k).to_string()),
         };
-        for r in 0..self.len() {
-            let key = match self.ids[USER][r] {
-                NULL_KEY => self.ids[ANON][r],
-                k => k,
-            };
-            if key == NULL_KEY || !wanted(self.strings.get(key)) {
-                continue;
-            }
+        for r in rows {
+            let r = r as usize;
             let mut e = Event {
                 kind: sequin_core::MessageKind::from_u8(self.kind[r]),
                 name: self.strings.get(self.name[r]).to_string(),
@@ -174,7 +189,7 @@ impl Memtable {
                 };
                 target.push((k.to_string(), self.prop_val[i].clone()));
             }
-            out.push(e);
+            out.push((self.seq[r], e));
         }
         out
     }
@@ -419,6 +434,7 @@ impl Memtable {
             units,
             unit_start,
             time: rows.iter().map(|&r| self.time[r as usize]).collect(),
+            seq: rows.iter().map(|&r| self.seq[r as usize]).collect(),
             name,
             names,
             kind: rows.iter().map(|&r| self.kind[r as usize]).collect(),
@@ -443,12 +459,17 @@ mod tests {
             }
             events.push(e);
         }
-        for e in &events {
-            assert!(m.push(e));
+        for (i, e) in events.iter().enumerate() {
+            assert!(m.push(e, i as u64));
         }
         let parts = m.to_partitions(&Identity::default(), 4);
         let mut total = 0;
-        for (p, data) in parts {
+        for (p, mut data) in parts {
+            // Each row keeps the sequence number it was pushed with.
+            let seqs = std::mem::take(&mut data.seq);
+            for (r, &s) in seqs.iter().enumerate() {
+                assert_eq!(data.event(r), events[s as usize]);
+            }
             let mine: Vec<&Event> = events
                 .iter()
                 .filter(|e| unit_hash(e.user_id.as_deref().unwrap()) % 4 == p as u64)
@@ -458,7 +479,9 @@ mod tests {
                 .iter()
                 .map(|e| e.user_id.as_deref().unwrap())
                 .collect();
-            assert_eq!(data, PartitionData::from_events(&owned, &units));
+            let mut expected = PartitionData::from_events(&owned, &units);
+            expected.seq.clear();
+            assert_eq!(data, expected);
             total += data.len();
         }
         assert_eq!(total, 200);
@@ -469,8 +492,8 @@ mod tests {
         let mut m = Memtable::default();
         let mut e = Event::new("u", 1, "x");
         e.message_id = Some("m".into());
-        assert!(m.push(&e));
-        assert!(!m.push(&e));
+        assert!(m.push(&e, 0));
+        assert!(!m.push(&e, 1));
         assert_eq!(m.len(), 1);
     }
 }

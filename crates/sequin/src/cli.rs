@@ -32,6 +32,39 @@ pub enum Command {
     Eval(EvalArgs),
     /// Serve Segment-compatible ingest and live segments over HTTP.
     Serve(ServeArgs),
+    /// Replay a Segment NDJSON file against a server; report throughput and latency.
+    Load(LoadArgs),
+}
+
+/// `sequin load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Segment NDJSON file (e.g. from `sequin gen`).
+    pub file: PathBuf,
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Write key.
+    #[arg(long, env = "SEQUIN_WRITE_KEY", hide_env_values = true)]
+    pub write_key: String,
+    /// Read key: also measure acknowledgement → membership change over the change stream.
+    #[arg(long, env = "SEQUIN_READ_KEY", hide_env_values = true)]
+    pub read_key: Option<String>,
+    /// Target events per second (0: as fast as the server takes them).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Events per request.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// Send at most this many events.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Append the message ids of acknowledged events to this file (one per line).
+    #[arg(long)]
+    pub acked: Option<PathBuf>,
 }
 
 /// `sequin serve`.

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod load;
 mod segments;
 mod serve;
 
