@@ -46,41 +46,50 @@ pub fn map_message(
     received_at: Option<Micros>,
     out: &mut Vec<Event>,
 ) -> Result<(), MapError> {
-    let obj = msg
-        .as_object()
-        .ok_or_else(|| MapError::new("$", "a message must be a JSON object"))?;
-    if let Some(items) = obj.get("batch") {
-        let items = items
-            .as_array()
-            .ok_or_else(|| MapError::new("batch", "must be an array"))?;
-        let batch_ctx = obj.get("context").and_then(Json::as_object);
-        let batch_sent = obj.get("sentAt");
+    map_message_owned(msg.clone(), received_at, out)
+}
+
+/// [`map_message`] taking the message by value: batch items are completed in place
+/// (context, `sentAt`) instead of being copied.
+pub fn map_message_owned(
+    msg: Json,
+    received_at: Option<Micros>,
+    out: &mut Vec<Event>,
+) -> Result<(), MapError> {
+    let Json::Object(mut obj) = msg else {
+        return Err(MapError::new("$", "a message must be a JSON object"));
+    };
+    if let Some(items) = obj.remove("batch") {
+        let Json::Array(items) = items else {
+            return Err(MapError::new("batch", "must be an array"));
+        };
+        let batch_ctx = match obj.remove("context") {
+            Some(Json::Object(c)) => Some(c),
+            _ => None,
+        };
+        let batch_sent = obj.remove("sentAt");
         let start = out.len();
-        for (i, item) in items.iter().enumerate() {
-            let item_obj = match item.as_object() {
-                Some(o) => o,
-                None => {
-                    out.truncate(start);
-                    return Err(MapError::new(
-                        format!("batch[{i}]"),
-                        "must be a JSON object",
-                    ));
-                }
+        for (i, item) in items.into_iter().enumerate() {
+            let Json::Object(mut item_obj) = item else {
+                out.truncate(start);
+                return Err(MapError::new(
+                    format!("batch[{i}]"),
+                    "must be a JSON object",
+                ));
             };
-            let mut merged = item_obj.clone();
-            if let Some(ctx) = batch_ctx {
+            if let Some(ctx) = &batch_ctx {
                 let mut c = ctx.clone();
-                if let Some(own) = item_obj.get("context").and_then(Json::as_object) {
+                if let Some(Json::Object(own)) = item_obj.get("context") {
                     deep_merge(&mut c, own);
                 }
-                merged.insert("context".into(), Json::Object(c));
+                item_obj.insert("context".into(), Json::Object(c));
             }
-            if let Some(sent) = batch_sent
-                && !merged.contains_key("sentAt")
+            if let Some(sent) = &batch_sent
+                && !item_obj.contains_key("sentAt")
             {
-                merged.insert("sentAt".into(), sent.clone());
+                item_obj.insert("sentAt".into(), sent.clone());
             }
-            match map_single(&merged, received_at) {
+            match map_single(&item_obj, received_at) {
                 Ok(ev) => out.push(ev),
                 Err(e) => {
                     out.truncate(start);
@@ -90,7 +99,7 @@ pub fn map_message(
         }
         return Ok(());
     }
-    out.push(map_single(obj, received_at)?);
+    out.push(map_single(&obj, received_at)?);
     Ok(())
 }
 

@@ -187,7 +187,7 @@ fn read_ndjson(
                 })?;
                 if sequin_core::segment::is_segment_message(obj) {
                     let mut out = Vec::new();
-                    sequin_core::segment::map_message(&v, None, &mut out)
+                    sequin_core::segment::map_message_owned(v, None, &mut out)
                         .map_err(|e| row_error(&file, *n, e, raw()))?;
                     return Ok(out);
                 }

@@ -176,7 +176,7 @@ fn parse_json(bytes: &[u8]) -> Result<Json_, ApiError> {
 
 async fn accept(state: &AppState, msg: Json_) -> Result<Json<Json_>, ApiError> {
     let mut events = Vec::new();
-    sequin_core::segment::map_message(&msg, Some(received_now()), &mut events)
+    sequin_core::segment::map_message_owned(msg, Some(received_now()), &mut events)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let outcome = state.ingestor.append(events).await?;
     state
@@ -212,18 +212,28 @@ pub async fn batch(
     let r = async {
         check_write_key(&headers, &state.keys.write)?;
         let bytes = read_bounded(body, MAX_BATCH_BYTES, "batch").await?;
-        let msg = parse_json(&bytes)?;
-        let items = msg.get("batch").and_then(Json_::as_array).ok_or_else(|| {
-            ApiError::BadRequest("batch: expected an object with a `batch` array".into())
+        // Sizes of the items as sent, without building them: each must fit Segment's limit.
+        #[derive(serde::Deserialize)]
+        struct RawBatch<'a> {
+            #[serde(borrow)]
+            batch: Vec<&'a serde_json::value::RawValue>,
+        }
+        let raw: RawBatch<'_> = serde_json::from_slice(&bytes).map_err(|e| {
+            if e.is_syntax() || e.is_eof() {
+                ApiError::BadRequest(format!("malformed JSON: {e}"))
+            } else {
+                ApiError::BadRequest("batch: expected an object with a `batch` array".into())
+            }
         })?;
-        for (i, item) in items.iter().enumerate() {
-            let size = serde_json::to_vec(item).map_or(0, |v| v.len());
+        for (i, item) in raw.batch.iter().enumerate() {
+            let size = item.get().len();
             if size > MAX_EVENT_BYTES {
                 return Err(ApiError::BadRequest(format!(
                     "batch[{i}]: event of {size} bytes exceeds 32 KB (Segment's limit)"
                 )));
             }
         }
+        let msg = parse_json(&bytes)?;
         accept(&state, msg).await
     }
     .await;
