@@ -11,6 +11,7 @@
 //! - [`reference`]: a brute-force evaluator written for clarity, the oracle of the tests.
 
 pub mod batch;
+pub mod codec;
 pub mod compile;
 pub mod error;
 pub mod live;

@@ -29,10 +29,13 @@ use sequin_lang::ast::UnitKind;
 use sequin_store::{Accepted, EventSource, PartitionData, PropColumn, Store};
 
 use crate::EngineError;
+use crate::codec::{Dec, DecodeError, Enc};
 use crate::compile::{PropRef, PropRole};
 use crate::matcher::{Ev, Props, UnitState};
 use crate::val::Val;
 use crate::{Program, batch};
+
+const CHECKPOINT_MAGIC: &[u8] = b"SEQUIN-LIVE-1\n";
 
 /// Live evaluation settings.
 #[derive(Debug, Clone)]
@@ -77,17 +80,33 @@ pub struct Change {
     pub time: i64,
 }
 
+/// One user's events as history holds them now.
+#[derive(Debug, Clone)]
+pub struct UserHistory {
+    /// Sorted by (time, arrival).
+    pub events: Vec<Event>,
+    /// Every event below this arrival number is included.
+    pub next_seq: u64,
+    /// The user the asked-for id belongs to now: itself, or the user a link (possibly one
+    /// live evaluation has not reached yet) moved it to.
+    pub canonical: String,
+}
+
 /// Where live evaluation re-reads one user's events (after a late event or an identity
 /// link).
 pub trait History {
-    /// The user's events sorted by (time, arrival), and the log sequence number they are
-    /// complete up to.
-    fn user_events(&self, user: &str) -> Result<(Vec<Event>, u64), EngineError>;
+    /// The events of `user` (of its canonical user, when it has been linked).
+    fn user_events(&self, user: &str) -> Result<UserHistory, EngineError>;
 }
 
 impl History for Store {
-    fn user_events(&self, user: &str) -> Result<(Vec<Event>, u64), EngineError> {
-        Ok(Store::user_events(self, user)?)
+    fn user_events(&self, user: &str) -> Result<UserHistory, EngineError> {
+        let (events, next_seq) = Store::user_events(self, user)?;
+        Ok(UserHistory {
+            events,
+            next_seq,
+            canonical: self.identity().resolve(user).to_string(),
+        })
     }
 }
 
@@ -222,6 +241,11 @@ pub struct LiveEngine {
     bits: FxHashMap<String, Vec<u64>>,
     /// Memberships recorded before a restart, compared against by the next rebuild.
     assumed: Vec<(String, String, i64)>,
+    /// Every event below this arrival number has been fed.
+    processed: u64,
+    /// Ids found linked to another user while re-reading history, before their link event
+    /// came through: their events go to that user.
+    moved: FxHashMap<String, String>,
 }
 
 impl LiveEngine {
@@ -241,7 +265,21 @@ impl LiveEngine {
             changes: Vec::new(),
             bits: FxHashMap::default(),
             assumed: Vec::new(),
+            processed: 0,
+            moved: FxHashMap::default(),
         }
+    }
+
+    /// Every event with a lower arrival number has been evaluated.
+    pub fn processed_seq(&self) -> u64 {
+        self.processed
+    }
+
+    /// Emits the changes that turn `announced` — `(segment, unit, entered_at)`, e.g. replayed
+    /// from a change log — into the current memberships (after a recovery).
+    pub fn announce_differences(&mut self, announced: Vec<(String, String, i64)>) {
+        let now = self.current_memberships();
+        self.emit_diff(announced, now);
     }
 
     /// Takes `(segment, unit, entered_at)` as the memberships already announced (from a
@@ -333,6 +371,7 @@ impl LiveEngine {
         self.users.clear();
         self.timers.clear();
         self.base_seq = next_seq;
+        self.processed = self.processed.max(next_seq);
         self.max_time = self.max_time.max(history.latest_time().unwrap_or(i64::MIN));
         self.watermark = self
             .watermark
@@ -380,18 +419,23 @@ impl LiveEngine {
         // Links first: an id linked to a user moves its events (and state) there.
         let mut alias: FxHashMap<&str, &str> = FxHashMap::default();
         let mut rebuild: Vec<&str> = Vec::new();
+        let first_seq = batch.first().map_or(0, |a| a.seq);
         for a in batch {
             if a.linked
                 && let Some((from, _)) = a.event.identity_link()
             {
                 let to = a.unit.as_str();
                 alias.insert(from, to);
-                if !self.users.contains_key(from) {
+                self.moved.remove(from);
+                let Some(from_user) = self.users.get(from) else {
                     continue; // nothing of `from` seen yet: nothing to move
-                }
+                };
+                // `from`'s state may hold events up to its last re-read; the move is exact
+                // only if that is behind this batch.
+                let from_ahead = from_user.skip_below > first_seq;
                 let to_seen = self.users.contains_key(to)
                     || !self.memberships_of(to, &UserLive::default()).is_empty();
-                if to_seen {
+                if to_seen || from_ahead {
                     // Two histories interleave: re-read the user whole.
                     let user = self.users.remove(from).unwrap_or_default();
                     let old = self.memberships_of(from, &user);
@@ -455,6 +499,9 @@ impl LiveEngine {
             self.feed_sorted(unit, &mut user, &refs, true);
             self.store_user(unit.to_string(), user);
         }
+        if let Some(last) = batch.last() {
+            self.processed = self.processed.max(last.seq + 1);
+        }
         let wm = self.max_time.saturating_sub(self.opts.lateness);
         self.advance(wm);
         Ok(())
@@ -516,10 +563,28 @@ impl LiveEngine {
 
     /// Re-evaluates one user from history and emits the corrections.
     pub fn rebuild_user(&mut self, unit: &str, history: &dyn History) -> Result<(), EngineError> {
+        let h = history.user_events(unit)?;
+        if h.canonical != unit {
+            // The store already links `unit` to another user (the link is still ahead of
+            // us in the stream): its events are part of that user now.
+            let before = self.users.remove(unit).unwrap_or_default();
+            let old = self.memberships_of(unit, &before);
+            self.forget(&old);
+            self.emit_diff(old, Vec::<(usize, String, i64)>::new());
+            self.moved.insert(unit.to_string(), h.canonical.clone());
+            let canonical = h.canonical.clone();
+            self.rebuild_from(&canonical, h);
+            return Ok(());
+        }
+        self.rebuild_from(unit, h);
+        Ok(())
+    }
+
+    fn rebuild_from(&mut self, unit: &str, h: UserHistory) {
         let before = self.users.remove(unit).unwrap_or_default();
         let old = self.memberships_of(unit, &before);
         self.forget(&old);
-        let (events, next_seq) = history.user_events(unit)?;
+        let (events, next_seq) = (h.events, h.next_seq);
         let mut user = self.fresh_user(next_seq.max(self.base_seq));
         for e in &events {
             self.max_time = self.max_time.max(e.time);
@@ -538,7 +603,176 @@ impl LiveEngine {
         let new = self.memberships_of(unit, &user);
         self.store_user(unit.to_string(), user);
         self.emit_diff(old, new);
-        Ok(())
+    }
+
+    /// The whole live state, encoded: restored by [`LiveEngine::restore`] with the same
+    /// definitions, it continues exactly where this one stands.
+    pub fn checkpoint(&self) -> Vec<u8> {
+        let mut w = Enc::default();
+        w.buf.extend_from_slice(CHECKPOINT_MAGIC);
+        w.u(self.processed);
+        w.u(self.next_change);
+        w.i(self.watermark);
+        w.i(self.max_time);
+        w.u(self.base_seq);
+        w.u(self.programs.len() as u64);
+        for (p, members) in self.programs.iter().zip(&self.members) {
+            w.os(p.as_ref().map(|p| p.name.as_str()));
+            w.u(members.len() as u64);
+            for (unit, &t) in members {
+                w.s(unit);
+                w.i(t);
+            }
+        }
+        w.u(self.users.len() as u64);
+        let enc_states = |w: &mut Enc, states: &[Option<UnitState>]| {
+            for st in states {
+                match st {
+                    None => w.b(false),
+                    Some(st) => {
+                        w.b(true);
+                        st.encode(w);
+                    }
+                }
+            }
+        };
+        for (key, u) in &self.users {
+            w.s(key);
+            w.i(u.clock);
+            w.u(u.skip_below);
+            w.u(u.events);
+            enc_states(&mut w, &u.states);
+            w.u(u.subs.len() as u64);
+            for sub in &u.subs {
+                w.b(sub.kind == UnitKind::Sessions);
+                w.os(sub.id.as_deref());
+                w.s(&sub.key);
+                w.i(sub.last);
+                w.u(sub.events);
+                w.b(sub.open);
+                enc_states(&mut w, &sub.states);
+            }
+            w.u(u.runs.len() as u64);
+            for ((sessions, id), &n) in &u.runs {
+                w.b(*sessions);
+                w.os(id.as_deref());
+                w.u(n as u64);
+            }
+            w.u(u.sub_members.len() as u64);
+            for (slot, unit) in &u.sub_members {
+                w.u(*slot as u64);
+                w.s(unit);
+            }
+        }
+        w.u(self.moved.len() as u64);
+        for (from, to) in &self.moved {
+            w.s(from);
+            w.s(to);
+        }
+        w.buf
+    }
+
+    /// An engine continuing from a [`LiveEngine::checkpoint`] taken with the same
+    /// definitions, in the same order.
+    pub fn restore(
+        opts: LiveOptions,
+        programs: Vec<Program>,
+        bytes: &[u8],
+    ) -> Result<LiveEngine, DecodeError> {
+        let body = bytes
+            .strip_prefix(CHECKPOINT_MAGIC)
+            .ok_or(DecodeError("not a live checkpoint"))?;
+        let mut r = Dec::new(body);
+        let mut e = LiveEngine::new(opts);
+        e.processed = r.u()?;
+        e.next_change = r.u()?;
+        e.watermark = r.i()?;
+        e.max_time = r.i()?;
+        e.base_seq = r.u()?;
+        let n = r.count()?;
+        if n != programs.len() {
+            return Err(DecodeError("the definitions changed since the checkpoint"));
+        }
+        e.refs = std::sync::Arc::new(programs.iter().map(|p| p.props.clone()).collect());
+        for p in programs {
+            if r.os()?.as_deref() != Some(p.name.as_str()) {
+                return Err(DecodeError("the definitions changed since the checkpoint"));
+            }
+            let k = r.count()?;
+            let mut members = BTreeMap::new();
+            for _ in 0..k {
+                let unit = r.s()?;
+                members.insert(unit, r.i()?);
+            }
+            e.members.push(members);
+            e.programs.push(Some(p));
+        }
+        let dec_states = |r: &mut Dec<'_>,
+                          programs: &[Option<Program>]|
+         -> Result<Vec<Option<UnitState>>, DecodeError> {
+            programs
+                .iter()
+                .map(|p| {
+                    if r.b()? {
+                        let p = p
+                            .as_ref()
+                            .ok_or(DecodeError("state of a deleted definition"))?;
+                        Ok(Some(p.decode_state(r)?))
+                    } else {
+                        Ok(None)
+                    }
+                })
+                .collect()
+        };
+        let users = r.count()?;
+        for _ in 0..users {
+            let key = r.s()?;
+            let mut u = UserLive {
+                clock: r.i()?,
+                skip_below: r.u()?,
+                events: r.u()?,
+                wake: i64::MAX,
+                ..UserLive::default()
+            };
+            u.states = dec_states(&mut r, &e.programs)?;
+            let subs = r.count()?;
+            for _ in 0..subs {
+                u.subs.push(SubLive {
+                    kind: if r.b()? {
+                        UnitKind::Sessions
+                    } else {
+                        UnitKind::Conversations
+                    },
+                    id: r.os()?,
+                    key: r.s()?,
+                    last: r.i()?,
+                    events: r.u()?,
+                    open: r.b()?,
+                    states: dec_states(&mut r, &e.programs)?,
+                });
+            }
+            let runs = r.count()?;
+            for _ in 0..runs {
+                let sessions = r.b()?;
+                let id = r.os()?;
+                u.runs.insert((sessions, id), r.u()? as u32);
+            }
+            let subm = r.count()?;
+            for _ in 0..subm {
+                let slot = r.u()? as usize;
+                u.sub_members.push((slot, r.s()?));
+            }
+            e.store_user(key, u);
+        }
+        let moved = r.count()?;
+        for _ in 0..moved {
+            let from = r.s()?;
+            e.moved.insert(from, r.s()?);
+        }
+        if !r.done() {
+            return Err(DecodeError("trailing bytes"));
+        }
+        Ok(e)
     }
 
     fn fresh_user(&self, skip_below: u64) -> UserLive {

@@ -899,3 +899,281 @@ fn seq_advance(
         s.alive.retain(|p| p.slots[slot] > now - w);
     }
 }
+
+// ---- checkpoints ------------------------------------------------------------------------
+
+use crate::codec::{Dec, DecodeError, Enc};
+
+fn enc_partial(w: &mut Enc, p: &Partial) {
+    for s in p.slots {
+        w.i(s);
+    }
+    w.u(p.binds.len() as u64);
+    for b in &p.binds {
+        match b {
+            None => w.b(false),
+            Some(v) => {
+                w.b(true);
+                w.value(v);
+            }
+        }
+    }
+}
+
+fn dec_partial(r: &mut Dec<'_>) -> Result<Partial, DecodeError> {
+    let mut slots = [0i64; 8];
+    for s in &mut slots {
+        *s = r.i()?;
+    }
+    let n = r.count()?;
+    let mut binds = Vec::with_capacity(n);
+    for _ in 0..n {
+        binds.push(if r.b()? { Some(r.value()?) } else { None });
+    }
+    Ok(Partial { slots, binds })
+}
+
+fn enc_partials(w: &mut Enc, list: &[Partial]) {
+    w.u(list.len() as u64);
+    for p in list {
+        enc_partial(w, p);
+    }
+}
+
+fn dec_partials(r: &mut Dec<'_>) -> Result<Vec<Partial>, DecodeError> {
+    let n = r.count()?;
+    (0..n).map(|_| dec_partial(r)).collect()
+}
+
+fn enc_times(w: &mut Enc, times: &VecDeque<i64>) {
+    w.u(times.len() as u64);
+    for &t in times {
+        w.i(t);
+    }
+}
+
+fn dec_times(r: &mut Dec<'_>) -> Result<VecDeque<i64>, DecodeError> {
+    let n = r.count()?;
+    (0..n).map(|_| r.i()).collect()
+}
+
+fn enc_key(w: &mut Enc, k: &Key) {
+    match k {
+        Key::B(b) => {
+            w.u(0);
+            w.b(*b);
+        }
+        Key::I(i) => {
+            w.u(1);
+            w.i(*i);
+        }
+        Key::F(f) => {
+            w.u(2);
+            w.u(*f);
+        }
+        Key::S(s) => {
+            w.u(3);
+            w.s(s);
+        }
+    }
+}
+
+fn dec_key(r: &mut Dec<'_>) -> Result<Key, DecodeError> {
+    Ok(match r.u()? {
+        0 => Key::B(r.b()?),
+        1 => Key::I(r.i()?),
+        2 => Key::F(r.u()?),
+        3 => Key::S(r.s()?),
+        _ => return Err(DecodeError("unknown key tag")),
+    })
+}
+
+impl UnitState {
+    /// Appends this state to a checkpoint.
+    pub fn encode(&self, w: &mut Enc) {
+        w.oi(self.member_since);
+        w.i(self.now);
+        w.u(self.events);
+        w.oi(self.last_time);
+        w.oi(self.close_gap);
+        w.b(self.closed);
+        w.u(self.leaves.len() as u64);
+        for leaf in &self.leaves {
+            match leaf {
+                LeafState::Seq(q) => {
+                    w.u(0);
+                    w.u(q.partials.len() as u64);
+                    for list in &q.partials {
+                        enc_partials(w, list);
+                    }
+                    w.oi(q.complete);
+                    enc_partials(w, &q.pending);
+                    enc_partials(w, &q.alive);
+                    w.u(q.best.len() as u64);
+                    for &b in &q.best {
+                        w.i(b);
+                    }
+                }
+                LeafState::Count { times, n } => {
+                    w.u(1);
+                    enc_times(w, times);
+                    w.u(*n as u64);
+                }
+                LeafState::Distinct(m) => {
+                    w.u(2);
+                    w.u(m.len() as u64);
+                    for (k, &t) in m {
+                        enc_key(w, k);
+                        w.i(t);
+                    }
+                }
+                LeafState::Agg {
+                    items,
+                    sum,
+                    count,
+                    min,
+                    max,
+                } => {
+                    w.u(3);
+                    w.u(items.len() as u64);
+                    for &(t, v) in items {
+                        w.i(t);
+                        w.f(v);
+                    }
+                    w.f(*sum);
+                    w.u(*count);
+                    w.f(*min);
+                    w.f(*max);
+                }
+                LeafState::First { times, first } => {
+                    w.u(4);
+                    enc_times(w, times);
+                    w.oi(*first);
+                }
+                LeafState::Stopped { last } => {
+                    w.u(5);
+                    w.oi(*last);
+                }
+                LeafState::Restarted { last, pair } => {
+                    w.u(6);
+                    w.oi(*last);
+                    w.oi(*pair);
+                }
+                LeafState::Regularly(b) => {
+                    w.u(7);
+                    w.u(b.len() as u64);
+                    for &(k, t) in b {
+                        w.i(k);
+                        w.i(t);
+                    }
+                }
+                LeafState::Attr(v) => {
+                    w.u(8);
+                    match v {
+                        None => w.b(false),
+                        Some(v) => {
+                            w.b(true);
+                            w.value(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Program {
+    /// Reads a state written by [`UnitState::encode`] for this program.
+    pub fn decode_state(&self, r: &mut Dec<'_>) -> Result<UnitState, DecodeError> {
+        let member_since = r.oi()?;
+        let now = r.i()?;
+        let events = r.u()?;
+        let last_time = r.oi()?;
+        let close_gap = r.oi()?;
+        let closed = r.b()?;
+        let n = r.count()?;
+        if n != self.leaves.len() {
+            return Err(DecodeError("state does not fit the definition"));
+        }
+        let mut leaves = Vec::with_capacity(n);
+        for _ in 0..n {
+            leaves.push(match r.u()? {
+                0 => {
+                    let k = r.count()?;
+                    let mut partials = Vec::with_capacity(k);
+                    for _ in 0..k {
+                        partials.push(dec_partials(r)?);
+                    }
+                    let complete = r.oi()?;
+                    let pending = dec_partials(r)?;
+                    let alive = dec_partials(r)?;
+                    let nb = r.count()?;
+                    let best = (0..nb).map(|_| r.i()).collect::<Result<_, _>>()?;
+                    LeafState::Seq(SeqState {
+                        partials,
+                        complete,
+                        pending,
+                        alive,
+                        scratch: Vec::new(),
+                        best,
+                    })
+                }
+                1 => LeafState::Count {
+                    times: dec_times(r)?,
+                    n: r.u()? as usize,
+                },
+                2 => {
+                    let k = r.count()?;
+                    let mut m = FxHashMap::default();
+                    for _ in 0..k {
+                        let key = dec_key(r)?;
+                        m.insert(key, r.i()?);
+                    }
+                    LeafState::Distinct(m)
+                }
+                3 => {
+                    let k = r.count()?;
+                    let mut items = VecDeque::with_capacity(k);
+                    for _ in 0..k {
+                        items.push_back((r.i()?, r.f()?));
+                    }
+                    LeafState::Agg {
+                        items,
+                        sum: r.f()?,
+                        count: r.u()?,
+                        min: r.f()?,
+                        max: r.f()?,
+                    }
+                }
+                4 => LeafState::First {
+                    times: dec_times(r)?,
+                    first: r.oi()?,
+                },
+                5 => LeafState::Stopped { last: r.oi()? },
+                6 => LeafState::Restarted {
+                    last: r.oi()?,
+                    pair: r.oi()?,
+                },
+                7 => {
+                    let k = r.count()?;
+                    let mut b = VecDeque::with_capacity(k);
+                    for _ in 0..k {
+                        b.push_back((r.i()?, r.i()?));
+                    }
+                    LeafState::Regularly(b)
+                }
+                8 => LeafState::Attr(if r.b()? { Some(r.value()?) } else { None }),
+                _ => return Err(DecodeError("unknown leaf tag")),
+            });
+        }
+        Ok(UnitState {
+            leaves,
+            member_since,
+            now,
+            events,
+            last_time,
+            close_gap,
+            closed,
+        })
+    }
+}

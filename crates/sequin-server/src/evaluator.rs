@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use sequin_engine::live::{Change, ChangeKind, History, LiveEngine, LiveOptions};
+use sequin_engine::live::{Change, ChangeKind, History, LiveEngine, LiveOptions, UserHistory};
 use sequin_engine::{EngineError, Program};
 use sequin_lang::SegFile;
 use sequin_lang::ast::ItemKind;
@@ -140,6 +140,10 @@ pub struct Live {
     pub changes: ChangeLog,
     /// Events accepted but not yet evaluated.
     pub backlog: AtomicU64,
+    /// Size of the last checkpoint written, and the users it held.
+    pub checkpoint_bytes: AtomicU64,
+    /// Users with live state at the last checkpoint.
+    pub checkpoint_users: AtomicU64,
     queue: mpsc::Sender<Command>,
 }
 
@@ -156,9 +160,9 @@ impl Live {
 struct SharedHistory<'a>(&'a Mutex<Store>);
 
 impl History for SharedHistory<'_> {
-    fn user_events(&self, user: &str) -> Result<(Vec<sequin_core::Event>, u64), EngineError> {
+    fn user_events(&self, user: &str) -> Result<UserHistory, EngineError> {
         let store = self.0.lock().expect("store lock");
-        Ok(store.user_events(user)?)
+        History::user_events(&*store, user)
     }
 }
 
@@ -183,6 +187,8 @@ pub struct EvaluatorOptions {
     pub live: LiveOptions,
     /// Move the watermark with the wall clock while idle.
     pub idle_advance: bool,
+    /// How often live state is checkpointed (when it changed).
+    pub checkpoint_every: Duration,
 }
 
 /// Starts the evaluator thread: assumes the memberships of the change log, backfills
@@ -199,7 +205,6 @@ pub fn start(
     let log_path = dir.join("live").join("changes.ndjson");
     let (changes, recorded) =
         ChangeLog::open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let mut engine = LiveEngine::new(opts.live.clone());
     let mut members = std::collections::BTreeMap::new();
     for c in &recorded {
         let key = (c.segment.clone(), c.unit.clone());
@@ -212,26 +217,57 @@ pub fn start(
             }
         }
     }
-    engine.assume_members(members.into_iter().map(|((s, u), t)| (s, u, t)).collect());
+    let announced: Vec<(String, String, i64)> =
+        members.into_iter().map(|((s, u), t)| (s, u, t)).collect();
+    let checkpoint_path = dir.join("live").join("checkpoint.bin");
+    let restored = read_checkpoint(&checkpoint_path, &source, &programs, &opts.live);
+    let mut engine = match restored {
+        Some(mut engine) => {
+            // The checkpoint, then the log tail it does not cover.
+            let s = store.lock().expect("store lock");
+            let tail = s
+                .events_since(engine.processed_seq())
+                .map_err(|e| e.to_string())?;
+            for chunk in tail.chunks(10_000) {
+                engine.on_accepted(chunk, &*s).map_err(|e| e.to_string())?;
+            }
+            drop(s);
+            engine.drain_changes();
+            engine.announce_differences(announced);
+            eprintln!(
+                "live: restored the checkpoint and {} events of log after it",
+                tail.len()
+            );
+            engine
+        }
+        None => {
+            let mut engine = LiveEngine::new(opts.live.clone());
+            engine.assume_members(announced);
+            let s = store.lock().expect("store lock");
+            let reader = s.reader();
+            let next = s.next_seq();
+            drop(s);
+            engine
+                .rebuild_all(programs, &reader, next)
+                .map_err(|e| e.to_string())?;
+            engine
+        }
+    };
     engine.set_next_change_seq(recorded.last().map_or(1, |c| c.seq + 1));
-    {
-        let s = store.lock().expect("store lock");
-        let reader = s.reader();
-        let next = s.next_seq();
-        drop(s);
-        engine
-            .rebuild_all(programs, &reader, next)
-            .map_err(|e| e.to_string())?;
-    }
     changes
         .append(&engine.drain_changes())
         .map_err(|e| e.to_string())?;
+    let written =
+        write_checkpoint(&checkpoint_path, &source, &engine).map_err(|e| e.to_string())?;
+    let users = engine.users() as u64;
     let (tx, rx) = mpsc::channel();
     let live = Arc::new(Live {
         engine: RwLock::new(engine),
         source: RwLock::new(source),
         changes,
         backlog: AtomicU64::new(0),
+        checkpoint_bytes: AtomicU64::new(written as u64),
+        checkpoint_users: AtomicU64::new(users),
         queue: tx.clone(),
     });
     let shared = live.clone();
@@ -251,11 +287,35 @@ fn run(
 ) {
     let mut last_event = Instant::now();
     let mut wm_at_last_event: Option<i64> = None;
+    let checkpoint_path = dir.join("live").join("checkpoint.bin");
+    let mut last_checkpoint = Instant::now();
+    let mut checkpointed_at = live.engine.read().expect("engine lock").processed_seq();
+    let checkpoint = |live: &Live, checkpointed_at: &mut u64| {
+        let engine = live.engine.read().expect("engine lock");
+        let source = live.source.read().expect("source lock").clone();
+        match write_checkpoint(&checkpoint_path, &source, &engine) {
+            Ok(n) => {
+                live.checkpoint_bytes.store(n as u64, Ordering::Relaxed);
+                live.checkpoint_users
+                    .store(engine.users() as u64, Ordering::Relaxed);
+                *checkpointed_at = engine.processed_seq();
+            }
+            Err(e) => tracing_error(&format!("checkpoint: {e}")),
+        }
+    };
     loop {
         // Only this thread still holds the state: the server is gone, and so is the store
         // (dropping it here releases its lock).
         if Arc::strong_count(&live) == 1 {
+            checkpoint(&live, &mut checkpointed_at);
             return;
+        }
+        if last_checkpoint.elapsed() >= opts.checkpoint_every {
+            last_checkpoint = Instant::now();
+            let processed = live.engine.read().expect("engine lock").processed_seq();
+            if processed != checkpointed_at {
+                checkpoint(&live, &mut checkpointed_at);
+            }
         }
         let cmd = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(c) => c,
@@ -304,6 +364,10 @@ fn run(
                     *live.source.write().expect("source lock") = source;
                 }
                 record(&live, &mut engine);
+                drop(engine);
+                if r.is_ok() {
+                    checkpoint(&live, &mut checkpointed_at);
+                }
                 let _ = reply.send(r);
             }
             Command::Advance(t, reply) => {
@@ -317,6 +381,47 @@ fn run(
             }
         }
     }
+}
+
+/// A checkpoint file: the hash of the definitions' source, then the engine's state.
+fn read_checkpoint(
+    path: &Path,
+    source: &str,
+    programs: &[Program],
+    opts: &LiveOptions,
+) -> Option<LiveEngine> {
+    let bytes = fs::read(path).ok()?;
+    let (hash, body) = bytes.split_at_checked(8)?;
+    if hash != xxhash_rust::xxh3::xxh3_64(source.as_bytes()).to_le_bytes() {
+        eprintln!("live: definitions changed since the checkpoint; rebuilding from history");
+        return None;
+    }
+    match LiveEngine::restore(opts.clone(), programs.to_vec(), body) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            eprintln!("live: {e}; rebuilding from history");
+            None
+        }
+    }
+}
+
+/// Writes a checkpoint atomically (temporary file, sync, rename, sync the directory).
+fn write_checkpoint(path: &Path, source: &str, engine: &LiveEngine) -> std::io::Result<usize> {
+    let mut bytes = xxhash_rust::xxh3::xxh3_64(source.as_bytes())
+        .to_le_bytes()
+        .to_vec();
+    bytes.extend(engine.checkpoint());
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(bytes.len())
 }
 
 fn record(live: &Live, engine: &mut LiveEngine) {

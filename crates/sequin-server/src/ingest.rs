@@ -74,7 +74,8 @@ impl Ingestor {
                         all.extend(events);
                         replies.push(reply);
                     }
-                    let result = store.lock().expect("store lock").append_logged(all, &sizes);
+                    let mut guard = store.lock().expect("store lock");
+                    let result = guard.append_logged(all, &sizes);
                     metrics.commits.fetch_add(1, Ordering::Relaxed);
                     match result {
                         Ok((outcomes, accepted)) => {
@@ -91,11 +92,18 @@ impl Ingestor {
                         }
                         Err(e) => {
                             let msg = e.to_string();
+                            eprintln!("sequin serve: append failed: {msg}");
                             for reply in replies {
                                 let _ = reply.send(Err(msg.clone()));
                             }
                         }
                     }
+                    if let Err(e) = guard.flush_if_full() {
+                        eprintln!(
+                            "sequin serve: flush to history failed (events stay in the log): {e}"
+                        );
+                    }
+                    drop(guard);
                     if let Some(b) = barrier {
                         let _ = b.send(Ok(AppendOutcome::default()));
                     }

@@ -81,6 +81,8 @@ pub struct ServerConfig {
     pub idle_advance: bool,
     /// Flush the store's memtable to history at about this size.
     pub memtable_bytes: usize,
+    /// How often live state is checkpointed.
+    pub checkpoint_every: std::time::Duration,
 }
 
 /// A started server: the state to serve.
@@ -127,6 +129,7 @@ impl Server {
             EvaluatorOptions {
                 live: config.live.clone(),
                 idle_advance: config.idle_advance,
+                checkpoint_every: config.checkpoint_every,
             },
         )?;
         let metrics = Arc::new(Metrics::default());
@@ -192,7 +195,41 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
             v.load(Ordering::Relaxed)
         )
     };
+    let gauge = |name: &str, help: &str, v: u64| {
+        format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n")
+    };
+    let live = &state.live;
+    let (users, watermark) = {
+        let e = live.engine.read().expect("engine lock");
+        (e.users() as u64, e.watermark().unwrap_or(0))
+    };
     [
+        gauge("sequin_live_users", "Users with live state.", users),
+        gauge(
+            "sequin_live_backlog_events",
+            "Events accepted, not yet evaluated.",
+            live.backlog.load(Ordering::Relaxed),
+        ),
+        gauge(
+            "sequin_live_watermark_micros",
+            "Live \"now\": largest event time seen minus the allowed lateness.",
+            watermark.max(0) as u64,
+        ),
+        gauge(
+            "sequin_live_changes_total",
+            "Membership changes recorded.",
+            live.changes.last_seq(),
+        ),
+        gauge(
+            "sequin_live_checkpoint_bytes",
+            "Size of the last live-state checkpoint.",
+            live.checkpoint_bytes.load(Ordering::Relaxed),
+        ),
+        gauge(
+            "sequin_live_checkpoint_users",
+            "Users in the last live-state checkpoint.",
+            live.checkpoint_users.load(Ordering::Relaxed),
+        ),
         line(
             "sequin_events_accepted_total",
             "Events made durable.",

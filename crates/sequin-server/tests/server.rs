@@ -28,6 +28,7 @@ fn config(dir: &std::path::Path, segments: Option<&str>) -> ServerConfig {
         live: LiveOptions::default(),
         idle_advance: false,
         memtable_bytes: 64 << 20,
+        checkpoint_every: std::time::Duration::from_secs(3600),
     }
 }
 

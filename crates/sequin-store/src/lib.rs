@@ -344,12 +344,15 @@ impl Store {
         events: Vec<Event>,
         sizes: &[usize],
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        Ok(self.append_logged(events, sizes)?.0)
+        let outcomes = self.append_logged(events, sizes)?.0;
+        self.flush_if_full()?;
+        Ok(outcomes)
     }
 
     /// [`Store::append_each`], also handing back every accepted event with its sequence
     /// number and its unit (after identity stitching, including links made by this very
-    /// batch), in arrival order: what a live evaluator consumes.
+    /// batch), in arrival order: what a live evaluator consumes. Does not flush: call
+    /// [`Store::flush_if_full`] after.
     pub fn append_logged(
         &mut self,
         events: Vec<Event>,
@@ -379,8 +382,10 @@ impl Store {
             }
         }
         let first = self.manifest.next_seq;
-        self.wal.append(first, &kept)?;
-        self.wal.sync()?;
+        if !kept.is_empty() {
+            self.wal.append(first, &kept)?;
+            self.wal.sync()?;
+        }
         self.manifest.next_seq += kept.len() as u64;
         let mut accepted = Vec::with_capacity(kept.len());
         for (i, (e, &g)) in kept.into_iter().zip(&kept_group).enumerate() {
@@ -401,10 +406,53 @@ impl Store {
         for (o, &n) in outcomes.iter_mut().zip(sizes) {
             o.duplicates = n as u64 - o.accepted;
         }
+        Ok((outcomes, accepted))
+    }
+
+    /// Flushes when the memtable has reached its size. Separate from appending: a failed
+    /// flush must not make durable, accepted events look refused.
+    pub fn flush_if_full(&mut self) -> Result<bool, StoreError> {
         if self.memtable.approx_bytes() >= self.memtable_bytes {
             self.flush()?;
+            return Ok(true);
         }
-        Ok((outcomes, accepted))
+        Ok(false)
+    }
+
+    /// Every accepted event with an arrival number of at least `from`, in arrival order,
+    /// with its unit as identity stitching resolves it now: the log tail a live checkpoint
+    /// does not cover. `linked` is set on every event that states an identity link.
+    pub fn events_since(&self, from: u64) -> Result<Vec<Accepted>, StoreError> {
+        let mut out: Vec<Accepted> = Vec::new();
+        for run in &self.manifest.runs {
+            if run.max_seq.is_some_and(|m| m < from) {
+                continue;
+            }
+            let data = history::read_run(&self.dir.join(&run.file), &Projection::All)?;
+            if data.seq.len() != data.len() {
+                continue; // written before arrival numbers: older than any checkpoint
+            }
+            for r in 0..data.len() {
+                if data.seq[r] >= from {
+                    out.extend(self.accepted(data.seq[r], data.event(r)));
+                }
+            }
+        }
+        for (seq, event) in self.memtable.events_from(from) {
+            out.extend(self.accepted(seq, event));
+        }
+        out.sort_by_key(|a| a.seq);
+        Ok(out)
+    }
+
+    fn accepted(&self, seq: u64, event: Event) -> Option<Accepted> {
+        let unit = self.identity.resolve(event.unit_key()?).to_string();
+        Some(Accepted {
+            seq,
+            unit,
+            linked: event.identity_link().is_some(),
+            event,
+        })
     }
 
     /// The next sequence number to be assigned: every event below it is accepted.
@@ -477,6 +525,7 @@ impl Store {
                     rows: data.len() as u64,
                     min_time: data.time.iter().copied().min().unwrap_or(0),
                     max_time: data.time.iter().copied().max().unwrap_or(0),
+                    max_seq: data.seq.iter().copied().max(),
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -585,6 +634,7 @@ impl Store {
                     rows: merged.len() as u64,
                     min_time: merged.time.iter().copied().min().unwrap_or(0),
                     max_time: merged.time.iter().copied().max().unwrap_or(0),
+                    max_seq: merged.seq.iter().copied().max(),
                 }))
             })
             .collect::<Result<_, StoreError>>()?;

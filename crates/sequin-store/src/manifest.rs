@@ -27,6 +27,9 @@ pub struct Run {
     pub min_time: i64,
     /// Latest event time (µs).
     pub max_time: i64,
+    /// Largest arrival number held (absent in files written before they were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_seq: Option<u64>,
 }
 
 /// The store's table of contents.

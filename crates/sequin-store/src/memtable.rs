@@ -142,6 +142,12 @@ impl Memtable {
         true
     }
 
+    /// The held events with an arrival number of at least `from`, with their numbers.
+    pub fn events_from(&self, from: u64) -> Vec<(u64, Event)> {
+        let start = self.seq.partition_point(|&s| s < from) as u32;
+        self.rebuild_rows((start..self.len() as u32).collect())
+    }
+
     /// The held events whose unit key (user id, else anonymous id) is one of `keys`, in
     /// arrival order with their sequence numbers, rebuilt in full (for re-evaluating one
     /// unit).
@@ -154,6 +160,10 @@ impl Memtable {
             .copied()
             .collect();
         rows.sort_unstable();
+        self.rebuild_rows(rows)
+    }
+
+    fn rebuild_rows(&self, rows: Vec<u32>) -> Vec<(u64, Event)> {
         let mut out = Vec::with_capacity(rows.len());
         let id = |c: usize, r: usize| match self.ids[c][r] {
             NULL_KEY => None,

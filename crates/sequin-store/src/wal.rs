@@ -127,7 +127,9 @@ impl Wal {
 
     /// Closes the current segment and starts a new one whose first event is `next_seq`.
     pub fn rotate(&mut self, next_seq: u64) -> Result<(), StoreError> {
-        if self.bytes == 0 {
+        // Nothing written yet, or a segment of that name is the current one: keep it (two
+        // entries for one file would let `remove_below` delete the live segment).
+        if self.bytes == 0 || self.segments.last() == Some(&next_seq) {
             return Ok(());
         }
         self.sync()?;

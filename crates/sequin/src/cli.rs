@@ -102,6 +102,9 @@ pub struct ServeArgs {
     /// Flush accepted events to columnar history after about this many MB.
     #[arg(long, default_value_t = 256)]
     pub memtable_mb: usize,
+    /// Checkpoint live state this often (a restart then replays only the log after it).
+    #[arg(long, default_value = "30s")]
+    pub checkpoint_every: String,
 }
 
 /// `sequin check`.

@@ -46,6 +46,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         },
         idle_advance: !a.no_idle_advance,
         memtable_bytes: a.memtable_mb << 20,
+        checkpoint_every: std::time::Duration::from_micros(
+            parse_duration(&a.checkpoint_every)
+                .map_err(anyhow::Error::msg)
+                .context("--checkpoint-every")?
+                .max(1) as u64,
+        ),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

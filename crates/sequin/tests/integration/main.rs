@@ -8,4 +8,5 @@ mod crash;
 mod real_data;
 mod roundtrip;
 mod segments;
+mod serve;
 mod util;

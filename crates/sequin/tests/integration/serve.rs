@@ -1,0 +1,290 @@
+//! `sequin serve` as a process: `kill -9` under load, restart from the checkpoint and the
+//! log, every acknowledged event present exactly once, live membership equal to batch
+//! evaluation at the same as-of.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use sequin_engine::Program;
+use sequin_engine::batch::{EvalOptions, evaluate};
+use sequin_store::{EventSource, Projection, StoreReader};
+
+use crate::util::{run_ok, sequin};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn start(store: &Path, segments: &Path, port: u16, log: &Path) -> Server {
+        let log = std::fs::File::create(log).unwrap();
+        let child = sequin()
+            .args([
+                "serve",
+                "--store",
+                store.to_str().unwrap(),
+                "--segments",
+                segments.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--write-key",
+                "wk",
+                "--read-key",
+                "rk",
+                "--admin-key",
+                "ak",
+                "--lateness",
+                "0s",
+                "--no-idle-advance",
+                "--checkpoint-every",
+                "300ms",
+                "--memtable-mb",
+                "1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while get(port, "/healthz", None).is_none() {
+            assert!(Instant::now() < deadline, "the server did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { child }
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+/// A request over a fresh connection; the body of a 2xx answer.
+fn request(port: u16, method: &str, path: &str, bearer: Option<&str>) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let auth = bearer.map_or(String::new(), |k| format!("authorization: Bearer {k}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 2").then(|| body.to_string())
+}
+
+fn get(port: u16, path: &str, bearer: Option<&str>) -> Option<String> {
+    request(port, "GET", path, bearer)
+}
+
+fn json(port: u16, method: &str, path: &str) -> serde_json::Value {
+    let body = request(port, method, path, Some("ak")).unwrap_or_else(|| panic!("{path} failed"));
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Every member of every live segment, paging through the API.
+fn live_members(port: u16) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out = BTreeMap::new();
+    let list = json(port, "GET", "/api/segments");
+    for seg in list["segments"].as_array().unwrap() {
+        let name = seg["name"].as_str().unwrap().to_string();
+        let mut members = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = json(
+                port,
+                "GET",
+                &format!("/api/segments/{name}/members?limit=500&after={after}"),
+            );
+            for m in page["members"].as_array().unwrap() {
+                members.push((
+                    m["unit"].as_str().unwrap().to_string(),
+                    m["entered_at"].as_str().unwrap().to_string(),
+                ));
+            }
+            match page["next"].as_str() {
+                Some(n) => after = n.to_string(),
+                None => break,
+            }
+        }
+        out.insert(name, members);
+    }
+    out
+}
+
+/// Message id → how many times the store holds it.
+fn stored_ids(store: &Path) -> HashMap<String, usize> {
+    let reader = StoreReader::open(store).unwrap();
+    let mut counts = HashMap::new();
+    for p in 0..reader.partitions() {
+        let data = reader
+            .read_partition(p, &Projection::Columns(vec!["message_id".into()]))
+            .unwrap();
+        if let Some(ids) = data.ids.get("message_id") {
+            for r in 0..data.len() {
+                if let Some(id) = ids.get(r) {
+                    *counts.entry(id.to_string()).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    counts
+}
+
+fn load(file: &Path, port: u16, acked: &Path, rate: &str) -> Child {
+    sequin()
+        .args([
+            "load",
+            file.to_str().unwrap(),
+            "--url",
+            &format!("http://127.0.0.1:{port}"),
+            "--write-key",
+            "wk",
+            "--rate",
+            rate,
+            "--batch",
+            "50",
+            "--connections",
+            "4",
+            "--acked",
+            acked.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_event_and_live_equals_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.ndjson");
+    run_ok(&[
+        "gen",
+        "--out",
+        file.to_str().unwrap(),
+        "--users",
+        "400",
+        "--days",
+        "5",
+        "--seed",
+        "21",
+    ]);
+    let segments = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/segments/funnels.seg");
+    let store = dir.path().join("store");
+    let acked = dir.path().join("acked.txt");
+    let port = free_port();
+
+    // Load, and kill the server in the middle of it.
+    let server = Server::start(&store, &segments, port, &dir.path().join("serve1.log"));
+    let mut loader = load(&file, port, &acked, "8000");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&acked).map_or(0, |s| s.lines().count()) < 1500 {
+        assert!(Instant::now() < deadline, "no acknowledgements");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500)); // past a checkpoint or two
+    server.kill_9();
+    let _ = loader.wait();
+
+    // Every acknowledged event is there, once.
+    let acked_ids: Vec<String> = std::fs::read_to_string(&acked)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let sent: usize = std::fs::read_to_string(&file).unwrap().lines().count();
+    assert!(
+        acked_ids.len() >= 1500 && acked_ids.len() < sent,
+        "the crash came mid-load: {} of {sent} acknowledged",
+        acked_ids.len()
+    );
+    let counts = stored_ids(&store);
+    for id in &acked_ids {
+        assert_eq!(
+            counts.get(id),
+            Some(&1),
+            "acknowledged {id} must be stored once"
+        );
+    }
+
+    // Restart (checkpoint + log tail), send everything again (the retries are dropped as
+    // duplicates), and compare with batch evaluation at the server's watermark.
+    let server = Server::start(&store, &segments, port, &dir.path().join("serve2.log"));
+    let log2 = std::fs::read_to_string(dir.path().join("serve2.log")).unwrap();
+    assert!(log2.contains("restored the checkpoint"), "{log2}");
+    let acked2 = dir.path().join("acked2.txt");
+    let status = load(&file, port, &acked2, "0").wait().unwrap();
+    assert!(status.success());
+    json(port, "POST", "/api/admin/sync");
+    let watermark = json(port, "GET", "/api/segments")["watermark"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let live = live_members(port);
+    server.kill_9();
+
+    let counts = stored_ids(&store);
+    let distinct: HashSet<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["messageId"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(counts.len(), distinct.len(), "every event stored");
+    assert!(counts.values().all(|&c| c == 1), "and only once");
+
+    let src = std::fs::read_to_string(&segments).unwrap();
+    let parsed = sequin_lang::parse(&src).unwrap();
+    let programs: Vec<Program> = parsed
+        .items
+        .iter()
+        .filter(|i| i.kind == sequin_lang::ast::ItemKind::Segment)
+        .map(|i| Program::compile(&parsed, &i.name.name).unwrap())
+        .collect();
+    let as_of =
+        sequin_core::time::parse_text(&watermark, sequin_core::time::TimeFormat::Auto).unwrap();
+    let reader = StoreReader::open(&store).unwrap();
+    let batch = evaluate(
+        &reader,
+        &programs,
+        &EvalOptions {
+            as_of: Some(as_of),
+            ..EvalOptions::default()
+        },
+    )
+    .unwrap();
+    let mut any = 0;
+    for seg in &batch.segments {
+        let expected: Vec<(String, String)> = seg
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.unit.clone(),
+                    sequin_core::time::format_rfc3339(m.entered_at),
+                )
+            })
+            .collect();
+        any += expected.len();
+        assert_eq!(live[&seg.name], expected, "segment {}", seg.name);
+    }
+    assert!(any > 0, "the segments have members");
+}
