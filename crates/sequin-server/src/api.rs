@@ -8,6 +8,8 @@
 //! - `GET /api/units/{unit}/segments`: the segments a unit is in now.
 //! - `GET /api/changes`: server-sent events, one per change, resuming after
 //!   `Last-Event-ID` (or `?after=N`).
+//! - `PUT|DELETE /api/segments/{name}/webhook` (admin, body `{"url": "http://…"}`),
+//!   `GET /api/webhooks` (admin): per-segment webhooks (see [`crate::webhooks`]).
 //! - `POST /api/admin/advance?to=TIME` and `POST /api/admin/sync` (admin): move the
 //!   watermark; wait until everything accepted so far is evaluated.
 
@@ -421,4 +423,60 @@ pub async fn sync(
         "watermark": engine.watermark().map(time_json),
         "last_change": live(&state).changes.last_seq(),
     })))
+}
+
+/// A webhook target.
+#[derive(Deserialize)]
+pub struct HookBody {
+    url: String,
+}
+
+/// `PUT /api/segments/{name}/webhook`.
+pub async fn put_webhook(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Json_>, ApiError> {
+    authorize(&state, &headers, Access::Admin)?;
+    let hook: HookBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("expected {{\"url\": \"http://…\"}}: {e}")))?;
+    if live(&state)
+        .engine
+        .read()
+        .expect("engine lock")
+        .members(&name)
+        .is_none()
+    {
+        return Err(ApiError::NotFound(format!("no segment named `{name}`")));
+    }
+    state
+        .webhooks
+        .set(&name, &hook.url, live(&state).clone())
+        .map_err(ApiError::BadRequest)?;
+    Ok(Json(json!({ "segment": name, "url": hook.url })))
+}
+
+/// `DELETE /api/segments/{name}/webhook`.
+pub async fn delete_webhook(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Json_>, ApiError> {
+    authorize(&state, &headers, Access::Admin)?;
+    match state.webhooks.remove(&name).map_err(ApiError::Internal)? {
+        true => Ok(Json(json!({ "segment": name, "webhook": null }))),
+        false => Err(ApiError::NotFound(format!(
+            "segment `{name}` has no webhook"
+        ))),
+    }
+}
+
+/// `GET /api/webhooks`.
+pub async fn list_webhooks(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Json_>, ApiError> {
+    authorize(&state, &headers, Access::Admin)?;
+    Ok(Json(json!({ "webhooks": state.webhooks.list() })))
 }

@@ -6,6 +6,7 @@
 //! - [`evaluator`]: the thread that keeps segments live with the engine's matcher, the
 //!   change log and its broadcast.
 //! - [`api`]: definitions, members, the per-unit lookup, the change stream (bearer keys).
+//! - [`webhooks`]: per-segment change delivery, at least once, with retries.
 //! - `/healthz` and `/metrics` (Prometheus text format).
 //! - [`Server`]: opens the store, starts the writer and the evaluator, builds the router.
 
@@ -13,6 +14,7 @@ pub mod api;
 pub mod error;
 pub mod evaluator;
 pub mod ingest;
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +66,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Live evaluation.
     pub live: Arc<Live>,
+    /// Per-segment webhooks.
+    pub webhooks: Arc<webhooks::Webhooks>,
 }
 
 /// How to start a server.
@@ -134,12 +138,14 @@ impl Server {
         )?;
         let metrics = Arc::new(Metrics::default());
         let ingestor = Ingestor::start(store, metrics.clone(), Some(live.clone()));
+        let webhooks = webhooks::Webhooks::start(&config.store, live.clone())?;
         Ok(Server {
             state: Arc::new(AppState {
                 keys: config.keys.clone(),
                 ingestor,
                 metrics,
                 live,
+                webhooks,
             }),
             definitions_from: from,
         })
@@ -178,6 +184,11 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(api::delete_segment),
         )
         .route("/api/segments/{name}/members", get(api::members))
+        .route(
+            "/api/segments/{name}/webhook",
+            axum::routing::put(api::put_webhook).delete(api::delete_webhook),
+        )
+        .route("/api/webhooks", get(api::list_webhooks))
         .route("/api/units/{unit}/segments", get(api::unit_segments))
         .route("/api/changes", get(api::changes))
         .route("/api/admin/advance", post(api::advance))

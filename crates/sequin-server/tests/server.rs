@@ -547,3 +547,107 @@ async fn the_change_stream_resumes_after_last_event_id() {
     assert!(text.contains("event: enter"), "{text}");
     assert!(text.contains("\"segment\":\"buyers\""), "{text}");
 }
+
+#[tokio::test]
+async fn webhooks_deliver_every_change_with_retries_and_a_stable_idempotency_key() {
+    use axum::routing::post as post_route;
+    // A receiver that fails its first two requests.
+    let seen: Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>> = Default::default();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let receiver = {
+        let seen = seen.clone();
+        let calls = calls.clone();
+        axum::Router::new().route(
+            "/hook",
+            post_route(move |headers: axum::http::HeaderMap, body: String| {
+                let seen = seen.clone();
+                let calls = calls.clone();
+                async move {
+                    if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let key = headers["idempotency-key"].to_str().unwrap().to_string();
+                    seen.lock()
+                        .unwrap()
+                        .push((key, serde_json::from_str(&body).unwrap()));
+                    StatusCode::OK
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, receiver).into_future());
+
+    let dir = tempfile::tempdir().unwrap();
+    let st = start(&config(dir.path(), Some(DEFS)));
+    let (status, json) = call(
+        &st,
+        "PUT",
+        "/api/segments/browsing/webhook",
+        Some("ak"),
+        &format!("{{\"url\": \"http://{addr}/hook\"}}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let (status, _) = call(
+        &st,
+        "PUT",
+        "/api/segments/nope/webhook",
+        Some("ak"),
+        &format!("{{\"url\": \"http://{addr}/hook\"}}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    send(
+        &st,
+        vec![
+            ev("1", "u1", "page_view", "2024-03-01T10:00:00Z"),
+            ev("2", "u2", "page_view", "2024-03-01T10:00:00Z"),
+            ev("3", "u1", "purchase", "2024-03-01T10:05:00Z"),
+        ],
+    )
+    .await;
+    sync(&st).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while seen.lock().unwrap().len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "webhooks not delivered: {:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let seen = seen.lock().unwrap().clone();
+    // browsing, in change order: u1 enters and (buying) exits, u2 enters; buyers' changes
+    // go nowhere.
+    let summary: Vec<(String, String)> = seen
+        .iter()
+        .map(|(_, b)| {
+            (
+                b["unit"].as_str().unwrap().to_string(),
+                b["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("u1".to_string(), "enter".to_string()),
+            ("u1".to_string(), "exit".to_string()),
+            ("u2".to_string(), "enter".to_string())
+        ]
+    );
+    assert!(seen.iter().all(|(_, b)| b["segment"] == "browsing"));
+    for (key, body) in &seen {
+        assert_eq!(key, &format!("browsing:{}", body["id"]));
+    }
+    assert!(
+        seen.windows(2)
+            .all(|w| w[0].1["id"].as_u64() < w[1].1["id"].as_u64())
+    );
+    assert!(
+        calls.load(std::sync::atomic::Ordering::SeqCst) >= 5,
+        "the failures were retried"
+    );
+}
