@@ -169,13 +169,40 @@ fn received_now() -> Micros {
         .map_or(0, |d| d.as_micros() as Micros)
 }
 
-async fn read_bounded(body: Body, limit: usize, what: &str) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
+/// Reads a request body of at most `limit` bytes (after gzip decoding, when the request
+/// says `Content-Encoding: gzip`, as Segment's SDKs may).
+async fn read_bounded(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    what: &str,
+) -> Result<axum::body::Bytes, ApiError> {
+    let too_big = || {
         ApiError::BadRequest(format!(
             "{what} exceeds {} KB (Segment's limit)",
             limit / 1024
         ))
-    })
+    };
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_big())?;
+    let gzip = headers
+        .get(axum::http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    if !gzip {
+        return Ok(raw);
+    }
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&raw[..])
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::BadRequest(format!("gzip body: {e}")))?;
+    if out.len() > limit {
+        return Err(too_big());
+    }
+    Ok(out.into())
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Json_, ApiError> {
@@ -219,7 +246,7 @@ pub async fn batch(
 ) -> Result<Json<Json_>, ApiError> {
     let r = async {
         check_write_key(&headers, &state.keys.write)?;
-        let bytes = read_bounded(body, MAX_BATCH_BYTES, "batch").await?;
+        let bytes = read_bounded(&headers, body, MAX_BATCH_BYTES, "batch").await?;
         // Sizes of the items as sent, without building them: each must fit Segment's limit.
         #[derive(serde::Deserialize)]
         struct RawBatch<'a> {
@@ -256,7 +283,7 @@ async fn single(
 ) -> Result<Json<Json_>, ApiError> {
     let r = async {
         check_write_key(&headers, &state.keys.write)?;
-        let bytes = read_bounded(body, MAX_EVENT_BYTES, "event").await?;
+        let bytes = read_bounded(&headers, body, MAX_EVENT_BYTES, "event").await?;
         let mut msg = parse_json(&bytes)?;
         let obj = msg
             .as_object_mut()

@@ -651,3 +651,23 @@ async fn webhooks_deliver_every_change_with_retries_and_a_stable_idempotency_key
         "the failures were retried"
     );
 }
+
+#[tokio::test]
+async fn gzip_request_bodies_are_accepted() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path());
+    let body = serde_json::json!({"batch": [track("g1", "u1"), track("g2", "u2")]}).to_string();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(body.as_bytes()).unwrap();
+    let req = Request::post("/v1/batch")
+        .header("authorization", basic("wk"))
+        .header("content-encoding", "gzip")
+        .body(Body::from(enc.finish().unwrap()))
+        .unwrap();
+    let resp = router(st.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(json["accepted"], 2);
+}

@@ -288,3 +288,51 @@ fn kill_9_under_load_loses_no_acknowledged_event_and_live_equals_batch() {
     }
     assert!(any > 0, "the segments have members");
 }
+
+#[test]
+fn segment_python_sdk_talks_to_the_server() {
+    let py = crate::util::python_with_segment_sdk();
+    let dir = tempfile::tempdir().unwrap();
+    let segments = dir.path().join("sdk.seg");
+    std::fs::write(
+        &segments,
+        "segment browsed_then_bought { sequence { product_view; purchase } }\n\
+         segment checkout_no_purchase { did checkout_start and not did purchase }\n",
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let port = free_port();
+    let server = Server::start(&store, &segments, port, &dir.path().join("serve.log"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk/segment_sdk.py");
+    let out = std::process::Command::new(&py)
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("wk")
+        .arg("6")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "SDK: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json(port, "POST", "/api/admin/sync");
+    let metrics = get(port, "/metrics", None).unwrap();
+    let accepted = format!("sequin_events_accepted_total {}", summary["sent"]);
+    assert!(metrics.contains(&accepted), "{accepted} in\n{metrics}");
+    let live = live_members(port);
+    // The anonymous product view is stitched to the user who later bought.
+    let bought: Vec<&str> = live["browsed_then_bought"]
+        .iter()
+        .map(|(u, _)| u.as_str())
+        .collect();
+    assert_eq!(bought, ["sdk-user-0", "sdk-user-2", "sdk-user-4"]);
+    let waiting: Vec<&str> = live["checkout_no_purchase"]
+        .iter()
+        .map(|(u, _)| u.as_str())
+        .collect();
+    assert_eq!(waiting, ["sdk-user-1", "sdk-user-3", "sdk-user-5"]);
+    server.kill_9();
+}

@@ -84,3 +84,34 @@ pub fn python_with_duckdb() -> PathBuf {
     })
     .clone()
 }
+
+/// A Python interpreter with Segment's SDK (`segment-analytics-python`, pinned), in the
+/// same test virtualenv as DuckDB.
+pub fn python_with_segment_sdk() -> PathBuf {
+    static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PY.get_or_init(|| {
+        let py = python_with_duckdb();
+        let has_sdk = Command::new(&py)
+            .args(["-c", "import segment.analytics"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !has_sdk {
+            let status = Command::new(&py)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "segment-analytics-python==2.4.0",
+                ])
+                .status()
+                .expect("pip runs");
+            assert!(
+                status.success(),
+                "pip install segment-analytics-python failed"
+            );
+        }
+        py
+    })
+    .clone()
+}
