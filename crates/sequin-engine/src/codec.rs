@@ -151,6 +151,15 @@ impl<'a> Dec<'a> {
     pub fn b(&mut self) -> Result<bool, DecodeError> {
         Ok(self.byte()? != 0)
     }
+    /// Length-prefixed raw bytes.
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.count()?;
+        let end = self.pos + n;
+        let bytes = self.buf.get(self.pos..end).ok_or(DecodeError("truncated"))?;
+        self.pos = end;
+        Ok(bytes)
+    }
+
     /// A string.
     pub fn s(&mut self) -> Result<String, DecodeError> {
         let n = self.count()?;

@@ -228,7 +228,10 @@ pub struct LiveEngine {
     /// Programs by slot; a deleted definition leaves `None` (slots are never reused).
     programs: Vec<Option<Program>>,
     refs: std::sync::Arc<Vec<Vec<PropRef>>>,
-    users: FxHashMap<String, UserLive>,
+    /// Each user's state, encoded (see [`LiveEngine::encode_user`]): a few hundred bytes
+    /// a user instead of the several kilobytes of the working form, decoded while the
+    /// user's events or timers are processed.
+    users: FxHashMap<String, Box<[u8]>>,
     timers: BinaryHeap<Reverse<(i64, String)>>,
     /// Per slot: unit → entry time.
     members: Vec<BTreeMap<String, i64>>,
@@ -427,7 +430,10 @@ impl LiveEngine {
                 let to = a.unit.as_str();
                 alias.insert(from, to);
                 self.moved.remove(from);
-                let Some(from_user) = self.users.get(from) else {
+                let Some(from_user) = self.users.get(from).map(|b| {
+                    self.decode_user(b)
+                        .expect("live state encoded by this engine decodes")
+                }) else {
                     continue; // nothing of `from` seen yet: nothing to move
                 };
                 // `from`'s state may hold events up to its last re-read; the move is exact
@@ -437,7 +443,7 @@ impl LiveEngine {
                     || !self.memberships_of(to, &UserLive::default()).is_empty();
                 if to_seen || from_ahead {
                     // Two histories interleave: re-read the user whole.
-                    let user = self.users.remove(from).unwrap_or_default();
+                    let user = self.take_user(from).unwrap_or_default();
                     let old = self.memberships_of(from, &user);
                     self.forget(&old);
                     self.emit_diff(old, Vec::<(usize, String, i64)>::new());
@@ -469,8 +475,7 @@ impl LiveEngine {
                 continue;
             }
             let mut user = self
-                .users
-                .remove(unit)
+                .take_user(unit)
                 .unwrap_or_else(|| self.fresh_user(self.base_seq));
             let mut evs: Vec<&Accepted> = by_unit[unit]
                 .iter()
@@ -515,13 +520,11 @@ impl LiveEngine {
                 break;
             }
             let Reverse((t, unit)) = self.timers.pop().expect("peeked");
-            let Some(mut user) = self.users.remove(&unit) else {
-                continue;
-            };
-            if user.wake != t {
-                self.users.insert(unit, user);
-                continue; // stale entry
+            match self.users.get(&unit) {
+                Some(bytes) if peek_wake(bytes) == t => {}
+                _ => continue, // stale entry
             }
+            let mut user = self.take_user(&unit).expect("present");
             self.fire_timers(&unit, &mut user, true);
             self.store_user(unit, user);
         }
@@ -530,7 +533,7 @@ impl LiveEngine {
     /// Moves the state of `from` to `to`, which has none: `from` was linked to `to` before
     /// `to` had any event. Unit keys derived from `from` are renamed (exit, enter).
     fn rename_user(&mut self, from: &str, to: &str) {
-        let Some(mut user) = self.users.remove(from) else {
+        let Some(mut user) = self.take_user(from) else {
             return;
         };
         let old = self.memberships_of(from, &user);
@@ -567,7 +570,7 @@ impl LiveEngine {
         if h.canonical != unit {
             // The store already links `unit` to another user (the link is still ahead of
             // us in the stream): its events are part of that user now.
-            let before = self.users.remove(unit).unwrap_or_default();
+            let before = self.take_user(unit).unwrap_or_default();
             let old = self.memberships_of(unit, &before);
             self.forget(&old);
             self.emit_diff(old, Vec::<(usize, String, i64)>::new());
@@ -581,7 +584,7 @@ impl LiveEngine {
     }
 
     fn rebuild_from(&mut self, unit: &str, h: UserHistory) {
-        let before = self.users.remove(unit).unwrap_or_default();
+        let before = self.take_user(unit).unwrap_or_default();
         let old = self.memberships_of(unit, &before);
         self.forget(&old);
         let (events, next_seq) = (h.events, h.next_seq);
@@ -625,44 +628,10 @@ impl LiveEngine {
             }
         }
         w.u(self.users.len() as u64);
-        let enc_states = |w: &mut Enc, states: &[Option<UnitState>]| {
-            for st in states {
-                match st {
-                    None => w.b(false),
-                    Some(st) => {
-                        w.b(true);
-                        st.encode(w);
-                    }
-                }
-            }
-        };
-        for (key, u) in &self.users {
+        for (key, bytes) in &self.users {
             w.s(key);
-            w.i(u.clock);
-            w.u(u.skip_below);
-            w.u(u.events);
-            enc_states(&mut w, &u.states);
-            w.u(u.subs.len() as u64);
-            for sub in &u.subs {
-                w.b(sub.kind == UnitKind::Sessions);
-                w.os(sub.id.as_deref());
-                w.s(&sub.key);
-                w.i(sub.last);
-                w.u(sub.events);
-                w.b(sub.open);
-                enc_states(&mut w, &sub.states);
-            }
-            w.u(u.runs.len() as u64);
-            for ((sessions, id), &n) in &u.runs {
-                w.b(*sessions);
-                w.os(id.as_deref());
-                w.u(n as u64);
-            }
-            w.u(u.sub_members.len() as u64);
-            for (slot, unit) in &u.sub_members {
-                w.u(*slot as u64);
-                w.s(unit);
-            }
+            w.u(bytes.len() as u64);
+            w.buf.extend_from_slice(bytes);
         }
         w.u(self.moved.len() as u64);
         for (from, to) in &self.moved {
@@ -707,62 +676,16 @@ impl LiveEngine {
             e.members.push(members);
             e.programs.push(Some(p));
         }
-        let dec_states = |r: &mut Dec<'_>,
-                          programs: &[Option<Program>]|
-         -> Result<Vec<Option<UnitState>>, DecodeError> {
-            programs
-                .iter()
-                .map(|p| {
-                    if r.b()? {
-                        let p = p
-                            .as_ref()
-                            .ok_or(DecodeError("state of a deleted definition"))?;
-                        Ok(Some(p.decode_state(r)?))
-                    } else {
-                        Ok(None)
-                    }
-                })
-                .collect()
-        };
         let users = r.count()?;
         for _ in 0..users {
             let key = r.s()?;
-            let mut u = UserLive {
-                clock: r.i()?,
-                skip_below: r.u()?,
-                events: r.u()?,
-                wake: i64::MAX,
-                ..UserLive::default()
-            };
-            u.states = dec_states(&mut r, &e.programs)?;
-            let subs = r.count()?;
-            for _ in 0..subs {
-                u.subs.push(SubLive {
-                    kind: if r.b()? {
-                        UnitKind::Sessions
-                    } else {
-                        UnitKind::Conversations
-                    },
-                    id: r.os()?,
-                    key: r.s()?,
-                    last: r.i()?,
-                    events: r.u()?,
-                    open: r.b()?,
-                    states: dec_states(&mut r, &e.programs)?,
-                });
+            let bytes: Box<[u8]> = r.bytes()?.into();
+            // Check it decodes, and register its timer.
+            let user = e.decode_user(&bytes)?;
+            if user.wake != i64::MAX {
+                e.timers.push(Reverse((user.wake, key.clone())));
             }
-            let runs = r.count()?;
-            for _ in 0..runs {
-                let sessions = r.b()?;
-                let id = r.os()?;
-                u.runs.insert((sessions, id), r.u()? as u32);
-            }
-            let subm = r.count()?;
-            for _ in 0..subm {
-                let slot = r.u()? as usize;
-                u.sub_members.push((slot, r.s()?));
-            }
-            e.store_user(key, u);
+            e.users.insert(key, bytes);
         }
         let moved = r.count()?;
         for _ in 0..moved {
@@ -798,13 +721,130 @@ impl LiveEngine {
                     })
         });
         let wake = self.next_wake(&user);
-        if wake != user.wake || wake != i64::MAX {
+        if wake != user.wake {
             user.wake = wake;
             if wake != i64::MAX {
                 self.timers.push(Reverse((wake, unit.clone())));
             }
         }
-        self.users.insert(unit, user);
+        let bytes = self.encode_user(&user);
+        self.users.insert(unit, bytes);
+    }
+
+    /// Takes a user's state out of the map, decoded.
+    fn take_user(&mut self, unit: &str) -> Option<UserLive> {
+        let bytes = self.users.remove(unit)?;
+        Some(
+            self.decode_user(&bytes)
+                .expect("live state encoded by this engine decodes"),
+        )
+    }
+
+    /// A user's state in its compact form.
+    fn encode_user(&self, u: &UserLive) -> Box<[u8]> {
+        let mut w = Enc::default();
+        w.i(u.clock);
+        w.u(u.skip_below);
+        w.u(u.events);
+        w.i(u.wake);
+        let enc_states = |w: &mut Enc, states: &[Option<UnitState>]| {
+            for st in states {
+                match st {
+                    None => w.b(false),
+                    Some(st) => {
+                        w.b(true);
+                        st.encode(w);
+                    }
+                }
+            }
+        };
+        enc_states(&mut w, &u.states);
+        w.u(u.subs.len() as u64);
+        for sub in &u.subs {
+            w.b(sub.kind == UnitKind::Sessions);
+            w.os(sub.id.as_deref());
+            w.s(&sub.key);
+            w.i(sub.last);
+            w.u(sub.events);
+            w.b(sub.open);
+            enc_states(&mut w, &sub.states);
+        }
+        w.u(u.runs.len() as u64);
+        for ((sessions, id), &n) in &u.runs {
+            w.b(*sessions);
+            w.os(id.as_deref());
+            w.u(n as u64);
+        }
+        w.u(u.sub_members.len() as u64);
+        for (slot, unit) in &u.sub_members {
+            w.u(*slot as u64);
+            w.s(unit);
+        }
+        w.buf.into_boxed_slice()
+    }
+
+    fn decode_user(&self, bytes: &[u8]) -> Result<UserLive, DecodeError> {
+        let mut r = Dec::new(bytes);
+        let programs = &self.programs;
+        let dec_states = |r: &mut Dec<'_>| -> Result<Vec<Option<UnitState>>, DecodeError> {
+            programs
+                .iter()
+                .map(|p| {
+                    if r.b()? {
+                        let p = p
+                            .as_ref()
+                            .ok_or(DecodeError("state of a deleted definition"))?;
+                        Ok(Some(p.decode_state(r)?))
+                    } else {
+                        Ok(None)
+                    }
+                })
+                .collect()
+        };
+        let mut u = UserLive {
+            clock: r.i()?,
+            skip_below: r.u()?,
+            events: r.u()?,
+            wake: r.i()?,
+            ..UserLive::default()
+        };
+        u.states = dec_states(&mut r)?;
+        let subs = r.count()?;
+        for _ in 0..subs {
+            u.subs.push(SubLive {
+                kind: if r.b()? {
+                    UnitKind::Sessions
+                } else {
+                    UnitKind::Conversations
+                },
+                id: r.os()?,
+                key: r.s()?,
+                last: r.i()?,
+                events: r.u()?,
+                open: r.b()?,
+                states: dec_states(&mut r)?,
+            });
+        }
+        let runs = r.count()?;
+        for _ in 0..runs {
+            let sessions = r.b()?;
+            let id = r.os()?;
+            u.runs.insert((sessions, id), r.u()? as u32);
+        }
+        let subm = r.count()?;
+        for _ in 0..subm {
+            let slot = r.u()? as usize;
+            u.sub_members.push((slot, r.s()?));
+        }
+        if !r.done() {
+            return Err(DecodeError("trailing bytes in a user's state"));
+        }
+        Ok(u)
+    }
+
+    /// Bytes of live state: the encoded users and their keys.
+    pub fn state_bytes(&self) -> usize {
+        self.users.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 
     fn next_wake(&self, user: &UserLive) -> i64 {
@@ -1142,6 +1182,15 @@ impl LiveEngine {
             }
         }
     }
+}
+
+/// The wake time stored in an encoded user (its fourth field).
+fn peek_wake(bytes: &[u8]) -> i64 {
+    let mut r = Dec::new(bytes);
+    let _ = r.i();
+    let _ = r.u();
+    let _ = r.u();
+    r.i().unwrap_or(i64::MIN)
 }
 
 /// Membership records name their segment by slot (live) or by name (across a rebuild).

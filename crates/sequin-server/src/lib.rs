@@ -210,12 +210,21 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
         format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n")
     };
     let live = &state.live;
-    let (users, watermark) = {
+    let (users, watermark, state_bytes) = {
         let e = live.engine.read().expect("engine lock");
-        (e.users() as u64, e.watermark().unwrap_or(0))
+        (
+            e.users() as u64,
+            e.watermark().unwrap_or(0),
+            e.state_bytes() as u64,
+        )
     };
     [
         gauge("sequin_live_users", "Users with live state.", users),
+        gauge(
+            "sequin_live_state_bytes",
+            "Live per-user state, encoded, with the user keys.",
+            state_bytes,
+        ),
         gauge(
             "sequin_live_backlog_events",
             "Events accepted, not yet evaluated.",

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Live server benchmark (issue 4): `sequin serve` with the seed segments (examples/seed.seg)
+# live, fed by `sequin load` over HTTP from generated Segment NDJSON.
+#
+#  1. throughput: as fast as it takes them, batches of 100, durable acknowledgement;
+#  2. latency: at a fixed rate (default 20k events/s), acknowledgement → membership change
+#     over the change stream, p50/p99;
+#  3. state size: USERS users imported, then backfilled by `serve`; bytes per user of the
+#     live-state checkpoint and of the process's resident memory.
+#
+# Client and server share this machine's cores: figures are for both together.
+# usage: bench/live.sh [EVENTS_FOR_LOAD] [RATE] [USERS_FOR_STATE]   (default 500000 20000 1000000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVENTS=${1:-500000}; RATE=${2:-20000}; USERS=${3:-1000000}
+DATA=bench/data/live; mkdir -p "$DATA"
+cargo build --release -q
+BIN=$PWD/target/release/sequin
+SEG=$PWD/examples/seed.seg
+export SEQUIN_WRITE_KEY=bench-w SEQUIN_READ_KEY=bench-r SEQUIN_ADMIN_KEY=bench-a
+NDJSON=$DATA/events.ndjson
+[ -f "$NDJSON" ] || $BIN gen --out "$NDJSON" --users $((EVENTS / 20)) --seed 7 >/dev/null
+serve() { # store port
+  rm -rf "$1"
+  $BIN serve --store "$1" --segments "$SEG" --listen "127.0.0.1:$2" --no-idle-advance >"$1.log" 2>&1 &
+  echo $! > "$1.pid"
+  until curl -sf "127.0.0.1:$2/healthz" >/dev/null; do sleep 0.2; done
+}
+stop() { kill "$(cat "$1.pid")"; wait "$(cat "$1.pid")" 2>/dev/null || true; }
+
+echo "== throughput: $EVENTS events, batches of 100, 8 connections, as fast as possible"
+serve "$DATA/st1" 18181
+$BIN load "$NDJSON" --url http://127.0.0.1:18181 --limit "$EVENTS" --batch 100 --connections 8
+curl -s "127.0.0.1:18181/metrics" | grep -E "^sequin_(events_accepted_total|live_users|live_changes_total) "
+stop "$DATA/st1"
+
+echo "== latency: $RATE events/s, acknowledgement → membership change"
+serve "$DATA/st2" 18182
+$BIN load "$NDJSON" --url http://127.0.0.1:18182 --limit "$EVENTS" --batch 100 --connections 8 --rate "$RATE" --read-key "$SEQUIN_READ_KEY"
+stop "$DATA/st2"
+
+echo "== state: $USERS users imported, then backfilled by serve"
+PQ=$DATA/users_$USERS.parquet
+[ -f "$PQ" ] || $BIN gen --out "$PQ" --users "$USERS" --seed 8 >/dev/null
+ST=$DATA/st3
+if [ ! -f "$ST.imported" ]; then
+  rm -rf "$ST"; $BIN import --store "$ST" "$PQ" >/dev/null 2>&1; touch "$ST.imported"
+fi
+rm -rf "$ST/live"
+$BIN serve --store "$ST" --segments "$SEG" --listen 127.0.0.1:18183 --no-idle-advance >"$ST.log" 2>&1 &
+PID=$!
+until curl -sf 127.0.0.1:18183/healthz >/dev/null; do sleep 0.5; done
+cat "$ST.log"
+M=$(curl -s 127.0.0.1:18183/metrics)
+RSS_KB=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
+kill $PID; wait $PID 2>/dev/null || true
+LIVE_USERS=$(echo "$M" | awk '/^sequin_live_users / {print $2}')
+CK=$(echo "$M" | awk '/^sequin_live_checkpoint_bytes / {print $2}')
+SB=$(echo "$M" | awk '/^sequin_live_state_bytes / {print $2}')
+echo "users with live state: $LIVE_USERS"
+echo "live state (encoded users + keys): $SB bytes = $((SB / LIVE_USERS)) bytes/user"
+echo "checkpoint (state + memberships): $CK bytes = $((CK / LIVE_USERS)) bytes/user"
+echo "resident memory: $((RSS_KB / 1024)) MB = $((RSS_KB * 1024 / LIVE_USERS)) bytes/user (includes the store's memtable and indexes)"
