@@ -42,7 +42,7 @@ stop "$DATA/st2"
 echo "== state: $USERS users imported, then backfilled by serve"
 PQ=$DATA/users_$USERS.parquet
 [ -f "$PQ" ] || $BIN gen --out "$PQ" --users "$USERS" --seed 8 >/dev/null
-ST=$DATA/st3
+ST=$DATA/st3_$USERS
 if [ ! -f "$ST.imported" ]; then
   rm -rf "$ST"; $BIN import --store "$ST" "$PQ" >/dev/null 2>&1; touch "$ST.imported"
 fi

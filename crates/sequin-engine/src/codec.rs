@@ -155,7 +155,10 @@ impl<'a> Dec<'a> {
     pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.count()?;
         let end = self.pos + n;
-        let bytes = self.buf.get(self.pos..end).ok_or(DecodeError("truncated"))?;
+        let bytes = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(DecodeError("truncated"))?;
         self.pos = end;
         Ok(bytes)
     }

@@ -267,4 +267,7 @@ pub struct DemoArgs {
     /// Random seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// After the tour, keep serving on this address (until Ctrl-C).
+    #[arg(long)]
+    pub serve: Option<String>,
 }

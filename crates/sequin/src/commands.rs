@@ -256,7 +256,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         std::fs::remove_dir_all(&store_dir).with_context(|| store_dir.display().to_string())?;
     }
     eprintln!(
-        "== 1/4 generate: {} users, 30 days → {}",
+        "== 1/5 generate: {} users, 30 days → {}",
         a.users,
         data.display()
     );
@@ -267,7 +267,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         seed: a.seed,
         incident: true,
     })?;
-    eprintln!("\n== 2/4 import → {}", store_dir.display());
+    eprintln!("\n== 2/5 import → {}", store_dir.display());
     import(ImportArgs {
         store: store_dir.clone(),
         files: vec![data],
@@ -288,7 +288,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         no_compact: false,
         memtable_mb: 2048,
     })?;
-    eprintln!("\n== 3/4 stats");
+    eprintln!("\n== 3/5 stats");
     stats(StatsArgs {
         store: store_dir.clone(),
         format: "text".into(),
@@ -299,18 +299,19 @@ fn demo(a: DemoArgs) -> Result<()> {
         .with_context(|| segments.display().to_string())?;
     let members = a.dir.join("members.csv");
     eprintln!(
-        "\n== 4/4 evaluate {} → {}",
+        "\n== 4/5 evaluate {} → {}",
         segments.display(),
         members.display()
     );
     crate::segments::eval(crate::cli::EvalArgs {
-        store: store_dir,
-        segments,
+        store: store_dir.clone(),
+        segments: segments.clone(),
         segment: Vec::new(),
         as_of: None,
         format: crate::cli::MemberFormat::Csv,
         output: Some(members),
         session_gap: "30m".into(),
     })?;
-    Ok(())
+    eprintln!("\n== 5/5 serve: the same segments live");
+    crate::serve::demo_live(&store_dir, &segments, a.serve.as_deref())
 }

@@ -1,6 +1,7 @@
 //! `sequin serve`: the HTTP server over a store, with live segments.
 
 use anyhow::{Context, Result, anyhow};
+use base64::Engine as _;
 use rand::Rng;
 use sequin_core::time::parse_duration;
 use sequin_engine::live::LiveOptions;
@@ -83,5 +84,127 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             })
             .await
             .context("serving")
+    })
+}
+
+/// The live part of `sequin demo`: serves the demo store with its segments live, sends a
+/// new visitor's events over the Segment API, and shows the membership changes they cause
+/// and the per-unit lookup. With `listen`, keeps serving afterwards.
+pub fn demo_live(
+    store: &std::path::Path,
+    segments: &std::path::Path,
+    listen: Option<&str>,
+) -> Result<()> {
+    use tower::ServiceExt as _;
+    let keys = Keys {
+        write: "demo-write".into(),
+        read: "demo-read".into(),
+        admin: "demo-admin".into(),
+    };
+    let config = ServerConfig {
+        store: store.to_path_buf(),
+        segments: Some(segments.to_path_buf()),
+        keys,
+        live: LiveOptions::default(),
+        idle_advance: false,
+        memtable_bytes: 256 << 20,
+        checkpoint_every: std::time::Duration::from_secs(30),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let started = std::time::Instant::now();
+        let server = Server::start(&config).map_err(|e| anyhow!(e))?;
+        let state = server.state.clone();
+        let (users, latest) = {
+            let e = state.live.engine.read().expect("engine lock");
+            (e.users(), e.max_time().unwrap_or(0))
+        };
+        eprintln!("live: backfilled {users} users in {:.1?}", started.elapsed());
+        let call = |method: &'static str, path: String, auth: String, body: String| {
+            let router = router(state.clone());
+            async move {
+                let req = axum::http::Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header("authorization", auth)
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body))
+                    .expect("request");
+                let resp = router.oneshot(req).await.expect("infallible");
+                let bytes = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default()
+            }
+        };
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("demo-write:")
+        );
+        let bearer = "Bearer demo-admin".to_string();
+        let before = state.live.changes.last_seq();
+        // A new visitor looks at pricing three times (no trial): `pricing_no_trial`.
+        let at = |minutes: i64| sequin_core::time::format_rfc3339(latest + minutes * 60_000_000);
+        let visit: Vec<serde_json::Value> = (1..=3)
+            .map(|i| {
+                serde_json::json!({"type": "page", "name": "pricing", "userId": "demo-visitor",
+                    "messageId": format!("demo-visit-{i}"), "timestamp": at(i),
+                    "properties": {"page": "pricing"}})
+            })
+            .collect();
+        let r = call("POST", "/v1/batch".into(), basic.clone(), serde_json::json!({"batch": visit}).to_string()).await;
+        eprintln!("POST /v1/batch (3 pricing views of demo-visitor) → {r}");
+        call("POST", "/api/admin/sync".into(), bearer.clone(), String::new()).await;
+        let r = call("GET", "/api/units/demo-visitor/segments".into(), bearer.clone(), String::new()).await;
+        eprintln!("GET /api/units/demo-visitor/segments → {r}");
+        // They start a trial: they leave the segment.
+        let trial = serde_json::json!({"type": "track", "event": "trial_start", "userId": "demo-visitor",
+            "messageId": "demo-visit-trial", "timestamp": at(5)});
+        call("POST", "/v1/track".into(), basic, trial.to_string()).await;
+        call("POST", "/api/admin/sync".into(), bearer.clone(), String::new()).await;
+        let changes = state
+            .live
+            .changes
+            .read_range(before, u64::MAX)
+            .context("reading the change log")?;
+        for c in &changes {
+            eprintln!(
+                "change {}: {} {:?} {} at {}",
+                c.seq,
+                c.unit,
+                c.kind,
+                c.segment,
+                sequin_core::time::format_rfc3339(c.time)
+            );
+        }
+        let r = call("GET", "/api/segments".into(), bearer, String::new()).await;
+        eprintln!("GET /api/segments → {r}");
+        match listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--serve {addr}"))?;
+                eprintln!(
+                    "serving on http://{} (write key demo-write, read key demo-read, admin key demo-admin); Ctrl-C stops",
+                    listener.local_addr()?
+                );
+                axum::serve(listener, router(state))
+                    .with_graceful_shutdown(async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    })
+                    .await
+                    .context("serving")?;
+            }
+            None => eprintln!(
+                "to keep serving: sequin serve --store {} --segments {}  (or sequin demo --serve 127.0.0.1:8080)",
+                store.display(),
+                segments.display()
+            ),
+        }
+        Ok(())
     })
 }
