@@ -233,14 +233,12 @@ pub struct LiveEngine {
     /// user's events or timers are processed.
     users: FxHashMap<String, Box<[u8]>>,
     timers: BinaryHeap<Reverse<(i64, String)>>,
-    /// Per slot: unit → entry time.
-    members: Vec<BTreeMap<String, i64>>,
+    /// Memberships and the changes not yet drained.
+    ledger: Ledger,
     watermark: i64,
     max_time: i64,
     /// Events below this sequence number are included in the states (the last backfill).
     base_seq: u64,
-    next_change: u64,
-    changes: Vec<Change>,
     bits: FxHashMap<String, Vec<u64>>,
     /// Memberships recorded before a restart, compared against by the next rebuild.
     assumed: Vec<(String, String, i64)>,
@@ -260,12 +258,14 @@ impl LiveEngine {
             refs: Default::default(),
             users: FxHashMap::default(),
             timers: BinaryHeap::new(),
-            members: Vec::new(),
+            ledger: Ledger {
+                members: Vec::new(),
+                changes: Vec::new(),
+                next_change: 1,
+            },
             watermark: i64::MIN,
             max_time: i64::MIN,
             base_seq: 0,
-            next_change: 1,
-            changes: Vec::new(),
             bits: FxHashMap::default(),
             assumed: Vec::new(),
             processed: 0,
@@ -304,12 +304,12 @@ impl LiveEngine {
 
     /// Sequence number the next change will get.
     pub fn next_change_seq(&self) -> u64 {
-        self.next_change
+        self.ledger.next_change
     }
 
     /// Makes change numbering continue after `seq` (after a restart).
     pub fn set_next_change_seq(&mut self, seq: u64) {
-        self.next_change = self.next_change.max(seq);
+        self.ledger.next_change = self.ledger.next_change.max(seq);
     }
 
     /// Live definitions, by name.
@@ -320,7 +320,7 @@ impl LiveEngine {
     /// Units that are members of `segment` now, with their entry times, sorted by unit.
     pub fn members(&self, segment: &str) -> Option<&BTreeMap<String, i64>> {
         let slot = self.slot_of(segment)?;
-        Some(&self.members[slot])
+        Some(&self.ledger.members[slot])
     }
 
     /// The segments `unit` is a member of now, with entry times.
@@ -330,7 +330,9 @@ impl LiveEngine {
             .enumerate()
             .filter_map(|(s, p)| {
                 let p = p.as_ref()?;
-                self.members[s].get(unit).map(|&t| (p.name.as_str(), t))
+                self.ledger.members[s]
+                    .get(unit)
+                    .map(|&t| (p.name.as_str(), t))
             })
             .collect()
     }
@@ -342,7 +344,7 @@ impl LiveEngine {
 
     /// Takes the changes produced since the last call.
     pub fn drain_changes(&mut self) -> Vec<Change> {
-        std::mem::take(&mut self.changes)
+        std::mem::take(&mut self.ledger.changes)
     }
 
     fn slot_of(&self, segment: &str) -> Option<usize> {
@@ -364,12 +366,12 @@ impl LiveEngine {
         let mut old = self.take_all_memberships();
         old.append(&mut self.assumed);
         self.programs.clear();
-        self.members.clear();
+        self.ledger.members.clear();
         self.bits.clear();
         self.refs = std::sync::Arc::new(programs.iter().map(|p| p.props.clone()).collect());
         for p in programs {
             self.programs.push(Some(p));
-            self.members.push(BTreeMap::new());
+            self.ledger.members.push(BTreeMap::new());
         }
         self.users.clear();
         self.timers.clear();
@@ -557,7 +559,7 @@ impl LiveEngine {
         let new: Vec<(usize, String, i64)> =
             old.iter().map(|(s, u, t)| (*s, rekey(u), *t)).collect();
         for (s, u, t) in &new {
-            self.members[*s].insert(u.clone(), *t);
+            self.ledger.members[*s].insert(u.clone(), *t);
         }
         self.emit_diff(old, new);
         user.wake = i64::MAX; // re-register its timer under the new key
@@ -614,12 +616,12 @@ impl LiveEngine {
         let mut w = Enc::default();
         w.buf.extend_from_slice(CHECKPOINT_MAGIC);
         w.u(self.processed);
-        w.u(self.next_change);
+        w.u(self.ledger.next_change);
         w.i(self.watermark);
         w.i(self.max_time);
         w.u(self.base_seq);
         w.u(self.programs.len() as u64);
-        for (p, members) in self.programs.iter().zip(&self.members) {
+        for (p, members) in self.programs.iter().zip(&self.ledger.members) {
             w.os(p.as_ref().map(|p| p.name.as_str()));
             w.u(members.len() as u64);
             for (unit, &t) in members {
@@ -654,7 +656,7 @@ impl LiveEngine {
         let mut r = Dec::new(body);
         let mut e = LiveEngine::new(opts);
         e.processed = r.u()?;
-        e.next_change = r.u()?;
+        e.ledger.next_change = r.u()?;
         e.watermark = r.i()?;
         e.max_time = r.i()?;
         e.base_seq = r.u()?;
@@ -673,7 +675,7 @@ impl LiveEngine {
                 let unit = r.s()?;
                 members.insert(unit, r.i()?);
             }
-            e.members.push(members);
+            e.ledger.members.push(members);
             e.programs.push(Some(p));
         }
         let users = r.count()?;
@@ -929,16 +931,7 @@ impl LiveEngine {
                 let st = user.states[slot].as_mut().expect("fed");
                 prog.end_group(st, t);
                 let since = st.member_since;
-                sync_member(
-                    &mut self.members[slot],
-                    &mut self.changes,
-                    &mut self.next_change,
-                    &prog.name,
-                    unit,
-                    since,
-                    t,
-                    emit,
-                );
+                self.ledger.sync(slot, &prog.name, unit, since, t, emit);
             }
         }
         // Sessions and conversations: route each event to its run, then feed every run.
@@ -1024,12 +1017,10 @@ impl LiveEngine {
                     }
                     prog.end_group(st, t);
                     let since = st.member_since;
-                    sync_sub_member(
-                        &mut self.members[slot],
+                    self.ledger.sync_sub(
                         &mut user.sub_members,
-                        &mut self.changes,
-                        &mut self.next_change,
-                        (slot, &prog.name),
+                        slot,
+                        &prog.name,
                         &sub.key,
                         since,
                         t,
@@ -1056,16 +1047,7 @@ impl LiveEngine {
                     prog.run_timers(st, t);
                     user.clock = user.clock.max(t);
                     let since = st.member_since;
-                    sync_member(
-                        &mut self.members[slot],
-                        &mut self.changes,
-                        &mut self.next_change,
-                        &prog.name,
-                        unit,
-                        since,
-                        t,
-                        emit,
-                    );
+                    self.ledger.sync(slot, &prog.name, unit, since, t, emit);
                 }
             } else {
                 for sub in user.subs.iter_mut() {
@@ -1079,12 +1061,10 @@ impl LiveEngine {
                             sub.open = false;
                         }
                         let since = st.member_since;
-                        sync_sub_member(
-                            &mut self.members[slot],
+                        self.ledger.sync_sub(
                             &mut user.sub_members,
-                            &mut self.changes,
-                            &mut self.next_change,
-                            (slot, &prog.name),
+                            slot,
+                            &prog.name,
                             &sub.key,
                             since,
                             t,
@@ -1099,13 +1079,13 @@ impl LiveEngine {
     /// (slot, unit, entry time) of every membership of this user and its sub-units.
     fn memberships_of(&self, unit: &str, user: &UserLive) -> Vec<(usize, String, i64)> {
         let mut out = Vec::new();
-        for (slot, m) in self.members.iter().enumerate() {
+        for (slot, m) in self.ledger.members.iter().enumerate() {
             if let Some(&t) = m.get(unit) {
                 out.push((slot, unit.to_string(), t));
             }
         }
         for (slot, key) in &user.sub_members {
-            if let Some(&t) = self.members[*slot].get(key) {
+            if let Some(&t) = self.ledger.members[*slot].get(key) {
                 out.push((*slot, key.clone(), t));
             }
         }
@@ -1114,13 +1094,13 @@ impl LiveEngine {
 
     fn forget(&mut self, list: &[(usize, String, i64)]) {
         for (slot, unit, _) in list {
-            self.members[*slot].remove(unit);
+            self.ledger.members[*slot].remove(unit);
         }
     }
 
     fn take_all_memberships(&mut self) -> Vec<(String, String, i64)> {
         let mut out = Vec::new();
-        for (slot, m) in self.members.iter_mut().enumerate() {
+        for (slot, m) in self.ledger.members.iter_mut().enumerate() {
             let Some(p) = &self.programs[slot] else {
                 continue;
             };
@@ -1133,7 +1113,7 @@ impl LiveEngine {
 
     fn current_memberships(&self) -> Vec<(String, String, i64)> {
         let mut out = Vec::new();
-        for (slot, m) in self.members.iter().enumerate() {
+        for (slot, m) in self.ledger.members.iter().enumerate() {
             let Some(p) = &self.programs[slot] else {
                 continue;
             };
@@ -1159,26 +1139,12 @@ impl LiveEngine {
         let now = self.watermark.max(self.max_time);
         for ((segment, unit), t) in &old {
             if new.get(&(segment.clone(), unit.clone())) != Some(t) {
-                push_change(
-                    &mut self.changes,
-                    &mut self.next_change,
-                    segment,
-                    unit,
-                    ChangeKind::Exit,
-                    now,
-                );
+                self.ledger.push(segment, unit, ChangeKind::Exit, now);
             }
         }
         for ((segment, unit), t) in &new {
             if old.get(&(segment.clone(), unit.clone())) != Some(t) {
-                push_change(
-                    &mut self.changes,
-                    &mut self.next_change,
-                    segment,
-                    unit,
-                    ChangeKind::Enter,
-                    *t,
-                );
+                self.ledger.push(segment, unit, ChangeKind::Enter, *t);
             }
         }
     }
@@ -1212,79 +1178,83 @@ impl SegmentKey for String {
     }
 }
 
-fn push_change(
-    changes: &mut Vec<Change>,
-    next: &mut u64,
-    segment: &str,
-    unit: &str,
-    kind: ChangeKind,
-    time: i64,
-) {
-    changes.push(Change {
-        seq: *next,
-        segment: segment.to_string(),
-        unit: unit.to_string(),
-        kind,
-        time,
-    });
-    *next += 1;
+/// Who is a member of what, and the changes recorded since the last drain.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Per slot: unit → entry time.
+    members: Vec<BTreeMap<String, i64>>,
+    changes: Vec<Change>,
+    next_change: u64,
 }
 
-/// Records a unit's membership after its state settled at `t`, emitting the change.
-#[allow(clippy::too_many_arguments)]
-fn sync_member(
-    members: &mut BTreeMap<String, i64>,
-    changes: &mut Vec<Change>,
-    next: &mut u64,
-    segment: &str,
-    unit: &str,
-    since: Option<i64>,
-    t: i64,
-    emit: bool,
-) -> bool {
-    let old = members.get(unit).copied();
-    if old == since {
-        return false;
+impl Ledger {
+    fn push(&mut self, segment: &str, unit: &str, kind: ChangeKind, time: i64) {
+        self.changes.push(Change {
+            seq: self.next_change,
+            segment: segment.to_string(),
+            unit: unit.to_string(),
+            kind,
+            time,
+        });
+        self.next_change += 1;
     }
-    if old.is_some() {
-        members.remove(unit);
-        if emit {
-            push_change(changes, next, segment, unit, ChangeKind::Exit, t);
-        }
-    }
-    if let Some(s) = since {
-        members.insert(unit.to_string(), s);
-        if emit {
-            push_change(changes, next, segment, unit, ChangeKind::Enter, s);
-        }
-    }
-    true
-}
 
-#[allow(clippy::too_many_arguments)]
-fn sync_sub_member(
-    members: &mut BTreeMap<String, i64>,
-    sub_members: &mut Vec<(usize, String)>,
-    changes: &mut Vec<Change>,
-    next: &mut u64,
-    (slot, segment): (usize, &str),
-    unit: &str,
-    since: Option<i64>,
-    t: i64,
-    emit: bool,
-) {
-    if !sync_member(members, changes, next, segment, unit, since, t, emit) {
-        return;
-    }
-    let pos = sub_members
-        .iter()
-        .position(|(s, u)| *s == slot && u == unit);
-    match (since, pos) {
-        (Some(_), None) => sub_members.push((slot, unit.to_string())),
-        (None, Some(i)) => {
-            sub_members.swap_remove(i);
+    /// Records a unit's membership after its state settled at `t`, emitting the change.
+    /// Returns whether it changed.
+    fn sync(
+        &mut self,
+        slot: usize,
+        segment: &str,
+        unit: &str,
+        since: Option<i64>,
+        t: i64,
+        emit: bool,
+    ) -> bool {
+        let old = self.members[slot].get(unit).copied();
+        if old == since {
+            return false;
         }
-        _ => {}
+        if old.is_some() {
+            self.members[slot].remove(unit);
+            if emit {
+                self.push(segment, unit, ChangeKind::Exit, t);
+            }
+        }
+        if let Some(s) = since {
+            self.members[slot].insert(unit.to_string(), s);
+            if emit {
+                self.push(segment, unit, ChangeKind::Enter, s);
+            }
+        }
+        true
+    }
+
+    /// [`Ledger::sync`] for a session or conversation, also keeping its user's list of
+    /// sub-unit memberships.
+    #[allow(clippy::too_many_arguments)]
+    fn sync_sub(
+        &mut self,
+        sub_members: &mut Vec<(usize, String)>,
+        slot: usize,
+        segment: &str,
+        unit: &str,
+        since: Option<i64>,
+        t: i64,
+        emit: bool,
+    ) {
+        if !self.sync(slot, segment, unit, since, t, emit) {
+            return;
+        }
+        let pos = sub_members
+            .iter()
+            .position(|(s, u)| *s == slot && u == unit);
+        match (since, pos) {
+            (Some(_), None) => sub_members.push((slot, unit.to_string())),
+            (None, Some(i)) => {
+                sub_members.swap_remove(i);
+            }
+            _ => {}
+        }
     }
 }
 
