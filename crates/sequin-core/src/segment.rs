@@ -232,12 +232,15 @@ fn map_single(obj: &Map<String, Json>, received_at: Option<Micros>) -> Result<Ev
     }
     let mut context = Vec::new();
     let mut traits = Vec::new();
-    if let Some(c) = object_field(obj, "context")? {
-        let mut ctx = c.as_object().cloned().unwrap_or_default();
-        if let Some(t) = ctx.remove("traits") {
-            flatten_into("", &t, &mut traits);
+    if let Some(Json::Object(ctx)) = object_field(obj, "context")? {
+        // `context.traits` are traits; everything else is context (no copy of the map).
+        for (k, v) in ctx {
+            if k == "traits" {
+                flatten_into("", v, &mut traits);
+            } else {
+                flatten_into(k, v, &mut context);
+            }
         }
-        flatten_into("", &Json::Object(ctx), &mut context);
     }
     if let Some(t) = object_field(obj, "traits")? {
         flatten_into("", t, &mut traits);
