@@ -27,6 +27,13 @@ fn key_or_generate(given: Option<String>, what: &str, flag: &str) -> String {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 pub fn serve(a: ServeArgs) -> Result<()> {
     let keys = Keys {
         write: key_or_generate(a.write_key, "write", "SEQUIN_WRITE_KEY"),
@@ -54,10 +61,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 .max(1) as u64,
         ),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     runtime.block_on(async move {
         let started = std::time::Instant::now();
         let server = Server::start(&config).map_err(|e| anyhow!(e))?;
@@ -110,10 +114,7 @@ pub fn demo_live(
         memtable_bytes: 256 << 20,
         checkpoint_every: std::time::Duration::from_secs(30),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     runtime.block_on(async move {
         let started = std::time::Instant::now();
         let server = Server::start(&config).map_err(|e| anyhow!(e))?;

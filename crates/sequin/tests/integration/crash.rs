@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::util::{run_ok, sequin, stats};
 
-fn message_ids(file: &std::path::Path) -> Vec<String> {
+pub(crate) fn message_ids(file: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(file)
         .unwrap()
         .lines()

@@ -129,12 +129,8 @@ fn tau_bench_conversations() {
     assert!(names.contains(&("tool_call".into(), 1_164)), "{names:?}");
 }
 
-/// Segments over BPIC 2012 (tests/real/bpic2012.seg) give exactly the cases that
-/// independent DuckDB SQL (tests/real/bpic2012_check.py) finds.
-#[test]
-fn bpic2012_segments_match_independent_sql() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
+/// Imports BPIC 2012 into `store`; returns the CSV's path.
+fn import_bpic2012(store: &Path) -> std::path::PathBuf {
     let csv = shared_data().join("bpic2012/events.csv");
     run_ok(&[
         "import",
@@ -148,6 +144,16 @@ fn bpic2012_segments_match_independent_sql() {
         "--event",
         "activity",
     ]);
+    csv
+}
+
+/// Segments over BPIC 2012 (tests/real/bpic2012.seg) give exactly the cases that
+/// independent DuckDB SQL (tests/real/bpic2012_check.py) finds.
+#[test]
+fn bpic2012_segments_match_independent_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let csv = import_bpic2012(&store);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let seg = root.join("tests/real/bpic2012.seg");
     let as_of = "2012-03-01T00:00:00Z";
@@ -210,19 +216,7 @@ fn bpic2012_live_delivery_equals_batch() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let csv = shared_data().join("bpic2012/events.csv");
-    run_ok(&[
-        "import",
-        "--store",
-        store.to_str().unwrap(),
-        csv.to_str().unwrap(),
-        "--unit",
-        "case_id",
-        "--time",
-        "timestamp",
-        "--event",
-        "activity",
-    ]);
+    import_bpic2012(&store);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let src = std::fs::read_to_string(root.join("tests/real/bpic2012.seg")).unwrap();
     let file = sequin_lang::parse(&src).unwrap();

@@ -238,16 +238,7 @@ fn kill_9_under_load_loses_no_acknowledged_event_and_live_equals_batch() {
     server.kill_9();
 
     let counts = stored_ids(&store);
-    let distinct: HashSet<String> = std::fs::read_to_string(&file)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["messageId"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let distinct: HashSet<String> = crate::crash::message_ids(&file).into_iter().collect();
     assert_eq!(counts.len(), distinct.len(), "every event stored");
     assert!(counts.values().all(|&c| c == 1), "and only once");
 
