@@ -59,7 +59,8 @@ pub fn duration(m: Micros) -> String {
     format!("{m}us")
 }
 
-fn quote(s: &str) -> String {
+/// A string literal, quoted and escaped.
+pub fn quote(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -255,7 +256,8 @@ fn pattern_list(ps: &[Pattern]) -> String {
     ps.iter().map(pattern).collect::<Vec<_>>().join(" or ")
 }
 
-fn event_name(name: &str) -> String {
+/// An event name as the language writes it: bare when it is a plain identifier, else quoted.
+pub fn event_name(name: &str) -> String {
     let plain = !name.is_empty()
         && name.split('.').all(|part| {
             let mut chars = part.chars();

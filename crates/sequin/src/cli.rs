@@ -30,10 +30,76 @@ pub enum Command {
     Fmt(FmtArgs),
     /// Evaluate segments over a store: one row per member.
     Eval(EvalArgs),
+    /// Frequent sequential patterns over a store's units, or over an SPMF sequence file.
+    Mine(MineArgs),
     /// Serve Segment-compatible ingest and live segments over HTTP.
     Serve(ServeArgs),
     /// Replay a Segment NDJSON file against a server; report throughput and latency.
     Load(LoadArgs),
+}
+
+/// What a definition or an analysis groups.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum UnitArg {
+    /// People.
+    Users,
+    /// Sessions.
+    Sessions,
+    /// Conversations.
+    Conversations,
+}
+
+impl From<UnitArg> for sequin_lang::ast::UnitKind {
+    fn from(u: UnitArg) -> Self {
+        match u {
+            UnitArg::Users => sequin_lang::ast::UnitKind::Users,
+            UnitArg::Sessions => sequin_lang::ast::UnitKind::Sessions,
+            UnitArg::Conversations => sequin_lang::ast::UnitKind::Conversations,
+        }
+    }
+}
+
+/// Output formats of `mine`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum MineFormat {
+    /// Readable: support, share, pattern (and for a store, the segment criterion).
+    Text,
+    /// One JSON document with every pattern.
+    Json,
+    /// SPMF's output lines: `a -1 b -1 #SUP: n`.
+    Spmf,
+}
+
+/// `sequin mine`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["store", "spmf"])))]
+pub struct MineArgs {
+    /// Store whose units' event sequences to mine.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// SPMF sequence file (a line per sequence, itemsets ended by -1, the line by -2).
+    #[arg(long)]
+    pub spmf: Option<PathBuf>,
+    /// Minimum support, as a share of sequences (0–1]; absolute support is
+    /// ceil(S × sequences).
+    #[arg(long)]
+    pub min_support: f64,
+    /// Longest pattern, in items [default: unlimited for --spmf, 5 for a store, whose long
+    /// event histories otherwise yield astronomically many patterns].
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// What a sequence is, for a store.
+    #[arg(long, value_enum, default_value = "users")]
+    pub unit: UnitArg,
+    /// Inactivity that ends a session or conversation.
+    #[arg(long, default_value = "30m")]
+    pub session_gap: String,
+    /// Print at most this many patterns (all are counted).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Output format [default: text for a store, spmf for --spmf].
+    #[arg(long, value_enum)]
+    pub format: Option<MineFormat>,
 }
 
 /// `sequin load`.

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod insight;
 mod load;
 mod segments;
 mod serve;

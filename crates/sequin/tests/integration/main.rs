@@ -5,6 +5,7 @@
 
 mod bad_rows;
 mod crash;
+mod insight;
 mod real_data;
 mod roundtrip;
 mod segments;

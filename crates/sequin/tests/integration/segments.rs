@@ -17,7 +17,7 @@ fn repo() -> PathBuf {
 }
 
 /// A store of generated data, built once per test run.
-fn golden_store() -> &'static Path {
+pub(crate) fn golden_store() -> &'static Path {
     static STORE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     let (_, path) = STORE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
