@@ -145,9 +145,10 @@ pub(crate) struct Columns<'a> {
     pub(crate) slots: Vec<Vec<&'a PropColumn>>,
 }
 
-struct RowProps<'a> {
-    cols: &'a Columns<'a>,
-    row: usize,
+/// One row's properties, read from the resolved columns.
+pub(crate) struct RowProps<'a> {
+    pub(crate) cols: &'a Columns<'a>,
+    pub(crate) row: usize,
 }
 
 pub(crate) fn column_value(c: &PropColumn, row: usize) -> Option<Val<'_>> {

@@ -4,6 +4,7 @@
 //!   layouts).
 //! - [`matcher`]: the one incremental matcher, fed events and timers per unit; batch and
 //!   live evaluation both drive it.
+//! - [`outcome`]: outcomes evaluated per unit after an anchor time (same matcher).
 //! - [`units`]: how a user's events split into sessions and conversations.
 //! - [`batch`]: evaluation over a store, in parallel over unit partitions.
 //! - [`live`]: the same matcher kept current as events arrive: timers, watermark, late
@@ -16,6 +17,7 @@ pub mod compile;
 pub mod error;
 pub mod live;
 pub mod matcher;
+pub mod outcome;
 pub mod reference;
 pub mod units;
 pub mod val;

@@ -268,6 +268,24 @@ impl Program {
         st.closed = false;
     }
 
+    /// The value of a measure: a program whose first criterion is an aggregate
+    /// (`sum|avg|min|max(P.prop)`) or a count (compiled with a threshold above any real
+    /// count, so it does not saturate). None when there is no value.
+    pub fn measure(&self, st: &UnitState) -> Option<f64> {
+        let leaf = self.leaves.first()?;
+        match (&leaf.kind, st.leaves.first()?) {
+            (LeafKind::Agg { func, .. }, agg) => aggregate(*func, leaf.window.is_some(), agg),
+            (LeafKind::Count { .. }, LeafState::Count { times, n }) => {
+                Some(if leaf.window.is_some() {
+                    times.len()
+                } else {
+                    *n
+                } as f64)
+            }
+            _ => None,
+        }
+    }
+
     /// Feeds one event (in time, then arrival, order).
     pub fn on_event(&self, st: &mut UnitState, ev: &Ev<'_>) {
         let users = self.unit == UnitKind::Users;
@@ -577,30 +595,8 @@ fn leaf_truth(leaf: &Leaf, state: &LeafState, now: i64) -> bool {
                 threshold,
                 ..
             },
-            LeafState::Agg {
-                items,
-                sum,
-                count,
-                min,
-                max,
-            },
-        ) => {
-            let (s, c, lo, hi) = if w.is_some() {
-                items.iter().fold(
-                    (0.0, 0u64, f64::INFINITY, f64::NEG_INFINITY),
-                    |(s, c, lo, hi), &(_, x)| (s + x, c + 1, lo.min(x), hi.max(x)),
-                )
-            } else {
-                (*sum, *count, *min, *max)
-            };
-            let value = match func {
-                AggFn::Sum => Some(s),
-                AggFn::Avg => (c > 0).then(|| s / c as f64),
-                AggFn::Min => (c > 0).then_some(lo),
-                AggFn::Max => (c > 0).then_some(hi),
-            };
-            value.is_some_and(|v| compare_number(v, *op, *threshold))
-        }
+            agg @ LeafState::Agg { .. },
+        ) => aggregate(*func, w.is_some(), agg).is_some_and(|v| compare_number(v, *op, *threshold)),
         (LeafKind::First { within, .. }, LeafState::First { times, first }) => {
             let f = if w.is_some() {
                 times.front().copied()
@@ -624,6 +620,34 @@ fn leaf_truth(leaf: &Leaf, state: &LeafState, now: i64) -> bool {
             (None, _) => false,
         },
         _ => unreachable!("leaf state matches its kind"),
+    }
+}
+
+/// An aggregate's current value (None: no value, as `avg` of nothing).
+fn aggregate(func: AggFn, windowed: bool, state: &LeafState) -> Option<f64> {
+    let LeafState::Agg {
+        items,
+        sum,
+        count,
+        min,
+        max,
+    } = state
+    else {
+        return None;
+    };
+    let (s, c, lo, hi) = if windowed {
+        items.iter().fold(
+            (0.0, 0u64, f64::INFINITY, f64::NEG_INFINITY),
+            |(s, c, lo, hi), &(_, x)| (s + x, c + 1, lo.min(x), hi.max(x)),
+        )
+    } else {
+        (*sum, *count, *min, *max)
+    };
+    match func {
+        AggFn::Sum => Some(s),
+        AggFn::Avg => (c > 0).then(|| s / c as f64),
+        AggFn::Min => (c > 0).then_some(lo),
+        AggFn::Max => (c > 0).then_some(hi),
     }
 }
 

@@ -2,9 +2,15 @@
 //!
 //! - [`mine`]: frequent sequential patterns (PrefixSpan) over a store's units or an SPMF
 //!   file.
+//! - [`report`]: outcome linkage of a segment: rates, relative risk, p-value, value at
+//!   stake.
+//! - [`stats`]: the two-group statistics of an outcome report (Wilson, relative risk,
+//!   Newcombe, Fisher / z-test).
 
 pub mod error;
 pub mod mine;
+pub mod report;
+pub mod stats;
 pub mod units;
 
 pub use error::InsightError;

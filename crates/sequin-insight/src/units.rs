@@ -1,11 +1,15 @@
 //! Walking a store's units the way evaluation sees them: users, or the sessions and
 //! conversations their events split into (the engine's [`split`]), up to an as-of time.
 
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 use sequin_core::event::MessageKind;
 use sequin_core::time::Micros;
 use sequin_engine::units::split;
 use sequin_lang::ast::UnitKind;
-use sequin_store::{PartitionData, Projection};
+use sequin_store::{EventSource, PartitionData, Projection};
+
+use crate::InsightError;
 
 /// The id column a unit kind needs, to add to a projection.
 pub fn unit_columns(unit: UnitKind) -> Vec<String> {
@@ -76,4 +80,37 @@ pub fn for_each_unit(
             f(&sub.key, &rows);
         }
     }
+}
+
+/// Every unit with behaviour in (`from`, `to`] (`from` None: from the start), with the time
+/// of its first such event.
+pub fn first_activity(
+    source: &dyn EventSource,
+    unit: UnitKind,
+    gap: Micros,
+    from: Option<i64>,
+    to: i64,
+) -> Result<FxHashMap<String, i64>, InsightError> {
+    let proj = projection(unit, &[]);
+    let parts: Vec<Result<Vec<(String, i64)>, InsightError>> = (0..source.partitions())
+        .into_par_iter()
+        .map(|p| {
+            let data = source.read_partition(p, &proj)?;
+            let mut out = Vec::new();
+            for_each_unit(&data, unit, gap, Some(to), |key, rows| {
+                let first = rows
+                    .iter()
+                    .find(|&&r| from.is_none_or(|f| data.time[r] > f) && is_behaviour(&data, r));
+                if let Some(&r) = first {
+                    out.push((key.to_string(), data.time[r]));
+                }
+            });
+            Ok(out)
+        })
+        .collect();
+    let mut all = FxHashMap::default();
+    for part in parts {
+        all.extend(part?);
+    }
+    Ok(all)
 }

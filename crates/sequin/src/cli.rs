@@ -30,6 +30,8 @@ pub enum Command {
     Fmt(FmtArgs),
     /// Evaluate segments over a store: one row per member.
     Eval(EvalArgs),
+    /// How a segment's members fare on an outcome against the rest of the population.
+    Report(ReportArgs),
     /// Frequent sequential patterns over a store's units, or over an SPMF sequence file.
     Mine(MineArgs),
     /// Serve Segment-compatible ingest and live segments over HTTP.
@@ -68,6 +70,48 @@ pub enum MineFormat {
     Json,
     /// SPMF's output lines: `a -1 b -1 #SUP: n`.
     Spmf,
+}
+
+/// Text or JSON.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum TextOrJson {
+    /// Plain words first, then the figures.
+    Text,
+    /// Every figure under stable field names.
+    Json,
+}
+
+/// `sequin report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Store directory.
+    #[arg(long)]
+    pub store: PathBuf,
+    /// Segment file (.seg) holding the segment, the outcome and the base.
+    #[arg(long)]
+    pub segments: PathBuf,
+    /// The segment whose members are compared.
+    #[arg(long)]
+    pub segment: String,
+    /// The outcome (evaluated after each unit's anchor).
+    #[arg(long)]
+    pub outcome: String,
+    /// The population: a base segment [default: units active in the segment's window].
+    #[arg(long)]
+    pub base: Option<String>,
+    /// A value measure for the value at stake, e.g. `sum(purchase.amount)`.
+    #[arg(long)]
+    pub value: Option<String>,
+    /// When membership is taken: RFC 3339 or epoch s/ms/µs [default: the latest event].
+    /// Outcomes still see all data after it.
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: TextOrJson,
+    /// Inactivity that ends a session or conversation.
+    #[arg(long, default_value = "30m")]
+    pub session_gap: String,
 }
 
 /// `sequin mine`.

@@ -4,14 +4,15 @@ use std::io::{BufWriter, Write};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use sequin_core::time::parse_duration;
+use sequin_core::time::{TimeFormat, format_rfc3339, parse_duration, parse_text};
 use sequin_insight::mine::{
     MineOptions, SequenceDb, absolute_support, prefixspan, store_sequences,
 };
+use sequin_insight::report::ReportOptions;
 use sequin_lang::ast::UnitKind;
 use sequin_store::StoreReader;
 
-use crate::cli::{MineArgs, MineFormat};
+use crate::cli::{MineArgs, MineFormat, ReportArgs, TextOrJson};
 
 pub fn mine(a: MineArgs) -> Result<()> {
     if !(a.min_support > 0.0 && a.min_support <= 1.0) {
@@ -139,5 +140,188 @@ pub fn mine(a: MineArgs) -> Result<()> {
             None => String::new(),
         }
     );
+    Ok(())
+}
+
+/// Parses `--as-of`.
+fn as_of(text: Option<&str>) -> Result<Option<i64>> {
+    text.map(|t| parse_text(t, TimeFormat::Auto).map_err(anyhow::Error::msg))
+        .transpose()
+        .context("--as-of")
+}
+
+fn gap(text: &str) -> Result<i64> {
+    parse_duration(text)
+        .map_err(anyhow::Error::msg)
+        .context("--session-gap")
+}
+
+fn open_store(path: &std::path::Path) -> Result<StoreReader> {
+    StoreReader::open(path).with_context(|| format!("opening store {}", path.display()))
+}
+
+/// 12345 → "12,345".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn pct(x: f64) -> String {
+    let p = 100.0 * x;
+    if p != 0.0 && p.abs() < 0.1 {
+        format!("{p:.2}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
+fn p_text(p: f64) -> String {
+    if p < 0.001 {
+        "p < 0.001".into()
+    } else {
+        format!("p = {p:.3}")
+    }
+}
+
+pub fn report(a: ReportArgs) -> Result<()> {
+    let file = crate::segments::load_checked(&a.segments, None)?;
+    let reader = open_store(&a.store)?;
+    let opts = ReportOptions {
+        segment: a.segment.clone(),
+        outcome: a.outcome.clone(),
+        base: a.base.clone(),
+        value: a.value.clone(),
+        as_of: as_of(a.as_of.as_deref())?,
+        session_gap: gap(&a.session_gap)?,
+    };
+    let r = sequin_insight::report::report(&reader, &file, &opts)?;
+    let mut out = std::io::stdout().lock();
+    if a.format == TextOrJson::Json {
+        serde_json::to_writer_pretty(&mut out, &r)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let c = &r.comparison;
+    let unit = &r.unit;
+    writeln!(
+        out,
+        "{} {unit} ({} of {}) are in `{}` as of {}.",
+        thousands(r.members.units),
+        pct(r.share_of_population),
+        r.population,
+        r.segment,
+        format_rfc3339(r.as_of)
+    )?;
+    let likely = match c.relative_risk {
+        Some(rr) if rr.value.is_finite() && rr.value < 1.0 => format!(
+            "{} less likely to reach `{}` (95% CI {} to {})",
+            pct(1.0 - rr.value),
+            r.outcome,
+            pct(1.0 - rr.high),
+            pct(1.0 - rr.low)
+        ),
+        Some(rr) if rr.value.is_finite() && rr.value < 2.0 => format!(
+            "{} more likely to reach `{}` (95% CI {} to {})",
+            pct(rr.value - 1.0),
+            r.outcome,
+            pct(rr.low - 1.0),
+            pct(rr.high - 1.0)
+        ),
+        Some(rr) if rr.value.is_finite() => format!(
+            "{:.1}× as likely to reach `{}` (95% CI {:.1}–{:.1}×)",
+            rr.value, r.outcome, rr.low, rr.high
+        ),
+        _ => format!(
+            "not comparable on `{}` (a group has no decided units or no outcome)",
+            r.outcome
+        ),
+    };
+    writeln!(
+        out,
+        "Members are {likely}: {} ({}–{}) of {} reach it, against {} ({}–{}) of the other {}; a difference of {:+.1} points (95% CI {:+.1} to {:+.1}), {} ({}).",
+        pct(c.members.rate),
+        pct(c.members.low),
+        pct(c.members.high),
+        thousands(c.members.total),
+        pct(c.non_members.rate),
+        pct(c.non_members.low),
+        pct(c.non_members.high),
+        thousands(c.non_members.total),
+        100.0 * c.difference.value,
+        100.0 * c.difference.low,
+        100.0 * c.difference.high,
+        p_text(c.p_value),
+        match c.test {
+            sequin_insight::stats::Test::FisherExact => "Fisher's exact test",
+            sequin_insight::stats::Test::TwoProportionZ => "two-proportion z-test",
+        }
+    )?;
+    if let Some(v) = &r.value_at_stake {
+        let verb = if v.per_quarter >= 0.0 {
+            "at stake"
+        } else {
+            "gained by members"
+        };
+        writeln!(
+            out,
+            "Value {verb}: {:.0} per quarter in {}.\n  formula: {}",
+            v.per_quarter.abs(),
+            v.measure,
+            v.formula
+        )?;
+    }
+    if r.members.pending + r.non_members.pending > 0 {
+        writeln!(
+            out,
+            "Pending (outcome horizon {} reaches past the data, {}): {} members, {} non-members, left out of the rates.",
+            r.horizon_micros
+                .map_or("-".into(), sequin_lang::fmt::duration),
+            format_rfc3339(r.observed_until),
+            thousands(r.members.pending),
+            thousands(r.non_members.pending)
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<14} {:>10} {:>10} {:>10} {:>9} {:>17}",
+        "group", "units", "decided", "reached", "rate", "95% CI"
+    )?;
+    for (label, g, rate) in [
+        ("members", r.members, c.members),
+        ("non-members", r.non_members, c.non_members),
+    ] {
+        writeln!(
+            out,
+            "{label:<14} {:>10} {:>10} {:>10} {:>9} {:>17}",
+            g.units,
+            g.decided,
+            g.reached,
+            pct(rate.rate),
+            format!("{}–{}", pct(rate.low), pct(rate.high))
+        )?;
+    }
+    if let Some(rr) = c.relative_risk {
+        writeln!(
+            out,
+            "relative risk {:.3} (95% CI {:.3}–{:.3}{}), p-value {:.3e}",
+            rr.value,
+            rr.low,
+            rr.high,
+            if c.relative_risk_corrected {
+                ", 0.5 added to each cell for a zero count"
+            } else {
+                ""
+            },
+            c.p_value
+        )?;
+    }
     Ok(())
 }

@@ -43,7 +43,7 @@ pub fn catalog(store: &Path) -> Result<sequin_lang::Catalog> {
 }
 
 /// Loads and checks; prints every diagnostic; fails on errors.
-fn load_checked(path: &Path, store: Option<&Path>) -> Result<SegFile> {
+pub fn load_checked(path: &Path, store: Option<&Path>) -> Result<SegFile> {
     let (src, file) = load(path)?;
     let cat = store.map(catalog).transpose()?;
     let diags = check_file(&file, cat.as_ref());

@@ -284,3 +284,65 @@ fn bpic2012_live_delivery_equals_batch() {
         assert_eq!(mine, expected, "segment {}", p.name);
     }
 }
+
+/// `sequin report` group counts on BPIC 2012 (members and non-members: units, pending,
+/// decided, reached) equal independent DuckDB SQL (tests/real/bpic2012_report.py), with and
+/// without a base, for bounded and unbounded outcomes.
+#[test]
+fn bpic2012_report_counts_match_independent_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let csv = import_bpic2012(&store);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new(crate::util::python_with_duckdb())
+        .arg(root.join("tests/real/bpic2012_report.py"))
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(theirs.len(), 3);
+    let seg = root.join("tests/real/bpic2012_report.seg");
+    for (key, expected) in theirs {
+        let mut parts = key.split('/');
+        let (segment, outcome, base) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let mut args = vec![
+            "report",
+            "--store",
+            store.to_str().unwrap(),
+            "--segments",
+            seg.to_str().unwrap(),
+            "--segment",
+            segment,
+            "--outcome",
+            outcome,
+            "--format",
+            "json",
+        ];
+        if !base.is_empty() {
+            args.extend(["--base", base]);
+        }
+        let r: serde_json::Value = serde_json::from_str(&run_ok(&args)).unwrap();
+        for group in ["members", "non_members"] {
+            for field in ["units", "pending", "decided", "reached"] {
+                assert_eq!(
+                    r[group][field], expected[group][field],
+                    "{key} {group}.{field}"
+                );
+            }
+        }
+        assert!(
+            expected["members"]["reached"].as_u64().unwrap() > 0,
+            "{key}: guards nothing"
+        );
+    }
+}
