@@ -187,6 +187,33 @@ pub(crate) fn resolve_columns<'a>(prog: &Program, data: &'a PartitionData) -> Co
 
 fn evaluate_partition(prog: &Program, data: &PartitionData, as_of: i64, gap: Micros) -> PartResult {
     let started = Instant::now();
+    let mut members = Vec::new();
+    let units = for_each_state(prog, data, as_of, gap, |unit, st| {
+        if let Some(t) = st.member_since {
+            members.push(Member {
+                unit: unit.to_string(),
+                entered_at: t,
+            });
+        }
+    });
+    PartResult {
+        members,
+        units,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Drives `prog` over every unit of `data` with an event at or before `as_of`, calling
+/// `f(unit, state)` with the unit's state as of `as_of` (units whose events the program
+/// can skip entirely, and which are not members untouched, are not visited). Returns the
+/// units evaluated.
+pub fn for_each_state(
+    prog: &Program,
+    data: &PartitionData,
+    as_of: i64,
+    gap: Micros,
+    mut f: impl FnMut(&str, &UnitState),
+) -> u64 {
     let bits_of: Vec<u64> = data
         .names
         .iter()
@@ -199,7 +226,6 @@ fn evaluate_partition(prog: &Program, data: &PartitionData, as_of: i64, gap: Mic
         UnitKind::Sessions => data.ids.get("session_id"),
         UnitKind::Conversations => data.ids.get("conversation_id"),
     };
-    let mut members = Vec::new();
     let mut units = 0;
     let mut st = prog.new_state(gap);
     for (unit, range) in data.unit_rows() {
@@ -212,7 +238,7 @@ fn evaluate_partition(prog: &Program, data: &PartitionData, as_of: i64, gap: Mic
         let times = &data.time[rows.clone()];
         if prog.unit == UnitKind::Users {
             units += 1;
-            if let Some(t) = run_rows(
+            if run_rows(
                 prog,
                 &mut st,
                 data,
@@ -222,10 +248,7 @@ fn evaluate_partition(prog: &Program, data: &PartitionData, as_of: i64, gap: Mic
                 feed_all,
                 as_of,
             ) {
-                members.push(Member {
-                    unit: unit.to_string(),
-                    entered_at: t,
-                });
+                f(unit, &st);
             }
         } else {
             let subs = split(
@@ -238,25 +261,17 @@ fn evaluate_partition(prog: &Program, data: &PartitionData, as_of: i64, gap: Mic
             for sub in subs {
                 units += 1;
                 let picked = sub.rows.iter().map(|&i| rows.start + i);
-                if let Some(t) = run_rows(prog, &mut st, data, &bits_of, &cols, picked, true, as_of)
-                {
-                    members.push(Member {
-                        unit: sub.key,
-                        entered_at: t,
-                    });
+                if run_rows(prog, &mut st, data, &bits_of, &cols, picked, true, as_of) {
+                    f(&sub.key, &st);
                 }
             }
         }
     }
-    PartResult {
-        members,
-        units,
-        seconds: started.elapsed().as_secs_f64(),
-    }
+    units
 }
 
-/// Drives the matcher over one unit's rows; returns its entry time if it is a member at
-/// `as_of`.
+/// Drives the matcher over one unit's rows up to `as_of`; false when the unit was skipped
+/// (no event touched the program, and an untouched state is not a member).
 #[allow(clippy::too_many_arguments)]
 fn run_rows(
     prog: &Program,
@@ -267,7 +282,7 @@ fn run_rows(
     rows: impl Iterator<Item = usize>,
     feed_all: bool,
     as_of: i64,
-) -> Option<i64> {
+) -> bool {
     // A unit whose events all leave the program's state untouched is a member only if the
     // untouched state is one; otherwise it can be skipped without touching the state at all.
     let skip_irrelevant = !feed_all && !prog.empty_is_member();
@@ -302,11 +317,11 @@ fn run_rows(
         );
     }
     if !started {
-        return None;
+        return false;
     }
     if let Some(c) = current {
         prog.end_group(st, c);
     }
     prog.run_timers(st, as_of);
-    st.member_since
+    true
 }

@@ -286,6 +286,15 @@ impl Program {
         }
     }
 
+    /// The latest value of the attribute a program's first criterion reads (`device.type`),
+    /// for a program whose first criterion is an attribute.
+    pub fn attribute<'s>(&self, st: &'s UnitState) -> Option<&'s Value> {
+        match st.leaves.first()? {
+            LeafState::Attr(v) => v.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Feeds one event (in time, then arrival, order).
     pub fn on_event(&self, st: &mut UnitState, ev: &Ev<'_>) {
         let users = self.unit == UnitKind::Users;

@@ -1,5 +1,6 @@
 //! Sequin's insights: what turns segments into decisions.
 //!
+//! - [`funnel`]: step-by-step conversion through a sequence segment, with a breakdown.
 //! - [`mine`]: frequent sequential patterns (PrefixSpan) over a store's units or an SPMF
 //!   file.
 //! - [`report`]: outcome linkage of a segment: rates, relative risk, p-value, value at
@@ -8,6 +9,7 @@
 //!   Newcombe, Fisher / z-test).
 
 pub mod error;
+pub mod funnel;
 pub mod mine;
 pub mod report;
 pub mod stats;

@@ -340,6 +340,29 @@ fn operand(o: &Operand) -> String {
     }
 }
 
+/// One sequence step as written: `not X`, `next X`, `X where … within 10m of a`.
+pub fn step(step: &Step) -> String {
+    let mut out = String::new();
+    if step.negated {
+        out.push_str("not ");
+    } else if step.next {
+        out.push_str("next ");
+    }
+    out.push_str(&pattern(&step.pattern));
+    for g in &step.gaps {
+        let (text, of) = match g {
+            Gap::Within(d, of) => (format!(" within {}", duration(d.micros)), of),
+            Gap::After(d, of) => (format!(" after {}", duration(d.micros)), of),
+            Gap::WithinEvents(n, of, _) => (format!(" within {n} events"), of),
+        };
+        out.push_str(&text);
+        if let Some(a) = of {
+            write!(out, " of {}", a.name).unwrap();
+        }
+    }
+    out
+}
+
 fn sequence(s: &Sequence, depth: usize) -> String {
     let indent = "    ".repeat(depth + 1);
     let mut out = String::from("sequence");
@@ -347,25 +370,9 @@ fn sequence(s: &Sequence, depth: usize) -> String {
         write!(out, " within {}", duration(w.micros)).unwrap();
     }
     out.push_str(" {\n");
-    for step in &s.steps {
+    for st in &s.steps {
         out.push_str(&indent);
-        if step.negated {
-            out.push_str("not ");
-        } else if step.next {
-            out.push_str("next ");
-        }
-        out.push_str(&pattern(&step.pattern));
-        for g in &step.gaps {
-            let (text, of) = match g {
-                Gap::Within(d, of) => (format!(" within {}", duration(d.micros)), of),
-                Gap::After(d, of) => (format!(" after {}", duration(d.micros)), of),
-                Gap::WithinEvents(n, of, _) => (format!(" within {n} events"), of),
-            };
-            out.push_str(&text);
-            if let Some(a) = of {
-                write!(out, " of {}", a.name).unwrap();
-            }
-        }
+        out.push_str(&step(st));
         out.push('\n');
     }
     out.push_str(&"    ".repeat(depth));

@@ -32,6 +32,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// How a segment's members fare on an outcome against the rest of the population.
     Report(ReportArgs),
+    /// Step-by-step conversion through a sequence: counts, conversion, median time between
+    /// steps, optionally broken down by an attribute.
+    Funnel(FunnelArgs),
     /// Frequent sequential patterns over a store's units, or over an SPMF sequence file.
     Mine(MineArgs),
     /// Serve Segment-compatible ingest and live segments over HTTP.
@@ -104,6 +107,46 @@ pub struct ReportArgs {
     pub value: Option<String>,
     /// When membership is taken: RFC 3339 or epoch s/ms/µs [default: the latest event].
     /// Outcomes still see all data after it.
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: TextOrJson,
+    /// Inactivity that ends a session or conversation.
+    #[arg(long, default_value = "30m")]
+    pub session_gap: String,
+}
+
+/// `sequin funnel`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("funnel").required(true).args(["segment", "steps"])))]
+pub struct FunnelArgs {
+    /// Store directory.
+    #[arg(long)]
+    pub store: PathBuf,
+    /// Segment file (.seg), with --segment.
+    #[arg(long, requires = "segment")]
+    pub segments: Option<PathBuf>,
+    /// A sequence segment of --segments: its positive steps are the funnel's steps.
+    #[arg(long, requires = "segments")]
+    pub segment: Option<String>,
+    /// Or the steps themselves, as a sequence body: 'page_view where page == "pricing";
+    /// checkout_start; purchase'.
+    #[arg(long, conflicts_with = "segments")]
+    pub steps: Option<String>,
+    /// With --steps: the whole funnel within this span (first to last step), e.g. 7d.
+    #[arg(long, requires = "steps")]
+    pub within: Option<String>,
+    /// With --steps: what converts.
+    #[arg(long, value_enum, default_value = "users")]
+    pub unit: UnitArg,
+    /// Break down by a unit attribute, e.g. device.type.
+    #[arg(long)]
+    pub by: Option<String>,
+    /// Attribute values shown in the breakdown (the rest as `(other)`).
+    #[arg(long, default_value_t = 8)]
+    pub top: usize,
+    /// "Now": RFC 3339 or epoch s/ms/µs [default: the latest event time].
     #[arg(long)]
     pub as_of: Option<String>,
     /// Output format.

@@ -12,7 +12,7 @@ use sequin_insight::report::ReportOptions;
 use sequin_lang::ast::UnitKind;
 use sequin_store::StoreReader;
 
-use crate::cli::{MineArgs, MineFormat, ReportArgs, TextOrJson};
+use crate::cli::{FunnelArgs, MineArgs, MineFormat, ReportArgs, TextOrJson};
 
 pub fn mine(a: MineArgs) -> Result<()> {
     if !(a.min_support > 0.0 && a.min_support <= 1.0) {
@@ -324,4 +324,117 @@ pub fn report(a: ReportArgs) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+pub fn funnel(a: FunnelArgs) -> Result<()> {
+    let (file, name) = match (&a.segments, &a.segment, &a.steps) {
+        (Some(path), Some(name), _) => (crate::segments::load_checked(path, None)?, name.clone()),
+        (_, _, Some(steps)) => {
+            let unit: UnitKind = a.unit.into();
+            let within = match &a.within {
+                Some(w) => {
+                    parse_duration(w)
+                        .map_err(anyhow::Error::msg)
+                        .context("--within")?;
+                    format!(" within {w}")
+                }
+                None => String::new(),
+            };
+            let src = format!(
+                "segment funnel of {} {{ sequence{within} {{ {steps} }} }}",
+                unit.keyword()
+            );
+            let file = match sequin_lang::parse(&src) {
+                Ok(f) => f,
+                Err(d) => bail!("{}", d.render("--steps", &src).trim_end()),
+            };
+            if let Some(d) = sequin_lang::check(&file, None)
+                .into_iter()
+                .find(|d| d.is_error())
+            {
+                bail!("{}", d.render("--steps", &src).trim_end());
+            }
+            (file, "funnel".to_string())
+        }
+        _ => bail!("give --segments FILE --segment NAME, or --steps"),
+    };
+    let reader = open_store(&a.store)?;
+    let f = sequin_insight::funnel::funnel(
+        &reader,
+        &file,
+        &name,
+        &sequin_insight::funnel::FunnelOptions {
+            as_of: as_of(a.as_of.as_deref())?,
+            session_gap: gap(&a.session_gap)?,
+            by: a.by.clone(),
+            top_values: a.top,
+        },
+    )?;
+    let mut out = std::io::stdout().lock();
+    if a.format == TextOrJson::Json {
+        serde_json::to_writer_pretty(&mut out, &f)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "funnel `{}` of {} as of {}",
+        f.segment,
+        f.unit,
+        format_rfc3339(f.as_of)
+    )?;
+    let table = |out: &mut dyn Write, steps: &[sequin_insight::funnel::FunnelStep]| -> Result<()> {
+        writeln!(
+            out,
+            "  {:<4} {:>10} {:>10} {:>10} {:>14}  step",
+            "#", "units", "from prev", "overall", "median gap"
+        )?;
+        for (i, s) in steps.iter().enumerate() {
+            writeln!(
+                out,
+                "  {:<4} {:>10} {:>10} {:>10} {:>14}  {}",
+                i + 1,
+                thousands(s.units),
+                pct(s.conversion_from_previous),
+                pct(s.conversion_from_start),
+                s.median_from_previous_micros
+                    .map_or("-".to_string(), human_duration),
+                s.step
+            )?;
+        }
+        Ok(())
+    };
+    table(&mut out, &f.steps)?;
+    if let Some(by) = &f.by {
+        for b in &f.breakdown {
+            writeln!(out, "\n{by} = {}", b.value)?;
+            table(&mut out, &b.steps)?;
+        }
+    }
+    Ok(())
+}
+
+/// 93_000_000 µs → "1m 33s".
+pub fn human_duration(us: i64) -> String {
+    let s = us.abs() as f64 / 1e6;
+    let sign = if us < 0 { "-" } else { "" };
+    if s < 1.0 {
+        format!("{sign}{:.0}ms", s * 1e3)
+    } else if s < 60.0 {
+        format!("{sign}{s:.1}s")
+    } else if s < 3600.0 {
+        format!("{sign}{}m {:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else if s < 86400.0 {
+        format!(
+            "{sign}{}h {:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
+    } else {
+        format!(
+            "{sign}{}d {:02}h",
+            (s / 86400.0) as u64,
+            ((s % 86400.0) / 3600.0) as u64
+        )
+    }
 }

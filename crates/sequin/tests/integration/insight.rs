@@ -1,6 +1,7 @@
 //! Insights on the command line: `mine` against SPMF's counts and against `eval`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::segments::golden_store;
 use crate::util::{run, run_ok, shared_data};
@@ -99,4 +100,67 @@ fn mined_store_patterns_have_the_support_eval_gives_their_sequence() {
         }
         assert_eq!(got, expected, "{unit}:\n{seg}");
     }
+}
+
+/// A funnel's last step is the segment's membership, and a breakdown partitions every step.
+#[test]
+fn funnel_ends_at_the_segment_and_its_breakdown_adds_up() {
+    let store = golden_store().to_str().unwrap();
+    let seg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo.seg");
+    let seg = seg.to_str().unwrap();
+    let f: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "funnel",
+        "--store",
+        store,
+        "--segments",
+        seg,
+        "--segment",
+        "browse_to_buy",
+        "--by",
+        "os.name",
+        "--top",
+        "2",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let members = run_ok(&[
+        "eval",
+        "--store",
+        store,
+        "--segments",
+        seg,
+        "--segment",
+        "browse_to_buy",
+    ]);
+    let steps = f["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 4);
+    assert_eq!(
+        steps.last().unwrap()["units"].as_u64().unwrap(),
+        members.lines().count() as u64 - 1
+    );
+    let groups = f["breakdown"].as_array().unwrap();
+    assert_eq!(groups.len(), 3, "two values and (other)");
+    for (k, s) in steps.iter().enumerate() {
+        let sum: u64 = groups
+            .iter()
+            .map(|g| g["steps"][k]["units"].as_u64().unwrap())
+            .sum();
+        assert_eq!(sum, s["units"].as_u64().unwrap(), "step {}", k + 1);
+        if k > 0 {
+            assert!(s["units"].as_u64() <= steps[k - 1]["units"].as_u64());
+        }
+    }
+    // A typo in --steps points at it.
+    let out = run(&[
+        "funnel",
+        "--store",
+        store,
+        "--steps",
+        "page_view; add_to_cart where",
+        "--format",
+        "json",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--steps"));
 }

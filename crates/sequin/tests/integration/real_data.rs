@@ -346,3 +346,86 @@ fn bpic2012_report_counts_match_independent_sql() {
         );
     }
 }
+
+/// `sequin funnel` on BPIC 2012 against a greedy matcher written here: a case reaches step
+/// k when steps 1..k occur in order (each matched at its earliest possible event), and the
+/// time between steps is the difference of those earliest completions.
+#[test]
+fn bpic2012_funnel_matches_a_greedy_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let csv = import_bpic2012(&store);
+    let steps = [
+        "A_SUBMITTED",
+        "A_PREACCEPTED",
+        "W_Completeren aanvraag",
+        "O_SENT",
+        "A_APPROVED",
+    ];
+    let body = steps
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let out = run_ok(&[
+        "funnel",
+        "--store",
+        store.to_str().unwrap(),
+        "--steps",
+        &body,
+        "--format",
+        "json",
+    ]);
+    let f: serde_json::Value = serde_json::from_str(&out).unwrap();
+
+    // Cases' events in (time, file row) order.
+    let mut cases: std::collections::BTreeMap<String, Vec<(i64, usize, String)>> =
+        Default::default();
+    let mut reader = csv::Reader::from_path(&csv).unwrap();
+    for (row, rec) in reader.records().enumerate() {
+        let rec = rec.unwrap();
+        let t =
+            sequin_core::time::parse_text(&rec[3], sequin_core::time::TimeFormat::Auto).unwrap();
+        cases
+            .entry(rec[0].to_string())
+            .or_default()
+            .push((t, row, rec[1].to_string()));
+    }
+    let mut counts = vec![0u64; steps.len()];
+    let mut gaps: Vec<Vec<i64>> = vec![Vec::new(); steps.len()];
+    for events in cases.values_mut() {
+        events.sort();
+        let mut k = 0;
+        let mut last = 0;
+        for (t, _, name) in events.iter() {
+            if k < steps.len() && name == steps[k] {
+                counts[k] += 1;
+                if k > 0 {
+                    gaps[k].push(t - last);
+                }
+                last = *t;
+                k += 1;
+            }
+        }
+    }
+    let got = f["steps"].as_array().unwrap();
+    assert_eq!(got.len(), steps.len());
+    for (k, s) in got.iter().enumerate() {
+        assert_eq!(s["units"].as_u64().unwrap(), counts[k], "step {}", k + 1);
+        if k > 0 {
+            let g = &mut gaps[k];
+            g.sort();
+            let median = g[(g.len() - 1) / 2];
+            assert_eq!(
+                s["median_from_previous_micros"].as_i64().unwrap(),
+                median,
+                "step {}",
+                k + 1
+            );
+        }
+    }
+    assert!(
+        counts[steps.len() - 1] > 1000,
+        "the funnel reaches its end: {counts:?}"
+    );
+}
