@@ -127,17 +127,7 @@ pub fn evaluate_outcome(
     observed_until: i64,
     gap: Micros,
 ) -> Result<FxHashMap<String, Verdict>, EngineError> {
-    let mut programs = vec![outcome.program.clone()];
-    programs.extend(measure.cloned());
-    let proj = match projection(&programs) {
-        Projection::Columns(mut c) => {
-            c.extend(["session_id".to_string(), "conversation_id".to_string()]);
-            c.sort();
-            c.dedup();
-            Projection::Columns(c)
-        }
-        p => p,
-    };
+    let proj = outcome.projection(measure);
     let parts: Vec<Result<Vec<(String, Verdict)>, EngineError>> = (0..source.partitions())
         .into_par_iter()
         .map(|p| {
@@ -226,6 +216,88 @@ impl<'a> Driver<'a> {
     }
 }
 
+/// Decides one outcome for units of one partition, at any anchor: the building block of
+/// [`evaluate_outcome`], and of discovery, which asks for many anchors per unit.
+pub struct OutcomeJudge<'a> {
+    outcome: &'a Outcome,
+    driver: Driver<'a>,
+    rows: Vec<usize>,
+}
+
+impl<'a> OutcomeJudge<'a> {
+    /// A judge over `data` (read with at least [`Outcome::projection`]'s columns).
+    pub fn new(outcome: &'a Outcome, data: &'a PartitionData, gap: Micros) -> OutcomeJudge<'a> {
+        OutcomeJudge {
+            outcome,
+            driver: Driver::new(&outcome.program, data, gap),
+            rows: Vec::new(),
+        }
+    }
+
+    /// The outcome of the unit whose events are `rows` (ascending), anchored at `anchor`,
+    /// with data observed up to `observed_until`: None when its horizon reaches past it.
+    pub fn judge(
+        &mut self,
+        data: &PartitionData,
+        rows: &[usize],
+        anchor: i64,
+        observed_until: i64,
+    ) -> Option<bool> {
+        self.judge_when(data, rows, anchor, observed_until).0
+    }
+
+    /// As [`judge`](Self::judge), with the time the outcome was reached (when it was).
+    pub fn judge_when(
+        &mut self,
+        data: &PartitionData,
+        rows: &[usize],
+        anchor: i64,
+        observed_until: i64,
+    ) -> (Option<bool>, Option<i64>) {
+        let (until, known) = self.window(anchor, observed_until);
+        self.rows.clear();
+        // Rows are in time order: the ones after the anchor form a contiguous run.
+        let from = rows.partition_point(|&r| data.time[r] <= anchor);
+        self.rows.extend(
+            rows[from..]
+                .iter()
+                .copied()
+                .take_while(|&r| data.time[r] <= until),
+        );
+        let since = self
+            .driver
+            .run(data, anchor, &self.rows, until)
+            .member_since;
+        (known.then_some(since.is_some()), since)
+    }
+
+    /// Events up to when are looked at, and is the verdict final?
+    fn window(&self, anchor: i64, observed_until: i64) -> (i64, bool) {
+        match self.outcome.horizon {
+            Some(h) if anchor.saturating_add(h) > observed_until => (observed_until, false),
+            Some(h) => (anchor + h, true),
+            None => (observed_until, true),
+        }
+    }
+}
+
+impl Outcome {
+    /// The columns an outcome (and a measure) read, plus the unit id columns.
+    pub fn projection(&self, measure: Option<&Program>) -> Projection {
+        let mut programs = vec![self.program.clone()];
+        programs.extend(measure.cloned());
+        match projection(&programs) {
+            Projection::Columns(mut c) => {
+                c.extend(["session_id".to_string(), "conversation_id".to_string()]);
+                c.sort();
+                c.dedup();
+                Projection::Columns(c)
+            }
+            p => p,
+        }
+    }
+}
+
 fn evaluate_partition(
     data: &PartitionData,
     outcome: &Outcome,
@@ -240,37 +312,35 @@ fn evaluate_partition(
         sequin_lang::ast::UnitKind::Sessions => data.ids.get("session_id"),
         sequin_lang::ast::UnitKind::Conversations => data.ids.get("conversation_id"),
     };
-    let mut main = Driver::new(&outcome.program, data, gap);
+    let mut judge = OutcomeJudge::new(outcome, data, gap);
     let mut value = measure.map(|m| Driver::new(m, data, gap));
     let mut out = Vec::new();
     let mut rows = Vec::new();
-    let mut judge = |key: &str, all_rows: &mut dyn Iterator<Item = usize>| {
+    let mut decide = |key: &str, unit_rows: &[usize]| {
         let Some(&anchor) = anchors.get(key) else {
             return;
         };
-        let (until, reached_known) = match outcome.horizon {
-            Some(h) if anchor.saturating_add(h) > observed_until => (observed_until, false),
-            Some(h) => (anchor + h, true),
-            None => (observed_until, true),
-        };
-        rows.clear();
-        rows.extend(all_rows.filter(|&r| data.time[r] > anchor && data.time[r] <= until));
-        let reached = main.run(data, anchor, &rows, until).member_since.is_some();
+        let reached = judge.judge(data, unit_rows, anchor, observed_until);
         let v = value.as_mut().and_then(|d| {
+            let (until, _) = judge.window(anchor, observed_until);
+            rows.clear();
+            rows.extend(
+                unit_rows
+                    .iter()
+                    .copied()
+                    .filter(|&r| data.time[r] > anchor && data.time[r] <= until),
+            );
             let program = d.program;
             program.measure(d.run(data, anchor, &rows, until))
         });
-        out.push((
-            key.to_string(),
-            Verdict {
-                reached: reached_known.then_some(reached),
-                value: v,
-            },
-        ));
+        out.push((key.to_string(), Verdict { reached, value: v }));
     };
+    let mut buf = Vec::new();
     for (user, range) in data.unit_rows() {
         if unit == sequin_lang::ast::UnitKind::Users {
-            judge(user, &mut range.clone());
+            buf.clear();
+            buf.extend(range);
+            decide(user, &buf);
             continue;
         }
         let start = range.start;
@@ -281,7 +351,9 @@ fn evaluate_partition(
             |i| id_col.and_then(|c| c.get(start + i)),
             gap,
         ) {
-            judge(&sub.key, &mut sub.rows.iter().map(|&i| start + i));
+            buf.clear();
+            buf.extend(sub.rows.iter().map(|&i| start + i));
+            decide(&sub.key, &buf);
         }
     }
     out

@@ -1,5 +1,7 @@
 //! Sequin's insights: what turns segments into decisions.
 //!
+//! - [`discover`]: top-k search for the behaviours whose members differ most in an
+//!   outcome, verified by the engine, with false discoveries controlled.
 //! - [`funnel`]: step-by-step conversion through a sequence segment, with a breakdown.
 //! - [`mine`]: frequent sequential patterns (PrefixSpan) over a store's units or an SPMF
 //!   file.
@@ -8,6 +10,7 @@
 //! - [`stats`]: the two-group statistics of an outcome report (Wilson, relative risk,
 //!   Newcombe, Fisher / z-test).
 
+pub mod discover;
 pub mod error;
 pub mod funnel;
 pub mod mine;

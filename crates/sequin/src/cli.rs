@@ -35,6 +35,9 @@ pub enum Command {
     /// Step-by-step conversion through a sequence: counts, conversion, median time between
     /// steps, optionally broken down by an attribute.
     Funnel(FunnelArgs),
+    /// Find the behaviours whose units differ most in an outcome; each finding is a
+    /// ready-to-save segment definition.
+    Discover(DiscoverArgs),
     /// Frequent sequential patterns over a store's units, or over an SPMF sequence file.
     Mine(MineArgs),
     /// Serve Segment-compatible ingest and live segments over HTTP.
@@ -146,6 +149,44 @@ pub struct FunnelArgs {
     /// Attribute values shown in the breakdown (the rest as `(other)`).
     #[arg(long, default_value_t = 8)]
     pub top: usize,
+    /// "Now": RFC 3339 or epoch s/ms/µs [default: the latest event time].
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: TextOrJson,
+    /// Inactivity that ends a session or conversation.
+    #[arg(long, default_value = "30m")]
+    pub session_gap: String,
+}
+
+/// `sequin discover`.
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// Store directory.
+    #[arg(long)]
+    pub store: PathBuf,
+    /// Segment file (.seg) holding the outcome (and the base).
+    #[arg(long)]
+    pub segments: PathBuf,
+    /// The outcome to explain; its unit kind is what discovery groups.
+    #[arg(long)]
+    pub outcome: String,
+    /// The population: a base segment [default: every unit with behaviour].
+    #[arg(long)]
+    pub base: Option<String>,
+    /// Findings to print.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Longest event pattern, in steps.
+    #[arg(long, default_value_t = 3)]
+    pub max_length: usize,
+    /// Smallest group worth a rate (members, and items seen at least this often).
+    #[arg(long, default_value_t = 30)]
+    pub min_units: u64,
+    /// False-discovery rate (Benjamini–Hochberg over every candidate scored).
+    #[arg(long, default_value_t = 0.05)]
+    pub fdr: f64,
     /// "Now": RFC 3339 or epoch s/ms/µs [default: the latest event time].
     #[arg(long)]
     pub as_of: Option<String>,

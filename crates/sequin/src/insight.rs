@@ -12,7 +12,7 @@ use sequin_insight::report::ReportOptions;
 use sequin_lang::ast::UnitKind;
 use sequin_store::StoreReader;
 
-use crate::cli::{FunnelArgs, MineArgs, MineFormat, ReportArgs, TextOrJson};
+use crate::cli::{DiscoverArgs, FunnelArgs, MineArgs, MineFormat, ReportArgs, TextOrJson};
 
 pub fn mine(a: MineArgs) -> Result<()> {
     if !(a.min_support > 0.0 && a.min_support <= 1.0) {
@@ -437,4 +437,67 @@ pub fn human_duration(us: i64) -> String {
             ((s % 86400.0) / 3600.0) as u64
         )
     }
+}
+
+pub fn discover(a: DiscoverArgs) -> Result<()> {
+    let file = crate::segments::load_checked(&a.segments, None)?;
+    let reader = open_store(&a.store)?;
+    if !(a.fdr > 0.0 && a.fdr <= 1.0) {
+        bail!("--fdr {}: a rate above 0 and at most 1", a.fdr);
+    }
+    let started = Instant::now();
+    let d = sequin_insight::discover::discover(
+        &reader,
+        &file,
+        &sequin_insight::discover::DiscoverOptions {
+            outcome: a.outcome.clone(),
+            base: a.base.clone(),
+            top: a.top,
+            max_length: a.max_length,
+            min_units: a.min_units,
+            fdr: a.fdr,
+            as_of: as_of(a.as_of.as_deref())?,
+            session_gap: gap(&a.session_gap)?,
+        },
+    )?;
+    let mut out = std::io::stdout().lock();
+    if a.format == TextOrJson::Json {
+        serde_json::to_writer_pretty(&mut out, &d)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "# discover `{}` over {} {} (outcome rate {}): {} items, {} candidates scored, {} verified, {} findings",
+            d.outcome,
+            thousands(d.population_units),
+            d.population,
+            pct(d.population_rate),
+            thousands(d.items as u64),
+            thousands(d.candidates_scored),
+            d.candidates_verified,
+            d.findings.len()
+        )?;
+        for f in &d.findings {
+            let c = &f.comparison;
+            writeln!(
+                out,
+                "\n# {}. {} {} ({} of the population): {} reach `{}` against {} for the rest; relative risk {}, q = {:.2e}, impact {:.0} {}",
+                f.rank,
+                thousands(f.members),
+                d.unit,
+                pct(f.share),
+                pct(c.members.rate),
+                d.outcome,
+                pct(c.non_members.rate),
+                c.relative_risk
+                    .map_or("-".into(), |r| format!("{:.2}", r.value)),
+                f.q_value,
+                f.impact,
+                d.unit
+            )?;
+            write!(out, "{}", f.definition)?;
+        }
+    }
+    eprintln!("discovered in {:.2}s", started.elapsed().as_secs_f64());
+    Ok(())
 }

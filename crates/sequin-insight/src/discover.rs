@@ -1,0 +1,1407 @@
+//! Automatic discovery: the behavioural signatures whose members differ most in an outcome
+//! (DESIGN §4), found without a hand-written segment.
+//!
+//! 1. **Census.** Every unit of the population (a base segment's members, or every unit
+//!    with behaviour) is read once. Its events become items: the event name, the name with
+//!    one categorical property value (`error where code == 4022`), and the name with a
+//!    numeric property above its 90th or 99th percentile (`payment_step_view where
+//!    render_ms > 8000`). Its attributes (latest `os.name`, `app.version`, …) become unit
+//!    items. The outcome is decided once per event, as if the unit entered a segment at
+//!    that event (same anchored semantics as `report`), and once at the population anchor.
+//! 2. **Search.** Candidates are an optional attribute value, then up to L ordered steps
+//!    (gaps allowed). A candidate's members are found by projection (each unit's earliest
+//!    completion, which is when the engine says it enters), and its quality is
+//!    members × |members' rate − the rest's rate|. Top-k branch and bound: a refinement
+//!    has at most as many members as its parent, and the rate gap is at most 1, so a
+//!    candidate with no more members than the k-th best quality is not refined
+//!    (optimistic-estimate pruning); there is no support threshold beyond a small floor
+//!    (`min_units`) under which no rate means anything.
+//! 3. **Verification.** The best candidates are written as segment definitions, checked,
+//!    compiled and evaluated by the engine in one pass; their reported size is that
+//!    membership (within the population), and their rates come from it. p-values (Fisher /
+//!    z-test, as `report`) are adjusted by Benjamini–Hochberg over every candidate scored
+//!    in the search; findings above the false-discovery rate are dropped, as are findings
+//!    whose members overlap a better finding's by 80% or more (Jaccard): redundant
+//!    refinements or restatements. The rest are ranked by impact (members × rate gap).
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+use sequin_core::Value;
+use sequin_core::time::Micros;
+use sequin_engine::Program;
+use sequin_engine::batch::{EvalOptions, evaluate};
+use sequin_engine::outcome::{Outcome, OutcomeJudge};
+use sequin_lang::SegFile;
+use sequin_lang::ast::UnitKind;
+use sequin_lang::fmt::{event_name, quote};
+use sequin_store::{EventSource, PartitionData, Projection, PropColumn};
+use serde::Serialize;
+
+use crate::stats::{Comparison, compare};
+use crate::{InsightError, units};
+
+/// What to discover.
+#[derive(Debug, Clone)]
+pub struct DiscoverOptions {
+    /// The outcome's name.
+    pub outcome: String,
+    /// Base segment (the population); None: every unit with behaviour.
+    pub base: Option<String>,
+    /// Findings to print.
+    pub top: usize,
+    /// Longest event pattern, in steps.
+    pub max_length: usize,
+    /// Smallest group worth a rate.
+    pub min_units: u64,
+    /// False-discovery rate (Benjamini–Hochberg).
+    pub fdr: f64,
+    /// "Now" [default: the latest event].
+    pub as_of: Option<i64>,
+    /// Inactivity that ends a session or conversation.
+    pub session_gap: Micros,
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// Rank by impact (1 = first).
+    pub rank: usize,
+    /// The segment's name in `definition`.
+    pub name: String,
+    /// A ready-to-save segment definition.
+    pub definition: String,
+    /// Attribute conditions, as written.
+    pub attributes: Vec<String>,
+    /// Event steps, as written.
+    pub steps: Vec<String>,
+    /// Members within the population (= `eval` membership ∩ population).
+    pub members: u64,
+    /// Members that entered only after reaching the outcome (in neither rate).
+    pub after_outcome: u64,
+    /// Members / population.
+    pub share: f64,
+    /// Rates, relative risk, difference and p-value, as `report` computes them.
+    pub comparison: Comparison,
+    /// Benjamini–Hochberg adjusted p-value.
+    pub q_value: f64,
+    /// Members (decided) × |rate difference| × (1 − share): units that reach (or miss)
+    /// the outcome with the difference, discounted by coverage.
+    pub impact: f64,
+}
+
+/// The result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Discovery {
+    /// Outcome name.
+    pub outcome: String,
+    /// Unit kind.
+    pub unit: String,
+    /// `base segment NAME` or `units with behaviour`.
+    pub population: String,
+    /// Population size.
+    pub population_units: u64,
+    /// Outcome rate over the population (decided units, at their population anchor).
+    pub population_rate: f64,
+    /// Items (event names, name + property value, thresholds, attributes) considered.
+    pub items: usize,
+    /// Candidates scored during the search (the hypotheses counted by the FDR control).
+    pub candidates_scored: u64,
+    /// Candidates verified with the engine.
+    pub candidates_verified: usize,
+    /// Findings, by impact.
+    pub findings: Vec<Finding>,
+}
+
+/// A candidate item.
+#[derive(Debug, Clone, PartialEq)]
+enum ItemDef {
+    /// An event by name.
+    Name(String),
+    /// An event with a property equal to a value.
+    Eq(String, String, Value),
+    /// An event with a numeric property above a threshold.
+    Gt(String, String, f64),
+    /// A unit attribute equal to a value.
+    Attr(String, Value),
+}
+
+impl ItemDef {
+    fn text(&self) -> String {
+        match self {
+            ItemDef::Name(n) => event_name(n),
+            ItemDef::Eq(n, p, v) => format!("{} where {p} == {}", event_name(n), literal(v)),
+            ItemDef::Gt(n, p, t) => format!("{} where {p} > {}", event_name(n), number(*t)),
+            ItemDef::Attr(p, v) => format!("{p} == {}", literal(v)),
+        }
+    }
+
+    fn slug(&self) -> String {
+        let raw = match self {
+            ItemDef::Name(n) => n.clone(),
+            ItemDef::Eq(n, _, v) => format!("{n}_{}", plain(v)),
+            ItemDef::Gt(n, p, _) => format!("{n}_high_{p}"),
+            ItemDef::Attr(p, v) => format!("{p}_{}", plain(v)),
+        };
+        raw.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    }
+}
+
+fn plain(v: &Value) -> String {
+    match v {
+        Value::Str(s) | Value::Json(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn literal(v: &Value) -> String {
+    match v {
+        Value::Str(s) | Value::Json(s) => quote(s),
+        Value::Bool(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => number(*f),
+    }
+}
+
+fn number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
+}
+
+/// A property name the language can write after `where` (and an attribute path).
+fn writable(path: &str) -> bool {
+    !path.is_empty()
+        && path.split('.').all(|part| {
+            let mut c = part.chars();
+            c.next()
+                .is_some_and(|x| x.is_ascii_alphabetic() || x == '_')
+                && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+                && !sequin_lang::parser::is_reserved(part)
+        })
+}
+
+/// Distinct values beyond which a property is not categorical.
+const MAX_CATEGORIES: usize = 30;
+
+#[derive(Default)]
+struct PropStats {
+    values: FxHashMap<ValueKey, u64>,
+    overflow: bool,
+    numeric: Vec<f64>,
+    seen_numbers: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ValueKey {
+    S(String),
+    I(i64),
+    B(bool),
+}
+
+impl ValueKey {
+    fn of(v: &Value) -> Option<ValueKey> {
+        match v {
+            Value::Str(s) => Some(ValueKey::S(s.clone())),
+            Value::Int(i) => Some(ValueKey::I(*i)),
+            Value::Bool(b) => Some(ValueKey::B(*b)),
+            _ => None,
+        }
+    }
+
+    fn value(&self) -> Value {
+        match self {
+            ValueKey::S(s) => Value::Str(s.clone()),
+            ValueKey::I(i) => Value::Int(*i),
+            ValueKey::B(b) => Value::Bool(*b),
+        }
+    }
+}
+
+impl PropStats {
+    fn add(&mut self, v: &Value) {
+        if let Some(x) = v.as_f64() {
+            self.seen_numbers += 1;
+            // Keep a bounded, evenly spread sample for the percentiles.
+            if self.numeric.len() < 20_000 {
+                self.numeric.push(x);
+            } else {
+                let i =
+                    (self.seen_numbers.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize % 20_000;
+                self.numeric[i] = x;
+            }
+        }
+        if self.overflow {
+            return;
+        }
+        if let Some(k) = ValueKey::of(v) {
+            *self.values.entry(k).or_insert(0) += 1;
+            if self.values.len() > MAX_CATEGORIES {
+                self.overflow = true;
+                self.values.clear();
+            }
+        }
+    }
+
+    fn merge(&mut self, other: PropStats) {
+        self.seen_numbers += other.seen_numbers;
+        for x in other.numeric {
+            if self.numeric.len() < 20_000 {
+                self.numeric.push(x);
+            }
+        }
+        if self.overflow || other.overflow {
+            self.overflow = true;
+            self.values.clear();
+            return;
+        }
+        for (k, n) in other.values {
+            *self.values.entry(k).or_insert(0) += n;
+        }
+        if self.values.len() > MAX_CATEGORIES {
+            self.overflow = true;
+            self.values.clear();
+        }
+    }
+}
+
+/// (event name, property) → stats; attribute path → stats.
+#[derive(Default)]
+struct Census {
+    props: FxHashMap<(String, String), PropStats>,
+    attrs: FxHashMap<String, PropStats>,
+    names: FxHashMap<String, u64>,
+}
+
+impl Census {
+    fn merge(&mut self, other: Census) {
+        for (k, s) in other.props {
+            self.props.entry(k).or_default().merge(s);
+        }
+        for (k, s) in other.attrs {
+            self.attrs.entry(k).or_default().merge(s);
+        }
+        for (k, n) in other.names {
+            *self.names.entry(k).or_insert(0) += n;
+        }
+    }
+}
+
+/// Attribute columns (`c.…`, `t.…`) by path, and event property columns (`p.…`).
+fn attribute_path(column: &str) -> Option<&str> {
+    column
+        .strip_prefix("c.")
+        .or_else(|| column.strip_prefix("t."))
+}
+
+fn census_of(data: &PartitionData, as_of: i64) -> Census {
+    let mut c = Census::default();
+    let live: Vec<bool> = (0..data.len())
+        .map(|r| data.time[r] <= as_of && units::is_behaviour(data, r))
+        .collect();
+    for (r, &ok) in live.iter().enumerate() {
+        if ok {
+            *c.names
+                .entry(data.names[data.name[r] as usize].clone())
+                .or_insert(0) += 1;
+        }
+    }
+    for (key, col) in &data.props {
+        if let Some(prop) = key.strip_prefix("p.") {
+            if !writable(prop) {
+                continue;
+            }
+            let mut by_name: FxHashMap<u32, PropStats> = FxHashMap::default();
+            for (r, &ok) in live.iter().enumerate() {
+                if ok && let Some(v) = col.get(r) {
+                    by_name.entry(data.name[r]).or_default().add(&v);
+                }
+            }
+            for (n, s) in by_name {
+                c.props
+                    .insert((data.names[n as usize].clone(), prop.to_string()), s);
+            }
+        } else if let Some(path) = attribute_path(key) {
+            if !writable(path) {
+                continue;
+            }
+            let s = c.attrs.entry(path.to_string()).or_default();
+            for r in 0..data.len() {
+                if data.time[r] <= as_of
+                    && let Some(v) = col.get(r)
+                {
+                    s.add(&v);
+                }
+            }
+        }
+    }
+    c
+}
+
+/// Rounds to two significant digits (8123 → 8100), so thresholds read like a person's.
+fn round2(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let mag = 10f64.powi(x.abs().log10().floor() as i32 - 1);
+    (x / mag).round() * mag
+}
+
+/// The item vocabulary.
+struct Vocabulary {
+    items: Vec<ItemDef>,
+    name_item: FxHashMap<String, u32>,
+    /// Per event name: (property, categorical values → item, thresholds ascending).
+    by_name: FxHashMap<String, Vec<PropItems>>,
+    /// Attribute path → value → item.
+    attrs: Vec<(String, FxHashMap<ValueKey, u32>)>,
+}
+
+struct PropItems {
+    prop: String,
+    values: FxHashMap<ValueKey, u32>,
+    thresholds: Vec<(f64, u32)>,
+}
+
+fn vocabulary(census: Census, min_units: u64) -> Vocabulary {
+    let mut items = Vec::new();
+    let mut name_item = FxHashMap::default();
+    let mut names: Vec<(String, u64)> = census.names.into_iter().collect();
+    names.sort();
+    for (n, count) in names {
+        if count >= min_units {
+            name_item.insert(n.clone(), items.len() as u32);
+            items.push(ItemDef::Name(n));
+        }
+    }
+    let mut props: Vec<((String, String), PropStats)> = census.props.into_iter().collect();
+    props.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut by_name: FxHashMap<String, Vec<PropItems>> = FxHashMap::default();
+    for ((name, prop), mut s) in props {
+        if !name_item.contains_key(&name) {
+            continue;
+        }
+        let mut values = FxHashMap::default();
+        let mut thresholds = Vec::new();
+        if !s.overflow && s.values.len() >= 2 {
+            let mut vs: Vec<(ValueKey, u64)> = s.values.into_iter().collect();
+            vs.sort_by(|a, b| {
+                b.1.cmp(&a.1)
+                    .then_with(|| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)))
+            });
+            for (k, n) in vs {
+                if n >= min_units {
+                    values.insert(k.clone(), items.len() as u32);
+                    items.push(ItemDef::Eq(name.clone(), prop.clone(), k.value()));
+                }
+            }
+        } else if s.overflow && s.numeric.len() as u64 >= min_units {
+            s.numeric.sort_by(f64::total_cmp);
+            let at = |q: f64| s.numeric[((s.numeric.len() - 1) as f64 * q) as usize];
+            let mut ts: Vec<f64> = [0.5, 0.75, 0.9, 0.95, 0.99]
+                .iter()
+                .map(|&q| round2(at(q)))
+                .collect();
+            ts.dedup();
+            for t in ts {
+                if t < *s.numeric.last().unwrap() {
+                    thresholds.push((t, items.len() as u32));
+                    items.push(ItemDef::Gt(name.clone(), prop.clone(), t));
+                }
+            }
+        }
+        if !values.is_empty() || !thresholds.is_empty() {
+            by_name.entry(name).or_default().push(PropItems {
+                prop,
+                values,
+                thresholds,
+            });
+        }
+    }
+    let mut attr_list: Vec<(String, PropStats)> = census.attrs.into_iter().collect();
+    attr_list.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut attrs = Vec::new();
+    for (path, s) in attr_list {
+        if s.overflow || s.values.len() < 2 {
+            continue;
+        }
+        let mut vs: Vec<(ValueKey, u64)> = s.values.into_iter().collect();
+        vs.sort_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then_with(|| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)))
+        });
+        let mut map = FxHashMap::default();
+        for (k, _) in vs {
+            map.insert(k.clone(), items.len() as u32);
+            items.push(ItemDef::Attr(path.clone(), k.value()));
+        }
+        attrs.push((path, map));
+    }
+    Vocabulary {
+        items,
+        name_item,
+        by_name,
+        attrs,
+    }
+}
+
+/// Outcome codes.
+const NO: u8 = 0;
+const YES: u8 = 1;
+const PENDING: u8 = 2;
+
+fn code(v: Option<bool>) -> u8 {
+    match v {
+        Some(true) => YES,
+        Some(false) => NO,
+        None => PENDING,
+    }
+}
+
+/// The census of units, column-wise.
+#[derive(Default)]
+struct Units {
+    keys: Vec<String>,
+    /// Unit `u`'s events are `ev_start[u]..ev_start[u + 1]`.
+    ev_start: Vec<u32>,
+    time: Vec<i64>,
+    /// Event `e`'s items are `items[item_start[e]..item_start[e + 1]]`, ascending.
+    item_start: Vec<u32>,
+    items: Vec<u32>,
+    /// Outcome if the unit were anchored at this event.
+    out_at: Vec<u8>,
+    /// Outcome at the population anchor.
+    pop_out: Vec<u8>,
+    /// When it was reached from the population anchor (i64::MAX: not reached).
+    pop_time: Vec<i64>,
+    /// Which outcomes the unit can show as a member entering before that time:
+    /// bit 1 reached, bit 2 missed (the optimistic estimate counts these).
+    can: Vec<u8>,
+    /// Unit `u`'s attribute items are `attrs[attr_start[u]..attr_start[u + 1]]`.
+    attr_start: Vec<u32>,
+    attrs: Vec<u32>,
+}
+
+impl Units {
+    fn new() -> Units {
+        Units {
+            ev_start: vec![0],
+            item_start: vec![0],
+            attr_start: vec![0],
+            ..Units::default()
+        }
+    }
+
+    fn append(&mut self, other: Units) {
+        let ev_base = self.time.len() as u32;
+        let item_base = self.items.len() as u32;
+        let attr_base = self.attrs.len() as u32;
+        self.keys.extend(other.keys);
+        self.ev_start
+            .extend(other.ev_start[1..].iter().map(|x| x + ev_base));
+        self.time.extend(other.time);
+        self.item_start
+            .extend(other.item_start[1..].iter().map(|x| x + item_base));
+        self.items.extend(other.items);
+        self.out_at.extend(other.out_at);
+        self.pop_out.extend(other.pop_out);
+        self.pop_time.extend(other.pop_time);
+        self.can.extend(other.can);
+        self.attr_start
+            .extend(other.attr_start[1..].iter().map(|x| x + attr_base));
+        self.attrs.extend(other.attrs);
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn events(&self, u: usize) -> std::ops::Range<usize> {
+        self.ev_start[u] as usize..self.ev_start[u + 1] as usize
+    }
+
+    fn event_items(&self, e: usize) -> &[u32] {
+        &self.items[self.item_start[e] as usize..self.item_start[e + 1] as usize]
+    }
+
+    fn unit_attrs(&self, u: usize) -> &[u32] {
+        &self.attrs[self.attr_start[u] as usize..self.attr_start[u + 1] as usize]
+    }
+}
+
+struct Context<'a> {
+    vocab: &'a Vocabulary,
+    outcome: &'a Outcome,
+    base: Option<&'a FxHashMap<String, i64>>,
+    as_of: i64,
+    observed_until: i64,
+    gap: Micros,
+}
+
+fn encode_partition(data: &PartitionData, cx: &Context<'_>) -> Units {
+    let mut out = Units::new();
+    let name_item: Vec<Option<u32>> = data
+        .names
+        .iter()
+        .map(|n| cx.vocab.name_item.get(n).copied())
+        .collect();
+    // Per local name: (column, its items).
+    let prop_items: Vec<Vec<(&PropColumn, &PropItems)>> = data
+        .names
+        .iter()
+        .map(|n| {
+            cx.vocab
+                .by_name
+                .get(n)
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|pi| data.props.get(&format!("p.{}", pi.prop)).map(|c| (c, pi)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let attr_cols: Vec<(Vec<&PropColumn>, &FxHashMap<ValueKey, u32>)> = cx
+        .vocab
+        .attrs
+        .iter()
+        .map(|(path, map)| {
+            let cols = ["t.", "c.", "p."]
+                .iter()
+                .filter_map(|ns| data.props.get(&format!("{ns}{path}")))
+                .collect();
+            (cols, map)
+        })
+        .collect();
+    let mut judge = OutcomeJudge::new(cx.outcome, data, cx.gap);
+    let unit = cx.outcome.program.unit;
+    units::for_each_unit(data, unit, cx.gap, Some(cx.as_of), |key, rows| {
+        let behaviour: Vec<usize> = rows
+            .iter()
+            .copied()
+            .filter(|&r| units::is_behaviour(data, r))
+            .collect();
+        let Some(&first) = behaviour.first() else {
+            return;
+        };
+        let anchor = match cx.base {
+            Some(base) => match base.get(key) {
+                Some(&t) => t,
+                None => return,
+            },
+            None => data.time[first],
+        };
+        out.keys.push(key.to_string());
+        let (verdict, when) = judge.judge_when(data, rows, anchor, cx.observed_until);
+        out.pop_out.push(code(verdict));
+        out.pop_time.push(if verdict == Some(true) {
+            when.unwrap_or(i64::MIN)
+        } else {
+            i64::MAX
+        });
+        let mut last_time = None;
+        let mut last_code = NO;
+        for &r in &behaviour {
+            let t = data.time[r];
+            // Equal times give equal outcomes (the outcome looks strictly after).
+            if last_time != Some(t) {
+                last_code = code(judge.judge(data, rows, t, cx.observed_until));
+                last_time = Some(t);
+            }
+            out.time.push(t);
+            out.out_at.push(last_code);
+            let start = out.items.len();
+            if let Some(n) = name_item[data.name[r] as usize] {
+                out.items.push(n);
+                for (col, pi) in &prop_items[data.name[r] as usize] {
+                    let Some(v) = col.get(r) else { continue };
+                    if let Some(&i) = ValueKey::of(&v).and_then(|k| pi.values.get(&k)) {
+                        out.items.push(i);
+                    }
+                    if let Some(x) = v.as_f64() {
+                        for &(t, i) in &pi.thresholds {
+                            if x > t {
+                                out.items.push(i);
+                            }
+                        }
+                    }
+                }
+            }
+            out.items[start..].sort_unstable();
+            out.item_start.push(out.items.len() as u32);
+        }
+        out.ev_start.push(out.time.len() as u32);
+        let until = *out.pop_time.last().unwrap();
+        let first_event = out.ev_start[out.ev_start.len() - 2] as usize;
+        let mut can = 0u8;
+        for (e, &o) in out.out_at.iter().enumerate().skip(first_event) {
+            if out.time[e] < until {
+                can |= match o {
+                    YES => 1,
+                    NO => 2,
+                    _ => 0,
+                };
+            }
+        }
+        can |= match out.pop_out.last() {
+            Some(&YES) => 1,
+            Some(&NO) => 2,
+            _ => 0,
+        };
+        out.can.push(can);
+        // Attributes: the latest known value (traits, then context, then properties).
+        for (cols, map) in &attr_cols {
+            let latest = rows
+                .iter()
+                .rev()
+                .find_map(|&r| cols.iter().find_map(|c| c.get(r)));
+            if let Some(&i) = latest
+                .as_ref()
+                .and_then(ValueKey::of)
+                .and_then(|k| map.get(&k))
+            {
+                out.attrs.push(i);
+            }
+        }
+        let a = out.attr_start[out.attr_start.len() - 1] as usize;
+        out.attrs[a..].sort_unstable();
+        out.attr_start.push(out.attrs.len() as u32);
+    });
+    out
+}
+
+/// A candidate: attribute items, then steps (one item each).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Pattern {
+    attrs: Vec<u32>,
+    steps: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+struct Scored {
+    quality: f64,
+    pattern: Pattern,
+    /// Counts that, when two candidates share them, say they hold the same members.
+    signature: (u64, u64, u64, u64),
+}
+
+impl PartialEq for Scored {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scored {
+    // Reversed, so the heap's top is the worst kept candidate.
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.quality
+            .total_cmp(&self.quality)
+            .then_with(|| self.pattern.steps.len().cmp(&o.pattern.steps.len()))
+            .then_with(|| {
+                (&self.pattern.attrs, &self.pattern.steps)
+                    .cmp(&(&o.pattern.attrs, &o.pattern.steps))
+            })
+    }
+}
+
+/// The best `k` candidates seen so far, one per member set.
+struct TopK {
+    k: usize,
+    heap: BinaryHeap<Scored>,
+    signatures: rustc_hash::FxHashSet<(u64, u64, u64, u64)>,
+    scored: u64,
+}
+
+impl TopK {
+    fn threshold(&self) -> f64 {
+        if self.heap.len() < self.k {
+            0.0
+        } else {
+            self.heap.peek().map_or(0.0, |s| s.quality)
+        }
+    }
+
+    fn offer(&mut self, s: Scored) {
+        self.scored += 1;
+        // The same members described another way take no second place (the first found,
+        // which is never longer, stays).
+        if self.signatures.contains(&s.signature) {
+            return;
+        }
+        if self.heap.len() < self.k {
+            self.signatures.insert(s.signature);
+            self.heap.push(s);
+        } else if self.heap.peek().is_some_and(|w| s < *w) {
+            if let Some(w) = self.heap.pop() {
+                self.signatures.remove(&w.signature);
+            }
+            self.signatures.insert(s.signature);
+            self.heap.push(s);
+        }
+    }
+}
+
+/// A member: unit and the event at which it completed the pattern (NONE: attributes only).
+type Projection1 = Vec<(u32, u32)>;
+const NONE: u32 = u32::MAX;
+
+struct Search<'a> {
+    units: &'a Units,
+    /// Population decided / reached at the population anchor.
+    pop_decided: u64,
+    pop_reached: u64,
+    min_units: u64,
+    max_length: usize,
+    n_items: usize,
+    /// Safety valve: stop refining after this many candidates.
+    max_scored: u64,
+    top: &'a Mutex<TopK>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    units: u64,
+    decided: u64,
+    reached: u64,
+    /// Members that entered only after reaching the outcome: the pattern follows the
+    /// outcome rather than predicting it, so they count in neither rate.
+    after_outcome: u64,
+    pop_decided: u64,
+    pop_reached: u64,
+    /// Members (entered before the outcome) that could still show a reach / a miss.
+    can_reach: u64,
+    can_miss: u64,
+}
+
+impl Tally {
+    /// Adds member `u`, which entered at `entry` with outcome `at` from there.
+    fn add(&mut self, units: &Units, u: usize, entry: i64, at: u8) {
+        self.units += 1;
+        if units.pop_time[u] <= entry {
+            self.after_outcome += 1;
+        } else {
+            if at != PENDING {
+                self.decided += 1;
+                self.reached += u64::from(at == YES);
+            }
+            self.can_reach += u64::from(units.can[u] & 1);
+            self.can_miss += u64::from(units.can[u] >> 1);
+        }
+        let p = units.pop_out[u];
+        if p != PENDING {
+            self.pop_decided += 1;
+            self.pop_reached += u64::from(p == YES);
+        }
+    }
+}
+
+impl Search<'_> {
+    fn quality(&self, t: &Tally) -> Option<f64> {
+        let rest_d = self.pop_decided.checked_sub(t.pop_decided)?;
+        let rest_r = self.pop_reached.checked_sub(t.pop_reached)?;
+        if t.decided < self.min_units || rest_d < self.min_units {
+            return None;
+        }
+        let pm = t.reached as f64 / t.decided as f64;
+        let pr = rest_r as f64 / rest_d as f64;
+        // N·|WRAcc|: the gap, weighted by coverage, and by what is left outside (a pattern
+        // nearly everyone matches says little).
+        let d = t.decided as f64;
+        Some(d * (1.0 - d / self.pop_decided as f64) * (pm - pr).abs())
+    }
+
+    /// The best quality any refinement can reach: a refinement keeps a subset of the
+    /// members, each entering no earlier; one with a positive gap scores at most its
+    /// reaching members, one with a negative gap at most its missing members.
+    fn bound(&self, t: &Tally) -> f64 {
+        let n = self.pop_decided as f64;
+        // x(1 − x/N) grows up to N/2.
+        let g = |x: u64| {
+            let x = (x as f64).min(n / 2.0);
+            x * (1.0 - x / n)
+        };
+        // The rest of a refinement is this rest plus some of these members.
+        let rest_d = self.pop_decided.saturating_sub(t.pop_decided) as f64;
+        let rest_r = self.pop_reached.saturating_sub(t.pop_reached) as f64;
+        let low = rest_r / (rest_d + t.pop_decided as f64).max(1.0);
+        let high = if rest_d > 0.0 {
+            ((rest_r + t.pop_reached as f64) / rest_d).min(1.0)
+        } else {
+            1.0
+        };
+        (g(t.can_reach) * (1.0 - low)).max(g(t.can_miss) * high)
+    }
+
+    /// Keeps `pattern` if it scores better than its parent did (a refinement that does not
+    /// improve on what it refines is redundant).
+    fn offer(&self, pattern: &Pattern, tally: &Tally, parent: f64) {
+        if let Some(q) = self.quality(tally)
+            && q > parent
+        {
+            self.top.lock().unwrap().offer(Scored {
+                quality: q,
+                pattern: pattern.clone(),
+                signature: (tally.units, tally.decided, tally.reached, tally.pop_reached),
+            });
+        }
+    }
+
+    fn worth_refining(&self, tally: &Tally) -> bool {
+        let top = self.top.lock().unwrap();
+        tally.units >= self.min_units
+            && self.bound(tally) > top.threshold()
+            && top.scored < self.max_scored
+    }
+
+    /// Scores and explores the refinements of `pattern` with members `proj`.
+    fn grow(&self, pattern: &Pattern, proj: &Projection1, quality: f64) {
+        let mut children: Vec<(Pattern, Tally)> = Vec::new();
+        if pattern.steps.is_empty() && pattern.attrs.is_empty() {
+            // Attribute refinements, in item order (a unit has one value per path).
+            let last = pattern.attrs.last().copied();
+            let mut tallies: FxHashMap<u32, Tally> = FxHashMap::default();
+            for &(u, _) in proj {
+                for &a in self.units.unit_attrs(u as usize) {
+                    if last.is_none_or(|l| a > l) {
+                        tallies.entry(a).or_default().add(
+                            self.units,
+                            u as usize,
+                            i64::MIN,
+                            self.units.pop_out[u as usize],
+                        );
+                    }
+                }
+            }
+            for (a, t) in tallies {
+                let mut p = pattern.clone();
+                p.attrs.push(a);
+                children.push((p, t));
+            }
+        }
+        if pattern.steps.len() < self.max_length {
+            // Step extensions: each member's first occurrence of the item after its entry.
+            let mut tally = vec![Tally::default(); self.n_items];
+            let mut seen = vec![u32::MAX; self.n_items];
+            let mut touched = Vec::new();
+            for (k, &(u, pos)) in proj.iter().enumerate() {
+                let range = self.units.events(u as usize);
+                let from = if pos == NONE {
+                    range.start
+                } else {
+                    pos as usize + 1
+                };
+                for e in from..range.end {
+                    for &x in self.units.event_items(e) {
+                        let xi = x as usize;
+                        if seen[xi] != k as u32 {
+                            seen[xi] = k as u32;
+                            if tally[xi].units == 0 {
+                                touched.push(x);
+                            }
+                            tally[xi].add(
+                                self.units,
+                                u as usize,
+                                self.units.time[e],
+                                self.units.out_at[e],
+                            );
+                        }
+                    }
+                }
+            }
+            for x in touched {
+                let mut p = pattern.clone();
+                p.steps.push(x);
+                children.push((p, tally[x as usize]));
+            }
+        }
+        for (p, t) in &children {
+            self.offer(p, t, quality);
+        }
+        // Most promising first, so the bar rises early.
+        let mut expand: Vec<(Pattern, Tally)> = children
+            .into_iter()
+            .filter(|(p, t)| {
+                (p.steps.len() < self.max_length || p.steps.is_empty()) && self.worth_refining(t)
+            })
+            .collect();
+        expand.sort_by(|a, b| {
+            self.bound(&b.1)
+                .total_cmp(&self.bound(&a.1))
+                .then_with(|| (&a.0.attrs, &a.0.steps).cmp(&(&b.0.attrs, &b.0.steps)))
+        });
+        let projections = self.project(pattern, proj, &expand);
+        let run = |((p, t), members): ((Pattern, Tally), Projection1)| {
+            // The bar may have risen since the tally was taken.
+            if self.worth_refining(&t) {
+                self.grow(&p, &members, self.quality(&t).unwrap_or(0.0).max(quality));
+            }
+        };
+        let work = expand.into_iter().zip(projections);
+        if pattern.attrs.is_empty() && pattern.steps.is_empty() {
+            work.collect::<Vec<_>>().into_par_iter().for_each(run);
+        } else {
+            work.for_each(run);
+        }
+    }
+
+    /// The members of each child of `pattern` (one pass over the members' events).
+    fn project(
+        &self,
+        pattern: &Pattern,
+        proj: &Projection1,
+        children: &[(Pattern, Tally)],
+    ) -> Vec<Projection1> {
+        let mut out: Vec<Projection1> = children
+            .iter()
+            .map(|(_, t)| Vec::with_capacity(t.units as usize))
+            .collect();
+        let mut step_slot: FxHashMap<u32, usize> = FxHashMap::default();
+        let mut attr_slot: FxHashMap<u32, usize> = FxHashMap::default();
+        for (k, (p, _)) in children.iter().enumerate() {
+            if p.steps.len() > pattern.steps.len() {
+                step_slot.insert(*p.steps.last().unwrap(), k);
+            } else {
+                attr_slot.insert(*p.attrs.last().unwrap(), k);
+            }
+        }
+        let mut seen = vec![u32::MAX; self.n_items];
+        for (k, &(u, pos)) in proj.iter().enumerate() {
+            if !attr_slot.is_empty() {
+                for a in self.units.unit_attrs(u as usize) {
+                    if let Some(&s) = attr_slot.get(a) {
+                        out[s].push((u, pos));
+                    }
+                }
+            }
+            if step_slot.is_empty() {
+                continue;
+            }
+            let range = self.units.events(u as usize);
+            let from = if pos == NONE {
+                range.start
+            } else {
+                pos as usize + 1
+            };
+            for e in from..range.end {
+                for &x in self.units.event_items(e) {
+                    if seen[x as usize] != k as u32 {
+                        seen[x as usize] = k as u32;
+                        if let Some(&s) = step_slot.get(&x) {
+                            out[s].push((u, e as u32));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn definition(
+    name: &str,
+    unit: UnitKind,
+    vocab: &Vocabulary,
+    p: &Pattern,
+    description: &str,
+) -> String {
+    let mut parts: Vec<String> = p
+        .attrs
+        .iter()
+        .map(|&a| vocab.items[a as usize].text())
+        .collect();
+    let steps: Vec<String> = p
+        .steps
+        .iter()
+        .map(|&s| vocab.items[s as usize].text())
+        .collect();
+    match steps.len() {
+        0 => {}
+        1 => parts.push(format!("did {}", steps[0])),
+        _ => parts.push(format!("sequence {{ {} }}", steps.join("; "))),
+    }
+    format!(
+        "segment {name} of {} {{\n    {}\n    {}\n}}\n",
+        unit.keyword(),
+        quote(description),
+        parts.join(" and ")
+    )
+}
+
+/// Runs discovery.
+pub fn discover(
+    source: &dyn EventSource,
+    file: &SegFile,
+    opts: &DiscoverOptions,
+) -> Result<Discovery, InsightError> {
+    let item = file
+        .items
+        .iter()
+        .find(|i| i.name.name == opts.outcome)
+        .ok_or_else(|| InsightError::Input {
+            place: format!("--outcome {}", opts.outcome),
+            reason: "no definition by that name".into(),
+        })?;
+    let unit = item.unit;
+    let observed_until = source.latest_time().ok_or_else(|| InsightError::Input {
+        place: "--store".into(),
+        reason: "the store holds no events".into(),
+    })?;
+    let as_of = opts.as_of.unwrap_or(observed_until);
+    let outcome = Outcome::compile(file, &opts.outcome)?;
+    let base: Option<FxHashMap<String, i64>> = match &opts.base {
+        Some(b) => {
+            let bi = file
+                .items
+                .iter()
+                .find(|i| i.name.name == *b)
+                .ok_or_else(|| InsightError::Input {
+                    place: format!("--base {b}"),
+                    reason: "no definition by that name".into(),
+                })?;
+            if bi.unit != unit {
+                return Err(InsightError::Input {
+                    place: format!("--base {b}"),
+                    reason: format!(
+                        "groups {}, but the outcome groups {}",
+                        bi.unit.keyword(),
+                        unit.keyword()
+                    ),
+                });
+            }
+            let prog = Program::compile(file, b)?;
+            let e = evaluate(
+                source,
+                std::slice::from_ref(&prog),
+                &EvalOptions {
+                    as_of: Some(as_of),
+                    session_gap: opts.session_gap,
+                },
+            )?;
+            Some(
+                e.segments[0]
+                    .members
+                    .iter()
+                    .map(|m| (m.unit.clone(), m.entered_at))
+                    .collect(),
+            )
+        }
+        None => None,
+    };
+
+    // 1. Census: read every partition once, keep it for the encoding pass.
+    let parts: Vec<Result<(PartitionData, Census), InsightError>> = (0..source.partitions())
+        .into_par_iter()
+        .map(|p| {
+            let data = source.read_partition(p, &Projection::All)?;
+            let c = census_of(&data, as_of);
+            Ok((data, c))
+        })
+        .collect();
+    let mut census = Census::default();
+    let mut datas = Vec::new();
+    for part in parts {
+        let (d, c) = part?;
+        census.merge(c);
+        datas.push(d);
+    }
+    let vocab = vocabulary(census, opts.min_units);
+    let cx = Context {
+        vocab: &vocab,
+        outcome: &outcome,
+        base: base.as_ref(),
+        as_of,
+        observed_until,
+        gap: opts.session_gap,
+    };
+    let chunks: Vec<Units> = datas.par_iter().map(|d| encode_partition(d, &cx)).collect();
+    drop(datas);
+    let mut units = Units::new();
+    for c in chunks {
+        units.append(c);
+    }
+
+    // 2. Search.
+    let pop_decided = units.pop_out.iter().filter(|&&o| o != PENDING).count() as u64;
+    let pop_reached = units.pop_out.iter().filter(|&&o| o == YES).count() as u64;
+    let keep = (opts.top * 10).max(100);
+    let top = Mutex::new(TopK {
+        k: keep,
+        heap: BinaryHeap::new(),
+        signatures: Default::default(),
+        scored: 0,
+    });
+    let search = Search {
+        units: &units,
+        pop_decided,
+        pop_reached,
+        min_units: opts.min_units,
+        max_length: opts.max_length,
+        n_items: vocab.items.len(),
+        max_scored: 5_000_000,
+        top: &top,
+    };
+    let root: Projection1 = (0..units.len() as u32).map(|u| (u, NONE)).collect();
+    search.grow(
+        &Pattern {
+            attrs: Vec::new(),
+            steps: Vec::new(),
+        },
+        &root,
+        0.0,
+    );
+    let top = top.into_inner().unwrap();
+    let scored = top.scored;
+    let mut candidates: Vec<Scored> = top.heap.into_vec();
+    candidates.sort();
+    // A refinement of a better candidate adds nothing it has not said: verify the general
+    // one only.
+    let mut general: Vec<Scored> = Vec::new();
+    for c in candidates {
+        if !general.iter().any(|g| generalizes(&g.pattern, &c.pattern)) {
+            general.push(c);
+        }
+        if general.len() == (opts.top * 3).max(30) {
+            break;
+        }
+    }
+    let candidates = general;
+
+    // 3. Verification with the engine.
+    let mut src = String::new();
+    let mut named = Vec::new();
+    for (i, c) in candidates.iter().enumerate() {
+        let slug: String = c
+            .pattern
+            .attrs
+            .iter()
+            .chain(&c.pattern.steps)
+            .map(|&x| vocab.items[x as usize].slug())
+            .collect::<Vec<_>>()
+            .join("_then_");
+        let mut slug: String = slug.chars().take(48).collect();
+        while slug.contains("__") {
+            slug = slug.replace("__", "_");
+        }
+        let name = format!("d{:02}_{}", i + 1, slug.trim_matches('_'));
+        let text = definition(&name, unit, &vocab, &c.pattern, "discovered");
+        // A candidate the language cannot state is dropped, not guessed at.
+        if let Ok(f) = sequin_lang::parse(&text)
+            && sequin_lang::check(&f, None).iter().all(|d| !d.is_error())
+        {
+            src.push_str(&text);
+            named.push((name, c.pattern.clone()));
+        }
+    }
+    let checked = sequin_lang::parse(&src).map_err(|d| InsightError::Input {
+        place: "discovered definitions".into(),
+        reason: d.message,
+    })?;
+    let programs: Vec<Program> = named
+        .iter()
+        .map(|(n, _)| Program::compile(&checked, n))
+        .collect::<Result<_, _>>()?;
+    let eval = evaluate(
+        source,
+        &programs,
+        &EvalOptions {
+            as_of: Some(as_of),
+            session_gap: opts.session_gap,
+        },
+    )?;
+    let index: FxHashMap<&str, u32> = units
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.as_str(), i as u32))
+        .collect();
+    let population = units.len() as u64;
+    struct Verified {
+        name: String,
+        pattern: Pattern,
+        members: Vec<u32>,
+        comparison: Comparison,
+        decided: u64,
+        after_outcome: u64,
+    }
+    let mut verified: Vec<Verified> = Vec::new();
+    for ((name, pattern), seg) in named.into_iter().zip(&eval.segments) {
+        let mut t = Tally::default();
+        let mut members = Vec::new();
+        for m in &seg.members {
+            let Some(&u) = index.get(m.unit.as_str()) else {
+                continue;
+            };
+            let range = units.events(u as usize);
+            let times = &units.time[range.clone()];
+            let k = times.partition_point(|&x| x <= m.entered_at);
+            let at = if k == 0 || times[k - 1] != m.entered_at {
+                units.pop_out[u as usize]
+            } else {
+                units.out_at[range.start + k - 1]
+            };
+            t.add(&units, u as usize, m.entered_at, at);
+            members.push(u);
+        }
+        let rest_d = pop_decided - t.pop_decided;
+        let rest_r = pop_reached - t.pop_reached;
+        if t.decided == 0 || rest_d == 0 {
+            continue;
+        }
+        members.sort_unstable();
+        verified.push(Verified {
+            name,
+            pattern,
+            members,
+            comparison: compare(t.reached, t.decided, rest_r, rest_d),
+            decided: t.decided,
+            after_outcome: t.after_outcome,
+        });
+    }
+    // Benjamini–Hochberg over every candidate scored (untested candidates count as p = 1).
+    let m = scored.max(verified.len() as u64) as f64;
+    let mut order: Vec<usize> = (0..verified.len()).collect();
+    order.sort_by(|&a, &b| {
+        verified[a]
+            .comparison
+            .p_value
+            .total_cmp(&verified[b].comparison.p_value)
+    });
+    let mut q = vec![1.0; verified.len()];
+    let mut running = 1.0f64;
+    for (rank, &i) in order.iter().enumerate().rev() {
+        let adj = verified[i].comparison.p_value * m / (rank as f64 + 1.0);
+        running = running.min(adj);
+        q[i] = running.min(1.0);
+    }
+    // Units × effect, discounted by coverage: a pattern nearly everyone matches explains
+    // little however large its gap (the search's N·|WRAcc| on the verified figures).
+    let impact = |v: &Verified| {
+        v.decided as f64
+            * v.comparison.difference.value.abs()
+            * (1.0 - v.members.len() as f64 / population.max(1) as f64)
+    };
+    let mut ranked: Vec<usize> = (0..verified.len()).filter(|&i| q[i] <= opts.fdr).collect();
+    ranked.sort_by(|&a, &b| impact(&verified[b]).total_cmp(&impact(&verified[a])));
+    let mut kept: Vec<usize> = Vec::new();
+    for i in ranked {
+        // Mostly the same units as a finding already kept (either way round): a restatement
+        // or a refinement of it.
+        let redundant = kept
+            .iter()
+            .any(|&j| containment(&verified[i].members, &verified[j].members) >= 0.8);
+        if !redundant {
+            kept.push(i);
+        }
+        if kept.len() == opts.top {
+            break;
+        }
+    }
+    let findings = kept
+        .into_iter()
+        .enumerate()
+        .map(|(rank, i)| {
+            let v = &verified[i];
+            let c = &v.comparison;
+            let description = format!(
+                "Discovered: {} likely to reach `{}` ({:.1}% vs {:.1}% for the rest)",
+                if c.difference.value < 0.0 {
+                    "less"
+                } else {
+                    "more"
+                },
+                opts.outcome,
+                100.0 * c.members.rate,
+                100.0 * c.non_members.rate
+            );
+            Finding {
+                rank: rank + 1,
+                name: v.name.clone(),
+                definition: definition(&v.name, unit, &vocab, &v.pattern, &description),
+                attributes: v
+                    .pattern
+                    .attrs
+                    .iter()
+                    .map(|&a| vocab.items[a as usize].text())
+                    .collect(),
+                steps: v
+                    .pattern
+                    .steps
+                    .iter()
+                    .map(|&s| vocab.items[s as usize].text())
+                    .collect(),
+                members: v.members.len() as u64,
+                after_outcome: v.after_outcome,
+                share: v.members.len() as f64 / population.max(1) as f64,
+                comparison: *c,
+                q_value: q[i],
+                impact: impact(v),
+            }
+        })
+        .collect();
+    Ok(Discovery {
+        outcome: opts.outcome.clone(),
+        unit: unit.keyword().to_string(),
+        population: match &opts.base {
+            Some(b) => format!("base segment {b}"),
+            None => format!("{} with behaviour", unit.keyword()),
+        },
+        population_units: population,
+        population_rate: if pop_decided == 0 {
+            0.0
+        } else {
+            pop_reached as f64 / pop_decided as f64
+        },
+        items: vocab.items.len(),
+        candidates_scored: scored,
+        candidates_verified: verified.len(),
+        findings,
+    })
+}
+
+/// Does `g` state a subset of `p`'s conditions (its attributes among `p`'s, its steps a
+/// subsequence of `p`'s)?
+fn generalizes(g: &Pattern, p: &Pattern) -> bool {
+    let attrs = g.attrs.iter().all(|a| p.attrs.contains(a));
+    let mut it = p.steps.iter();
+    attrs && g.steps.iter().all(|s| it.any(|x| x == s))
+}
+
+/// |a ∩ b| / min(|a|, |b|) of two sorted lists.
+fn containment(a: &[u32], b: &[u32]) -> f64 {
+    let (mut i, mut j, mut both) = (0, 0, 0usize);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            Ordering::Less => i += 1,
+            Ordering::Greater => j += 1,
+            Ordering::Equal => {
+                both += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    let smaller = a.len().min(b.len());
+    if smaller == 0 {
+        0.0
+    } else {
+        both as f64 / smaller as f64
+    }
+}
