@@ -208,7 +208,7 @@ pub fn funnel(
         Some(path) => Some(attribute_values(
             source,
             path,
-            item,
+            item.unit,
             as_of,
             opts.session_gap,
         )?),
@@ -302,11 +302,11 @@ fn median(v: &mut [i64]) -> Option<i64> {
 pub fn attribute_values(
     source: &dyn EventSource,
     path: &str,
-    like: &Item,
+    unit: sequin_lang::ast::UnitKind,
     as_of: i64,
     gap: Micros,
 ) -> Result<FxHashMap<String, String>, InsightError> {
-    let src = format!("segment attr of {} {{ {path} }}", like.unit.keyword());
+    let src = format!("segment attr of {} {{ {path} }}", unit.keyword());
     let bad = |reason: String| InsightError::Input {
         place: format!("--by {path}"),
         reason,

@@ -2,6 +2,8 @@
 //!
 //! - [`discover`]: top-k search for the behaviours whose members differ most in an
 //!   outcome, verified by the engine, with false discoveries controlled.
+//! - [`explain`]: which segments and attribute values explain a change in an outcome
+//!   rate between two periods (Adtributor-style contribution and surprise).
 //! - [`funnel`]: step-by-step conversion through a sequence segment, with a breakdown.
 //! - [`mine`]: frequent sequential patterns (PrefixSpan) over a store's units or an SPMF
 //!   file.
@@ -12,6 +14,7 @@
 
 pub mod discover;
 pub mod error;
+pub mod explain;
 pub mod funnel;
 pub mod mine;
 pub mod report;

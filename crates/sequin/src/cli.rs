@@ -38,6 +38,9 @@ pub enum Command {
     /// Find the behaviours whose units differ most in an outcome; each finding is a
     /// ready-to-save segment definition.
     Discover(DiscoverArgs),
+    /// Which segments and attribute values explain most of a change in an outcome rate
+    /// between two periods.
+    Explain(ExplainArgs),
     /// Frequent sequential patterns over a store's units, or over an SPMF sequence file.
     Mine(MineArgs),
     /// Serve Segment-compatible ingest and live segments over HTTP.
@@ -190,6 +193,42 @@ pub struct DiscoverArgs {
     /// "Now": RFC 3339 or epoch s/ms/µs [default: the latest event time].
     #[arg(long)]
     pub as_of: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: TextOrJson,
+    /// Inactivity that ends a session or conversation.
+    #[arg(long, default_value = "30m")]
+    pub session_gap: String,
+}
+
+/// `sequin explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Store directory.
+    #[arg(long)]
+    pub store: PathBuf,
+    /// Segment file (.seg): the outcome, and segments (of its unit kind) used as dimensions.
+    #[arg(long)]
+    pub segments: PathBuf,
+    /// The outcome whose rate changed.
+    #[arg(long)]
+    pub outcome: String,
+    /// Baseline period START..END (RFC 3339 times or dates; END excluded).
+    #[arg(long)]
+    pub baseline: String,
+    /// Current period START..END.
+    #[arg(long)]
+    pub current: String,
+    /// Attributes to break down by, comma-separated [default: every attribute with 2–30
+    /// values].
+    #[arg(long, value_delimiter = ',')]
+    pub by: Vec<String>,
+    /// Elements to print.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Smallest element considered (decided units in either period).
+    #[arg(long, default_value_t = 30)]
+    pub min_units: u64,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: TextOrJson,

@@ -12,7 +12,9 @@ use sequin_insight::report::ReportOptions;
 use sequin_lang::ast::UnitKind;
 use sequin_store::StoreReader;
 
-use crate::cli::{DiscoverArgs, FunnelArgs, MineArgs, MineFormat, ReportArgs, TextOrJson};
+use crate::cli::{
+    DiscoverArgs, ExplainArgs, FunnelArgs, MineArgs, MineFormat, ReportArgs, TextOrJson,
+};
 
 pub fn mine(a: MineArgs) -> Result<()> {
     if !(a.min_support > 0.0 && a.min_support <= 1.0) {
@@ -499,5 +501,85 @@ pub fn discover(a: DiscoverArgs) -> Result<()> {
         }
     }
     eprintln!("discovered in {:.2}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `START..END` → (start, end), µs.
+fn period(flag: &str, text: &str) -> Result<(i64, i64)> {
+    let (a, b) = text
+        .split_once("..")
+        .with_context(|| format!("{flag} {text}: expected START..END"))?;
+    let t = |s: &str| {
+        parse_text(s.trim(), TimeFormat::Auto)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("{flag} {text}: `{s}`"))
+    };
+    let (start, end) = (t(a)?, t(b)?);
+    if start >= end {
+        bail!("{flag} {text}: the start is not before the end");
+    }
+    Ok((start, end))
+}
+
+pub fn explain(a: ExplainArgs) -> Result<()> {
+    let file = crate::segments::load_checked(&a.segments, None)?;
+    let reader = open_store(&a.store)?;
+    let e = sequin_insight::explain::explain(
+        &reader,
+        &file,
+        &sequin_insight::explain::ExplainOptions {
+            outcome: a.outcome.clone(),
+            baseline: period("--baseline", &a.baseline)?,
+            current: period("--current", &a.current)?,
+            by: a.by.clone(),
+            top: a.top,
+            min_units: a.min_units,
+            session_gap: gap(&a.session_gap)?,
+        },
+    )?;
+    let mut out = std::io::stdout().lock();
+    if a.format == TextOrJson::Json {
+        serde_json::to_writer_pretty(&mut out, &e)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "`{}` moved from {} ({} of {} {}) to {} ({} of {}): {:+.2} points.",
+        e.outcome,
+        pct(e.baseline.rate),
+        thousands(e.baseline.reached),
+        thousands(e.baseline.decided),
+        e.unit,
+        pct(e.current.rate),
+        thousands(e.current.reached),
+        thousands(e.current.decided),
+        100.0 * e.change
+    )?;
+    writeln!(
+        out,
+        "\n{:>7} {:>9}  {:>16} {:>16}  element",
+        "share", "surprise", "baseline", "current"
+    )?;
+    for el in &e.elements {
+        writeln!(
+            out,
+            "{:>7} {:>9.4}  {:>16} {:>16}  {} = {}",
+            pct(el.share),
+            el.surprise,
+            format!(
+                "{} of {}",
+                pct(el.baseline.rate),
+                thousands(el.baseline.decided)
+            ),
+            format!(
+                "{} of {}",
+                pct(el.current.rate),
+                thousands(el.current.decided)
+            ),
+            el.dimension,
+            el.value
+        )?;
+    }
     Ok(())
 }

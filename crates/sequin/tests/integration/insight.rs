@@ -339,3 +339,109 @@ fn bpic2012_discovery_of_cancellation_is_checked_by_independent_counts() {
         "no single-step finding to count independently: {d}"
     );
 }
+
+/// `sequin gen --incident` breaks checkout for Android app 5.3.0 for one week; `explain`
+/// comparing that week with the one before names that segment first.
+#[test]
+fn explain_names_the_incident_segment_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("gen.ndjson");
+    let store = dir.path().join("store");
+    run_ok(&[
+        "gen",
+        "--out",
+        data.to_str().unwrap(),
+        "--users",
+        "8000",
+        "--seed",
+        "7",
+        "--incident",
+    ]);
+    run_ok(&[
+        "import",
+        "--store",
+        store.to_str().unwrap(),
+        data.to_str().unwrap(),
+    ]);
+    let truth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("gen.ndjson.truth.json")).unwrap())
+            .unwrap();
+    let incident = &truth["incident"];
+    assert_eq!(
+        incident["segment"],
+        "os.name == \"Android\" and app.version == \"5.3.0\""
+    );
+    let day = |t: &serde_json::Value| t.as_str().unwrap()[..10].to_string();
+    let (start, end) = (day(&incident["start"]), day(&incident["end"]));
+    let seg = dir.path().join("o.seg");
+    std::fs::write(&seg, "outcome purchased of sessions { did purchase }\n").unwrap();
+    let baseline = "2024-03-11..2024-03-18";
+    assert_eq!(
+        start, "2024-03-18",
+        "the generator's incident week moved; adjust the baseline"
+    );
+    let e: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "explain",
+        "--store",
+        store.to_str().unwrap(),
+        "--segments",
+        seg.to_str().unwrap(),
+        "--outcome",
+        "purchased",
+        "--baseline",
+        baseline,
+        "--current",
+        &format!("{start}..{end}"),
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let first = &e["elements"][0];
+    let (dim, value) = (
+        first["dimension"].as_str().unwrap(),
+        first["value"].as_str().unwrap(),
+    );
+    let named: std::collections::BTreeMap<&str, &str> =
+        dim.split(" × ").zip(value.split(" × ")).collect();
+    assert_eq!(named.get("app.version"), Some(&"5.3.0"), "{first}");
+    assert!(
+        named.get("os.name").is_none_or(|v| *v == "Android"),
+        "{first}"
+    );
+    assert!(first["current"]["rate"].as_f64() < first["baseline"]["rate"].as_f64());
+    // The contributions of one dimension's values add up to the whole change.
+    let e: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "explain",
+        "--store",
+        store.to_str().unwrap(),
+        "--segments",
+        seg.to_str().unwrap(),
+        "--outcome",
+        "purchased",
+        "--baseline",
+        baseline,
+        "--current",
+        &format!("{start}..{end}"),
+        "--by",
+        "os.name",
+        "--min-units",
+        "0",
+        "--top",
+        "1000",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let by_os: f64 = e["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["dimension"] == "os.name")
+        .map(|x| x["contribution"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (by_os - e["change"].as_f64().unwrap()).abs() < 1e-12,
+        "{by_os} vs {}",
+        e["change"]
+    );
+}
