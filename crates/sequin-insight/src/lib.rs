@@ -1,5 +1,7 @@
 //! Sequin's insights: what turns segments into decisions.
 //!
+//! - [`at_risk`]: the segments that precede an outcome, and their units whose outcome is
+//!   still open.
 //! - [`discover`]: top-k search for the behaviours whose members differ most in an
 //!   outcome, verified by the engine, with false discoveries controlled.
 //! - [`explain`]: which segments and attribute values explain a change in an outcome
@@ -12,6 +14,7 @@
 //! - [`stats`]: the two-group statistics of an outcome report (Wilson, relative risk,
 //!   Newcombe, Fisher / z-test).
 
+pub mod at_risk;
 pub mod discover;
 pub mod error;
 pub mod explain;

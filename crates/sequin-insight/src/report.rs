@@ -130,12 +130,32 @@ fn definition<'a>(
         })
 }
 
+/// A member's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberOutcome {
+    /// Unit key.
+    pub unit: String,
+    /// When it entered the segment (its anchor).
+    pub entered_at: i64,
+    /// Reached (None: pending).
+    pub reached: Option<bool>,
+}
+
 /// Computes the report.
 pub fn report(
     source: &dyn EventSource,
     file: &SegFile,
     opts: &ReportOptions,
 ) -> Result<Report, InsightError> {
+    Ok(report_detailed(source, file, opts)?.0)
+}
+
+/// The report, and each member's outcome.
+pub fn report_detailed(
+    source: &dyn EventSource,
+    file: &SegFile,
+    opts: &ReportOptions,
+) -> Result<(Report, Vec<MemberOutcome>), InsightError> {
     let seg_item = definition(file, &opts.segment, "--segment")?;
     let out_item = definition(file, &opts.outcome, "--outcome")?;
     if seg_item.kind != ItemKind::Segment {
@@ -240,6 +260,7 @@ pub fn report(
     let mut groups = [GroupAcc::default(), GroupAcc::default()];
     let mut reached_value = (0.0, 0u64);
     let mut earliest_anchor = i64::MAX;
+    let mut member_outcomes = Vec::new();
     for (u, &anchor) in &anchors {
         let is_member = member_entry.contains_key(u.as_str());
         earliest_anchor = earliest_anchor.min(anchor);
@@ -247,6 +268,13 @@ pub fn report(
             reached: Some(false),
             value: None,
         });
+        if is_member {
+            member_outcomes.push(MemberOutcome {
+                unit: u.clone(),
+                entered_at: anchor,
+                reached: v.reached,
+            });
+        }
         let g = &mut groups[usize::from(!is_member)];
         g.units += 1;
         match v.reached {
@@ -295,7 +323,8 @@ pub fn report(
         }
     });
     let pop = (m.units + n.units).max(1);
-    Ok(Report {
+    member_outcomes.sort_by(|a, b| a.unit.cmp(&b.unit));
+    let report = Report {
         segment: opts.segment.clone(),
         outcome: opts.outcome.clone(),
         population: population_label,
@@ -309,7 +338,8 @@ pub fn report(
         non_members: n.group(opts.value.is_some()),
         comparison,
         value_at_stake,
-    })
+    };
+    Ok((report, member_outcomes))
 }
 
 #[derive(Default, Clone, Copy)]

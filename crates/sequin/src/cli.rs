@@ -41,6 +41,8 @@ pub enum Command {
     /// Which segments and attribute values explain most of a change in an outcome rate
     /// between two periods.
     Explain(ExplainArgs),
+    /// The segments that precede an outcome (e.g. churn) and the units in them now.
+    AtRisk(AtRiskArgs),
     /// Frequent sequential patterns over a store's units, or over an SPMF sequence file.
     Mine(MineArgs),
     /// Serve Segment-compatible ingest and live segments over HTTP.
@@ -229,6 +231,38 @@ pub struct ExplainArgs {
     /// Smallest element considered (decided units in either period).
     #[arg(long, default_value_t = 30)]
     pub min_units: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: TextOrJson,
+    /// Inactivity that ends a session or conversation.
+    #[arg(long, default_value = "30m")]
+    pub session_gap: String,
+}
+
+/// `sequin at-risk`.
+#[derive(Debug, Args)]
+pub struct AtRiskArgs {
+    /// Store directory.
+    #[arg(long)]
+    pub store: PathBuf,
+    /// Segment file (.seg): the outcome, and the segments to try.
+    #[arg(long)]
+    pub segments: PathBuf,
+    /// The outcome (e.g. churned).
+    #[arg(long)]
+    pub outcome: String,
+    /// The population: a base segment [default: active units].
+    #[arg(long)]
+    pub base: Option<String>,
+    /// Units to list.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// False-discovery rate (Benjamini–Hochberg over the segments tried).
+    #[arg(long, default_value_t = 0.05)]
+    pub fdr: f64,
+    /// "Now": RFC 3339 or epoch s/ms/µs [default: the latest event time].
+    #[arg(long)]
+    pub as_of: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: TextOrJson,

@@ -27,6 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Funnel(a) => crate::insight::funnel(a),
         Command::Discover(a) => crate::insight::discover(a),
         Command::Explain(a) => crate::insight::explain(a),
+        Command::AtRisk(a) => crate::insight::at_risk(a),
         Command::Mine(a) => crate::insight::mine(a),
         Command::Serve(a) => crate::serve::serve(a),
         Command::Load(a) => crate::load::load(a),

@@ -13,7 +13,7 @@ use sequin_lang::ast::UnitKind;
 use sequin_store::StoreReader;
 
 use crate::cli::{
-    DiscoverArgs, ExplainArgs, FunnelArgs, MineArgs, MineFormat, ReportArgs, TextOrJson,
+    AtRiskArgs, DiscoverArgs, ExplainArgs, FunnelArgs, MineArgs, MineFormat, ReportArgs, TextOrJson,
 };
 
 pub fn mine(a: MineArgs) -> Result<()> {
@@ -580,6 +580,68 @@ pub fn explain(a: ExplainArgs) -> Result<()> {
             el.dimension,
             el.value
         )?;
+    }
+    Ok(())
+}
+
+pub fn at_risk(a: AtRiskArgs) -> Result<()> {
+    let file = crate::segments::load_checked(&a.segments, None)?;
+    let reader = open_store(&a.store)?;
+    let r = sequin_insight::at_risk::at_risk(
+        &reader,
+        &file,
+        &sequin_insight::at_risk::AtRiskOptions {
+            outcome: a.outcome.clone(),
+            base: a.base.clone(),
+            top: a.top,
+            fdr: a.fdr,
+            as_of: as_of(a.as_of.as_deref())?,
+            session_gap: gap(&a.session_gap)?,
+        },
+    )?;
+    let mut out = std::io::stdout().lock();
+    if a.format == TextOrJson::Json {
+        serde_json::to_writer_pretty(&mut out, &r)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{} of {} segments precede `{}`; {} units are in them with the outcome still open.",
+        r.preceding.len(),
+        r.segments_tried,
+        r.outcome,
+        thousands(r.units_at_risk)
+    )?;
+    for p in &r.preceding {
+        let c = &p.report.comparison;
+        writeln!(
+            out,
+            "  {:<32} {} of members reach it vs {} (relative risk {:.2}, q = {:.2e}); {} at risk now",
+            p.segment,
+            pct(c.members.rate),
+            pct(c.non_members.rate),
+            c.relative_risk.map_or(f64::NAN, |x| x.value),
+            p.q_value,
+            thousands(p.at_risk_now)
+        )?;
+    }
+    if !r.units.is_empty() {
+        writeln!(
+            out,
+            "\n{:>6}  {:<28} {:<24}  segments",
+            "risk", "unit", "entered"
+        )?;
+        for u in &r.units {
+            writeln!(
+                out,
+                "{:>6}  {:<28} {:<24}  {}",
+                pct(u.risk),
+                u.unit,
+                format_rfc3339(u.entered_at),
+                u.segments.join(", ")
+            )?;
+        }
     }
     Ok(())
 }

@@ -445,3 +445,76 @@ fn explain_names_the_incident_segment_first() {
         e["change"]
     );
 }
+
+/// `at-risk`: friction the generator plants before churn (error 4022) precedes churn; every
+/// unit listed is a member now, of the segments named, with its outcome still open.
+#[test]
+fn at_risk_lists_members_of_segments_that_precede_churn() {
+    let store = golden_store().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join("churn.seg");
+    std::fs::write(
+        &seg,
+        "segment payment_4022 { did error where code == 4022 }\n\
+         segment browsers { did product_view }\n\
+         segment never_churns { did any and not did any }\n\
+         outcome churned { not did any within 7d }\n",
+    )
+    .unwrap();
+    let seg = seg.to_str().unwrap();
+    let r: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "at-risk",
+        "--store",
+        store,
+        "--segments",
+        seg,
+        "--outcome",
+        "churned",
+        "--top",
+        "50",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(r["segments_tried"], 3);
+    let preceding: Vec<&str> = r["preceding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["segment"].as_str().unwrap())
+        .collect();
+    assert!(preceding.contains(&"payment_4022"), "{preceding:?}");
+    assert!(!preceding.contains(&"never_churns"));
+    for p in r["preceding"].as_array().unwrap() {
+        assert!(
+            p["report"]["comparison"]["relative_risk"]["value"]
+                .as_f64()
+                .unwrap()
+                > 1.0
+        );
+        assert!(p["q_value"].as_f64().unwrap() <= 0.05);
+    }
+    let units = r["units"].as_array().unwrap();
+    assert!(!units.is_empty());
+    let mut last = f64::INFINITY;
+    for u in units {
+        let risk = u["risk"].as_f64().unwrap();
+        assert!(risk <= last);
+        last = risk;
+        let first = u["segments"][0].as_str().unwrap();
+        let members = run_ok(&[
+            "eval",
+            "--store",
+            store,
+            "--segments",
+            seg,
+            "--segment",
+            first,
+        ]);
+        let unit = u["unit"].as_str().unwrap();
+        assert!(
+            members.lines().any(|l| l.split(',').nth(1) == Some(unit)),
+            "{unit} not in {first}"
+        );
+    }
+}
