@@ -14,8 +14,8 @@
 //!   e's share of the reached units and of the decided units moved (Adtributor's
 //!   surprise for a derived measure).
 //!
-//! Elements are ranked by share of the change (in its direction), then surprise; a
-//! dimension's explanation is its elements of ≥ 10% share, most surprising first.
+//! Elements that carry at least 10% of the change (in its direction) are ranked by
+//! surprise, most surprising first.
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use sequin_core::time::Micros;
@@ -318,13 +318,13 @@ pub fn explain(
             });
         }
     }
-    // Most of the change first; among similar shares, the more surprising (a small element
-    // that moved a lot beats a large one that moved with everything).
+    // Adtributor: an element explains the change if it carries a real part of it (10% or
+    // more, in its direction); among those, the most surprising first (a small element
+    // that moved a lot beats a large one that merely moved with everything).
+    elements.retain(|e| e.share >= 0.1);
     elements.sort_by(|a, b| {
-        let key = |e: &Element| (e.share.clamp(-2.0, 2.0) * 20.0).round();
-        key(b)
-            .total_cmp(&key(a))
-            .then(b.surprise.total_cmp(&a.surprise))
+        b.surprise
+            .total_cmp(&a.surprise)
             .then(
                 a.dimension
                     .matches(" × ")

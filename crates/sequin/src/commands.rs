@@ -254,6 +254,62 @@ fn gen_cmd(a: GenArgs) -> Result<()> {
     Ok(())
 }
 
+/// Demo step 5: a report on a planted behaviour, and `explain` on the planted incident.
+fn demo_insights(store: &Path, segments: &Path, truth: &Path) -> Result<()> {
+    let report = |segment: &str, outcome: &str, value: Option<&str>| {
+        crate::insight::report(crate::cli::ReportArgs {
+            store: store.to_path_buf(),
+            segments: segments.to_path_buf(),
+            segment: segment.into(),
+            outcome: outcome.into(),
+            base: None,
+            value: value.map(str::to_string),
+            as_of: None,
+            format: crate::cli::TextOrJson::Text,
+            session_gap: "30m".into(),
+        })
+    };
+    eprintln!(
+        "$ sequin report --segment payment_4022_ios173 --outcome converted --value 'sum(purchase.amount)'"
+    );
+    report(
+        "payment_4022_ios173",
+        "converted",
+        Some("sum(purchase.amount)"),
+    )?;
+    let truth: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(truth).with_context(|| truth.display().to_string())?,
+    )?;
+    let incident = &truth["incident"];
+    if let (Some(start), Some(end)) = (incident["start"].as_str(), incident["end"].as_str()) {
+        let day = |s: &str| s.get(..10).unwrap_or(s).to_string();
+        let start_t = sequin_core::time::parse_text(start, sequin_core::time::TimeFormat::Auto)
+            .map_err(anyhow::Error::msg)?;
+        let week_before = sequin_core::time::format_rfc3339(start_t - 7 * sequin_core::time::DAY);
+        let (baseline, current) = (
+            format!("{}..{}", day(&week_before), day(start)),
+            format!("{}..{}", day(start), day(end)),
+        );
+        eprintln!(
+            "\n$ sequin explain --outcome purchased --baseline {baseline} --current {current}   (planted: {})",
+            incident["segment"].as_str().unwrap_or("?")
+        );
+        crate::insight::explain(crate::cli::ExplainArgs {
+            store: store.to_path_buf(),
+            segments: segments.to_path_buf(),
+            outcome: "purchased".into(),
+            baseline,
+            current,
+            by: Vec::new(),
+            top: 5,
+            min_units: 30,
+            format: crate::cli::TextOrJson::Text,
+            session_gap: "30m".into(),
+        })?;
+    }
+    Ok(())
+}
+
 fn demo(a: DemoArgs) -> Result<()> {
     std::fs::create_dir_all(&a.dir).with_context(|| a.dir.display().to_string())?;
     let data = a.dir.join("events.ndjson.gz");
@@ -262,7 +318,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         std::fs::remove_dir_all(&store_dir).with_context(|| store_dir.display().to_string())?;
     }
     eprintln!(
-        "== 1/5 generate: {} users, 30 days → {}",
+        "== 1/6 generate: {} users, 30 days → {}",
         a.users,
         data.display()
     );
@@ -273,7 +329,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         seed: a.seed,
         incident: true,
     })?;
-    eprintln!("\n== 2/5 import → {}", store_dir.display());
+    eprintln!("\n== 2/6 import → {}", store_dir.display());
     import(ImportArgs {
         store: store_dir.clone(),
         files: vec![data],
@@ -294,7 +350,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         no_compact: false,
         memtable_mb: 2048,
     })?;
-    eprintln!("\n== 3/5 stats");
+    eprintln!("\n== 3/6 stats");
     stats(StatsArgs {
         store: store_dir.clone(),
         format: "text".into(),
@@ -305,7 +361,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         .with_context(|| segments.display().to_string())?;
     let members = a.dir.join("members.csv");
     eprintln!(
-        "\n== 4/5 evaluate {} → {}",
+        "\n== 4/6 evaluate {} → {}",
         segments.display(),
         members.display()
     );
@@ -318,6 +374,12 @@ fn demo(a: DemoArgs) -> Result<()> {
         output: Some(members),
         session_gap: "30m".into(),
     })?;
-    eprintln!("\n== 5/5 serve: the same segments live");
+    eprintln!("\n== 5/6 insights: outcome report, and what explains the incident week");
+    demo_insights(
+        &store_dir,
+        &segments,
+        &a.dir.join("events.ndjson.gz.truth.json"),
+    )?;
+    eprintln!("\n== 6/6 serve: the same segments live");
     crate::serve::demo_live(&store_dir, &segments, a.serve.as_deref())
 }
