@@ -45,6 +45,8 @@ pub struct ExplainOptions {
     pub top: usize,
     /// Smallest element (units in either period) considered.
     pub min_units: u64,
+    /// Smallest share of the change an element must carry to be listed (0.1 = 10%).
+    pub min_share: f64,
     /// Inactivity that ends a session or conversation.
     pub session_gap: Micros,
 }
@@ -318,10 +320,10 @@ pub fn explain(
             });
         }
     }
-    // Adtributor: an element explains the change if it carries a real part of it (10% or
-    // more, in its direction); among those, the most surprising first (a small element
+    // Adtributor: an element explains the change if it carries a real part of it
+    // (`min_share`, 10% by default, in its direction); among those, the most surprising first (a small element
     // that moved a lot beats a large one that merely moved with everything).
-    elements.retain(|e| e.share >= 0.1);
+    elements.retain(|e| e.share >= opts.min_share);
     elements.sort_by(|a, b| {
         b.surprise
             .total_cmp(&a.surprise)

@@ -231,6 +231,9 @@ pub struct ExplainArgs {
     /// Smallest element considered (decided units in either period).
     #[arg(long, default_value_t = 30)]
     pub min_units: u64,
+    /// Smallest share of the change an element must carry to be listed.
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
+    pub min_share: f64,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: TextOrJson,

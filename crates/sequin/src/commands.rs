@@ -303,6 +303,7 @@ fn demo_insights(store: &Path, segments: &Path, truth: &Path) -> Result<()> {
             by: Vec::new(),
             top: 5,
             min_units: 30,
+            min_share: 0.1,
             format: crate::cli::TextOrJson::Text,
             session_gap: "30m".into(),
         })?;

@@ -534,6 +534,7 @@ pub fn explain(a: ExplainArgs) -> Result<()> {
             by: a.by.clone(),
             top: a.top,
             min_units: a.min_units,
+            min_share: a.min_share,
             session_gap: gap(&a.session_gap)?,
         },
     )?;

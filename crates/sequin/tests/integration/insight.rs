@@ -426,6 +426,8 @@ fn explain_names_the_incident_segment_first() {
         "os.name",
         "--min-units",
         "0",
+        "--min-share",
+        "-1e9",
         "--top",
         "1000",
         "--format",
