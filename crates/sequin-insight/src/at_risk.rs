@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::InsightError;
 use crate::report::{Report, ReportOptions, report_detailed};
+use crate::stats::benjamini_hochberg;
 
 /// What to look for.
 #[derive(Debug, Clone)]
@@ -84,14 +85,7 @@ pub fn at_risk(
     file: &SegFile,
     opts: &AtRiskOptions,
 ) -> Result<AtRisk, InsightError> {
-    let item = file
-        .items
-        .iter()
-        .find(|i| i.name.name == opts.outcome)
-        .ok_or_else(|| InsightError::Input {
-            place: format!("--outcome {}", opts.outcome),
-            reason: "no definition by that name".into(),
-        })?;
+    let item = crate::definition(file, &opts.outcome, "--outcome")?;
     let segments: Vec<String> = file
         .items
         .iter()
@@ -130,20 +124,8 @@ pub fn at_risk(
     }
     // Benjamini–Hochberg over every segment tried.
     let m = tried.len() as f64;
-    let mut order: Vec<usize> = (0..tried.len()).collect();
-    order.sort_by(|&a, &b| {
-        tried[a]
-            .1
-            .comparison
-            .p_value
-            .total_cmp(&tried[b].1.comparison.p_value)
-    });
-    let mut q = vec![1.0; tried.len()];
-    let mut running = 1.0f64;
-    for (rank, &i) in order.iter().enumerate().rev() {
-        running = running.min(tried[i].1.comparison.p_value * m / (rank as f64 + 1.0));
-        q[i] = running.min(1.0);
-    }
+    let p: Vec<f64> = tried.iter().map(|t| t.1.comparison.p_value).collect();
+    let q = benjamini_hochberg(&p, m);
     let mut preceding = Vec::new();
     let mut units: FxHashMap<String, AtRiskUnit> = FxHashMap::default();
     for (i, (name, r, members)) in tried.into_iter().enumerate() {

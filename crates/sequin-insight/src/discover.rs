@@ -41,7 +41,7 @@ use sequin_lang::fmt::{event_name, quote};
 use sequin_store::{EventSource, PartitionData, Projection, PropColumn};
 use serde::Serialize;
 
-use crate::stats::{Comparison, compare};
+use crate::stats::{Comparison, benjamini_hochberg, compare};
 use crate::{InsightError, units};
 
 /// What to discover.
@@ -1051,14 +1051,7 @@ pub fn discover(
     file: &SegFile,
     opts: &DiscoverOptions,
 ) -> Result<Discovery, InsightError> {
-    let item = file
-        .items
-        .iter()
-        .find(|i| i.name.name == opts.outcome)
-        .ok_or_else(|| InsightError::Input {
-            place: format!("--outcome {}", opts.outcome),
-            reason: "no definition by that name".into(),
-        })?;
+    let item = crate::definition(file, &opts.outcome, "--outcome")?;
     let unit = item.unit;
     let observed_until = source.latest_time().ok_or_else(|| InsightError::Input {
         place: "--store".into(),
@@ -1068,14 +1061,7 @@ pub fn discover(
     let outcome = Outcome::compile(file, &opts.outcome)?;
     let base: Option<FxHashMap<String, i64>> = match &opts.base {
         Some(b) => {
-            let bi = file
-                .items
-                .iter()
-                .find(|i| i.name.name == *b)
-                .ok_or_else(|| InsightError::Input {
-                    place: format!("--base {b}"),
-                    reason: "no definition by that name".into(),
-                })?;
+            let bi = crate::definition(file, b, "--base")?;
             if bi.unit != unit {
                 return Err(InsightError::Input {
                     place: format!("--base {b}"),
@@ -1277,20 +1263,8 @@ pub fn discover(
     }
     // Benjamini–Hochberg over every candidate scored (untested candidates count as p = 1).
     let m = scored.max(verified.len() as u64) as f64;
-    let mut order: Vec<usize> = (0..verified.len()).collect();
-    order.sort_by(|&a, &b| {
-        verified[a]
-            .comparison
-            .p_value
-            .total_cmp(&verified[b].comparison.p_value)
-    });
-    let mut q = vec![1.0; verified.len()];
-    let mut running = 1.0f64;
-    for (rank, &i) in order.iter().enumerate().rev() {
-        let adj = verified[i].comparison.p_value * m / (rank as f64 + 1.0);
-        running = running.min(adj);
-        q[i] = running.min(1.0);
-    }
+    let p: Vec<f64> = verified.iter().map(|v| v.comparison.p_value).collect();
+    let q = benjamini_hochberg(&p, m);
     // Units × effect, discounted by coverage: a pattern nearly everyone matches explains
     // little however large its gap (the search's N·|WRAcc| on the verified figures).
     let impact = |v: &Verified| {

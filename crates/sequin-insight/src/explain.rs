@@ -125,14 +125,7 @@ pub fn explain(
     file: &SegFile,
     opts: &ExplainOptions,
 ) -> Result<Explanation, InsightError> {
-    let item = file
-        .items
-        .iter()
-        .find(|i| i.name.name == opts.outcome)
-        .ok_or_else(|| InsightError::Input {
-            place: format!("--outcome {}", opts.outcome),
-            reason: "no definition by that name".into(),
-        })?;
+    let item = crate::definition(file, &opts.outcome, "--outcome")?;
     let unit = item.unit;
     for (flag, (a, b)) in [("--baseline", opts.baseline), ("--current", opts.current)] {
         if a >= b {

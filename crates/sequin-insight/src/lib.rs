@@ -25,3 +25,24 @@ pub mod stats;
 pub mod units;
 
 pub use error::InsightError;
+
+/// The definition `name` of `file`; `flag` names where the name came from in errors.
+pub(crate) fn definition<'a>(
+    file: &'a sequin_lang::SegFile,
+    name: &str,
+    flag: &str,
+) -> Result<&'a sequin_lang::ast::Item, InsightError> {
+    file.items
+        .iter()
+        .find(|i| i.name.name == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = file.items.iter().map(|i| i.name.name.as_str()).collect();
+            InsightError::Input {
+                place: format!("{flag} {name}"),
+                reason: format!(
+                    "no definition by that name (the file has: {})",
+                    known.join(", ")
+                ),
+            }
+        })
+}

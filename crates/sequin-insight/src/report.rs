@@ -23,7 +23,7 @@ use sequin_store::EventSource;
 use serde::Serialize;
 
 use crate::stats::{Comparison, compare};
-use crate::{InsightError, units};
+use crate::{InsightError, definition, units};
 
 /// A quarter: 365.25 / 4 days.
 pub const QUARTER: Micros = 36_525 * DAY / 400;
@@ -108,26 +108,6 @@ pub struct Report {
     pub comparison: Comparison,
     /// With a value measure.
     pub value_at_stake: Option<ValueAtStake>,
-}
-
-fn definition<'a>(
-    file: &'a SegFile,
-    name: &str,
-    flag: &str,
-) -> Result<&'a sequin_lang::ast::Item, InsightError> {
-    file.items
-        .iter()
-        .find(|i| i.name.name == name)
-        .ok_or_else(|| {
-            let known: Vec<&str> = file.items.iter().map(|i| i.name.name.as_str()).collect();
-            InsightError::Input {
-                place: format!("{flag} {name}"),
-                reason: format!(
-                    "no definition by that name (the file has: {})",
-                    known.join(", ")
-                ),
-            }
-        })
 }
 
 /// A member's outcome.

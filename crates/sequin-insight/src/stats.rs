@@ -199,6 +199,21 @@ pub fn fisher_exact(a: u64, b: u64, c: u64, d: u64) -> f64 {
     total.min(1.0)
 }
 
+/// Benjamini–Hochberg adjusted p-values (q-values) of `p`, as if `m` hypotheses were tested
+/// (m ≥ p.len(); the untested ones count as p = 1).
+pub fn benjamini_hochberg(p: &[f64], m: f64) -> Vec<f64> {
+    let m = m.max(p.len() as f64);
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let mut q = vec![1.0; p.len()];
+    let mut running = 1.0f64;
+    for (rank, &i) in order.iter().enumerate().rev() {
+        running = running.min(p[i] * m / (rank as f64 + 1.0));
+        q[i] = running.min(1.0);
+    }
+    q
+}
+
 fn ln_choose(n: u64, k: u64) -> f64 {
     ln_factorial(n) - ln_factorial(k) - ln_factorial(n - k)
 }
@@ -300,6 +315,20 @@ mod tests {
             close(r.low, rlo, 1e-9);
             close(r.high, rhi, 1e-9);
             assert!(!c.relative_risk_corrected);
+        }
+    }
+
+    /// statsmodels 0.15.0 `multipletests([0.01, 0.04, 0.03, 0.2], method="fdr_bh")`.
+    #[test]
+    fn benjamini_hochberg_matches_statsmodels() {
+        let q = benjamini_hochberg(&[0.01, 0.04, 0.03, 0.2], 4.0);
+        for (got, want) in q.iter().zip([
+            0.04,
+            0.053_333_333_333_333_33,
+            0.053_333_333_333_333_33,
+            0.2,
+        ]) {
+            close(*got, want, 1e-12);
         }
     }
 
