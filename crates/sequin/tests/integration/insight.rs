@@ -254,19 +254,7 @@ fn discovered_findings_are_valid_segments_of_the_reported_size() {
 fn bpic2012_discovery_of_cancellation_is_checked_by_independent_counts() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let csv = shared_data().join("bpic2012/events.csv");
-    run_ok(&[
-        "import",
-        "--store",
-        store.to_str().unwrap(),
-        csv.to_str().unwrap(),
-        "--unit",
-        "case_id",
-        "--time",
-        "timestamp",
-        "--event",
-        "activity",
-    ]);
+    let csv = crate::real_data::import_bpic2012(&store);
     let seg = dir.path().join("outcomes.seg");
     std::fs::write(&seg, "outcome cancelled { did A_CANCELLED }\n").unwrap();
     let d = check_findings(
@@ -277,17 +265,7 @@ fn bpic2012_discovery_of_cancellation_is_checked_by_independent_counts() {
     );
     // Independent counts for single-step findings without attributes: a case is a member
     // from its first matching event; it reaches the outcome if A_CANCELLED follows later.
-    let mut cases: BTreeMap<String, Vec<(i64, usize, String)>> = BTreeMap::new();
-    let mut reader = csv::Reader::from_path(&csv).unwrap();
-    for (row, rec) in reader.records().enumerate() {
-        let rec = rec.unwrap();
-        let t =
-            sequin_core::time::parse_text(&rec[3], sequin_core::time::TimeFormat::Auto).unwrap();
-        cases
-            .entry(rec[0].to_string())
-            .or_default()
-            .push((t, row, rec[1].to_string()));
-    }
+    let cases = crate::real_data::bpic2012_cases(&csv);
     let mut checked = 0;
     for f in d["findings"].as_array().unwrap() {
         let steps = f["steps"].as_array().unwrap();
@@ -300,8 +278,7 @@ fn bpic2012_discovery_of_cancellation_is_checked_by_independent_counts() {
         }
         let name = step.trim_matches('"');
         let (mut members, mut reached, mut rest, mut rest_reached) = (0u64, 0u64, 0u64, 0u64);
-        for events in cases.values_mut() {
-            events.sort();
+        for events in cases.values() {
             let cancelled_after =
                 |t: i64| events.iter().any(|(x, _, n)| *x > t && n == "A_CANCELLED");
             match events.iter().find(|(_, _, n)| n == name) {

@@ -130,7 +130,7 @@ fn tau_bench_conversations() {
 }
 
 /// Imports BPIC 2012 into `store`; returns the CSV's path.
-fn import_bpic2012(store: &Path) -> std::path::PathBuf {
+pub(crate) fn import_bpic2012(store: &Path) -> std::path::PathBuf {
     let csv = shared_data().join("bpic2012/events.csv");
     run_ok(&[
         "import",
@@ -145,6 +145,29 @@ fn import_bpic2012(store: &Path) -> std::path::PathBuf {
         "activity",
     ]);
     csv
+}
+
+/// BPIC 2012's cases read straight from the CSV (not through Sequin): per case, its
+/// events as (time µs, file row, activity), sorted by time then row as Sequin orders them.
+pub(crate) fn bpic2012_cases(
+    csv: &Path,
+) -> std::collections::BTreeMap<String, Vec<(i64, usize, String)>> {
+    let mut cases: std::collections::BTreeMap<String, Vec<(i64, usize, String)>> =
+        Default::default();
+    let mut reader = csv::Reader::from_path(csv).unwrap();
+    for (row, rec) in reader.records().enumerate() {
+        let rec = rec.unwrap();
+        let t =
+            sequin_core::time::parse_text(&rec[3], sequin_core::time::TimeFormat::Auto).unwrap();
+        cases
+            .entry(rec[0].to_string())
+            .or_default()
+            .push((t, row, rec[1].to_string()));
+    }
+    for events in cases.values_mut() {
+        events.sort();
+    }
+    cases
 }
 
 /// Segments over BPIC 2012 (tests/real/bpic2012.seg) give exactly the cases that
@@ -378,23 +401,10 @@ fn bpic2012_funnel_matches_a_greedy_reference() {
     ]);
     let f: serde_json::Value = serde_json::from_str(&out).unwrap();
 
-    // Cases' events in (time, file row) order.
-    let mut cases: std::collections::BTreeMap<String, Vec<(i64, usize, String)>> =
-        Default::default();
-    let mut reader = csv::Reader::from_path(&csv).unwrap();
-    for (row, rec) in reader.records().enumerate() {
-        let rec = rec.unwrap();
-        let t =
-            sequin_core::time::parse_text(&rec[3], sequin_core::time::TimeFormat::Auto).unwrap();
-        cases
-            .entry(rec[0].to_string())
-            .or_default()
-            .push((t, row, rec[1].to_string()));
-    }
+    let cases = bpic2012_cases(&csv);
     let mut counts = vec![0u64; steps.len()];
     let mut gaps: Vec<Vec<i64>> = vec![Vec::new(); steps.len()];
-    for events in cases.values_mut() {
-        events.sort();
+    for events in cases.values() {
         let mut k = 0;
         let mut last = 0;
         for (t, _, name) in events.iter() {
