@@ -16,6 +16,7 @@ pub mod error;
 pub mod event;
 pub mod flat;
 pub mod segment;
+pub mod signal;
 pub mod time;
 pub mod value;
 

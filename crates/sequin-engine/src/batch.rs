@@ -12,6 +12,7 @@ use sequin_store::{EventSource, PartitionData, Projection, PropColumn};
 use crate::EngineError;
 use crate::compile::Program;
 use crate::matcher::{Ev, Props, UnitState};
+use crate::signals::RowInput;
 use crate::units::split;
 use crate::val::Val;
 
@@ -70,6 +71,9 @@ pub fn projection(programs: &[Program]) -> Projection {
     for p in programs {
         for prop in &p.props {
             cols.extend(prop.role.columns(&prop.path));
+        }
+        if p.signals.is_some() {
+            cols.extend(crate::signals::input_columns());
         }
         match p.unit {
             UnitKind::Users => {}
@@ -228,6 +232,10 @@ pub fn for_each_state(
     };
     let mut units = 0;
     let mut st = prog.new_state(gap);
+    let inputs = prog
+        .signals
+        .as_ref()
+        .map(|_| crate::signals::InputColumns::resolve(data));
     for (unit, range) in data.unit_rows() {
         // Events after "now" do not exist yet.
         let end = range.start + data.time[range.clone()].partition_point(|&t| t <= as_of);
@@ -236,8 +244,26 @@ pub fn for_each_state(
         }
         let rows = range.start..end;
         let times = &data.time[rows.clone()];
+        let placed = match (&prog.signals, &inputs) {
+            (Some(plan), Some(cols)) => {
+                let evs: Vec<RowInput<'_>> = rows
+                    .clone()
+                    .map(|row| RowInput { data, cols, row })
+                    .collect();
+                let refs: Vec<&dyn sequin_signals::Input> = evs
+                    .iter()
+                    .map(|e| e as &dyn sequin_signals::Input)
+                    .collect();
+                crate::signals::detect(plan, &refs, as_of)
+            }
+            _ => Vec::new(),
+        };
         if prog.unit == UnitKind::Users {
             units += 1;
+            let sigs: Vec<LocalSignal<'_>> = placed
+                .iter()
+                .map(|p| LocalSignal::new(prog, p.pos, p))
+                .collect();
             if run_rows(
                 prog,
                 &mut st,
@@ -245,23 +271,47 @@ pub fn for_each_state(
                 &bits_of,
                 &cols,
                 rows.clone(),
+                &sigs,
                 feed_all,
                 as_of,
             ) {
                 f(unit, &st);
             }
         } else {
-            let subs = split(
-                prog.unit,
-                unit,
-                times,
-                |i| id_col.and_then(|c| c.get(rows.start + i)),
-                gap,
-            );
-            for sub in subs {
+            let id_at = |i: usize| id_col.and_then(|c| c.get(rows.start + i));
+            let subs = split(prog.unit, unit, times, id_at, gap);
+            let mut sub_of = vec![usize::MAX; times.len()];
+            for (s, sub) in subs.iter().enumerate() {
+                for &i in &sub.rows {
+                    sub_of[i] = s;
+                }
+            }
+            // Each signal goes to the open run of its source's id (see `signals`).
+            let mut routed: Vec<Vec<LocalSignal<'_>>> = subs.iter().map(|_| Vec::new()).collect();
+            for p in &placed {
+                let id = match prog.unit {
+                    UnitKind::Sessions => p.signal.session_id.as_deref(),
+                    _ => p.signal.conversation_id.as_deref(),
+                };
+                let Some(last) = (0..p.pos)
+                    .rev()
+                    .find(|&i| id_at(i) == id && sub_of[i] != usize::MAX)
+                else {
+                    continue;
+                };
+                if p.signal.time - times[last] > gap {
+                    continue;
+                }
+                let s = sub_of[last];
+                let local = subs[s].rows.partition_point(|&i| i < p.pos);
+                routed[s].push(LocalSignal::new(prog, local, p));
+            }
+            for (sub, sigs) in subs.iter().zip(&routed) {
                 units += 1;
                 let picked = sub.rows.iter().map(|&i| rows.start + i);
-                if run_rows(prog, &mut st, data, &bits_of, &cols, picked, true, as_of) {
+                if run_rows(
+                    prog, &mut st, data, &bits_of, &cols, picked, sigs, true, as_of,
+                ) {
                     f(&sub.key, &st);
                 }
             }
@@ -270,8 +320,28 @@ pub fn for_each_state(
     units
 }
 
-/// Drives the matcher over one unit's rows up to `as_of`; false when the unit was skipped
-/// (no event touched the program, and an untouched state is not a member).
+/// A derived signal among one unit's rows.
+struct LocalSignal<'a> {
+    /// Raw rows of the unit before it.
+    pos: usize,
+    own_group: bool,
+    bits: u64,
+    signal: &'a sequin_signals::Signal,
+}
+
+impl<'a> LocalSignal<'a> {
+    fn new(prog: &Program, pos: usize, p: &'a crate::signals::Placed) -> LocalSignal<'a> {
+        LocalSignal {
+            pos,
+            own_group: p.own_group,
+            bits: prog.name_bits(p.signal.kind.event_name(), false),
+            signal: &p.signal,
+        }
+    }
+}
+
+/// Drives the matcher over one unit's rows (and its signals) up to `as_of`; false when the
+/// unit was skipped (nothing touched the program, and an untouched state is not a member).
 #[allow(clippy::too_many_arguments)]
 fn run_rows(
     prog: &Program,
@@ -280,6 +350,7 @@ fn run_rows(
     bits_of: &[u64],
     cols: &Columns<'_>,
     rows: impl Iterator<Item = usize>,
+    signals: &[LocalSignal<'_>],
     feed_all: bool,
     as_of: i64,
 ) -> bool {
@@ -288,7 +359,49 @@ fn run_rows(
     let skip_irrelevant = !feed_all && !prog.empty_is_member();
     let mut started = false;
     let mut current: Option<i64> = None;
+    let mut next_signal = 0;
+    let mut feed_signals =
+        |st: &mut UnitState, started: &mut bool, current: &mut Option<i64>, upto: usize| {
+            while let Some(s) = signals.get(next_signal).filter(|s| s.pos <= upto) {
+                next_signal += 1;
+                if s.bits == 0 {
+                    continue;
+                }
+                if !*started {
+                    prog.reset_state(st);
+                    *started = true;
+                }
+                let t = s.signal.time;
+                if s.own_group || *current != Some(t) {
+                    if let Some(c) = current.take() {
+                        prog.end_group(st, c);
+                    }
+                    prog.begin_group(st, t);
+                    *current = Some(t);
+                }
+                let props = crate::signals::SignalProps {
+                    signal: s.signal,
+                    refs: &prog.props,
+                };
+                prog.on_event(
+                    st,
+                    &Ev {
+                        time: t,
+                        index: s.pos.saturating_sub(1) as u64,
+                        bits: s.bits,
+                        props: &props,
+                    },
+                );
+                if s.own_group {
+                    prog.end_group(st, t);
+                    *current = None;
+                }
+            }
+        };
+    let mut fed = 0;
     for (index, row) in rows.enumerate() {
+        feed_signals(st, &mut started, &mut current, index);
+        fed = index + 1;
         let bits = bits_of[data.name[row] as usize];
         if bits == 0 && !feed_all && (index > 0 || skip_irrelevant) {
             continue;
@@ -316,6 +429,8 @@ fn run_rows(
             },
         );
     }
+    feed_signals(st, &mut started, &mut current, usize::MAX);
+    let _ = fed;
     if !started {
         return false;
     }

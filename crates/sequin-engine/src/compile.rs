@@ -246,6 +246,8 @@ pub struct Program {
     pub durations: Vec<Micros>,
     /// Calendar bucket sizes used by `regularly`.
     pub buckets: Vec<(Micros, Micros)>,
+    /// The signals its patterns name, with the file's detector settings.
+    pub signals: Option<sequin_signals::Plan>,
 }
 
 /// Monday 1970-01-05 is 4 days after the epoch: weeks start on Mondays.
@@ -292,6 +294,15 @@ impl Program {
         let mut durations = c.durations;
         durations.sort_unstable();
         durations.dedup();
+        let config =
+            sequin_signals::Config::from_file(file).map_err(|d| EngineError::Signals(d.message))?;
+        let signals = sequin_signals::Plan::for_names(
+            std::sync::Arc::new(config),
+            c.name_sets.iter().flat_map(|s| match s {
+                NameSetC::Names(ns) => ns.iter().map(String::as_str).collect::<Vec<_>>(),
+                NameSetC::Any => Vec::new(),
+            }),
+        );
         let mut program = Program {
             name: name.to_string(),
             unit: item.unit,
@@ -304,6 +315,7 @@ impl Program {
             durations,
             buckets: c.buckets,
             empty_member: false,
+            signals,
         };
         program.empty_member = program.compute_empty_member();
         Ok(program)
@@ -315,7 +327,9 @@ impl Program {
         let mut bits = 0;
         for (i, set) in self.name_sets.iter().enumerate() {
             let hit = match set {
-                NameSetC::Any => !synthetic,
+                // Wildcards match raw events only: a derived signal is seen only by a
+                // pattern that names it (and synthetic end events likewise).
+                NameSetC::Any => !synthetic && !name.starts_with(sequin_core::signal::PREFIX),
                 NameSetC::Names(ns) => ns.iter().any(|n| n == name),
             };
             if hit {

@@ -9,6 +9,9 @@ pub enum EngineError {
     /// Beyond what the matcher supports.
     #[error("definition too complex: {0}")]
     TooComplex(String),
+    /// The file's signal settings are invalid.
+    #[error("signal settings: {0}")]
+    Signals(String),
     /// Reading the store failed.
     #[error(transparent)]
     Store(#[from] sequin_store::StoreError),

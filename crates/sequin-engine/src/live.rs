@@ -32,8 +32,10 @@ use crate::EngineError;
 use crate::codec::{Dec, DecodeError, Enc};
 use crate::compile::{PropRef, PropRole};
 use crate::matcher::{Ev, Props, UnitState};
+use crate::signals::{EventInput, InputColumns, RowInput, signal_prop};
 use crate::val::Val;
 use crate::{Program, batch};
+use sequin_signals::{DetectorState, Input, Plan, Signal};
 
 const CHECKPOINT_MAGIC: &[u8] = b"SEQUIN-LIVE-1\n";
 
@@ -141,6 +143,8 @@ struct UserLive {
     runs: FxHashMap<(bool, Option<String>), u32>,
     /// Memberships of this user's sessions and conversations: (slot, unit).
     sub_members: Vec<(usize, String)>,
+    /// Signal detectors of the programs that read signals, by slot.
+    detectors: Vec<Option<DetectorState>>,
 }
 
 /// One event as live evaluation feeds it.
@@ -150,11 +154,14 @@ trait Item {
     fn session_id(&self) -> Option<&str>;
     fn conversation_id(&self) -> Option<&str>;
     fn prop(&self, slot: usize, id: usize) -> Option<Val<'_>>;
+    /// The event as signal detectors read it (None for a derived signal).
+    fn input(&self) -> Option<&dyn Input>;
 }
 
 struct EventItem<'a> {
     event: &'a Event,
     refs: &'a [Vec<PropRef>],
+    input: EventInput<'a>,
 }
 
 impl Item for EventItem<'_> {
@@ -182,6 +189,9 @@ impl Item for EventItem<'_> {
             .find_map(|list| list.iter().find(|(k, _)| *k == r.path))
             .map(|(_, v)| Val::of(v))
     }
+    fn input(&self) -> Option<&dyn Input> {
+        Some(&self.input)
+    }
 }
 
 struct RowItem<'a> {
@@ -189,6 +199,7 @@ struct RowItem<'a> {
     row: usize,
     /// Per slot, per property id: the candidate columns in lookup order.
     cols: &'a [Vec<Vec<&'a PropColumn>>],
+    input: RowInput<'a>,
 }
 
 impl Item for RowItem<'_> {
@@ -208,6 +219,36 @@ impl Item for RowItem<'_> {
         self.cols[slot][id]
             .iter()
             .find_map(|c| batch::column_value(c, self.row))
+    }
+    fn input(&self) -> Option<&dyn Input> {
+        Some(&self.input)
+    }
+}
+
+/// A derived signal fed to one program.
+struct SignalItem<'a> {
+    signal: &'a Signal,
+    refs: &'a [Vec<PropRef>],
+}
+
+impl Item for SignalItem<'_> {
+    fn time(&self) -> i64 {
+        self.signal.time
+    }
+    fn name(&self) -> &str {
+        self.signal.kind.event_name()
+    }
+    fn session_id(&self) -> Option<&str> {
+        self.signal.session_id.as_deref()
+    }
+    fn conversation_id(&self) -> Option<&str> {
+        self.signal.conversation_id.as_deref()
+    }
+    fn prop(&self, slot: usize, id: usize) -> Option<Val<'_>> {
+        signal_prop(self.signal, &self.refs[slot][id])
+    }
+    fn input(&self) -> Option<&dyn Input> {
+        None
     }
 }
 
@@ -385,6 +426,7 @@ impl LiveEngine {
         let proj = batch::projection(&live);
         for part in 0..history.partitions() {
             let data = history.read_partition(part, &proj)?;
+            let inputs = InputColumns::resolve(&data);
             let cols: Vec<Vec<Vec<&PropColumn>>> = self
                 .programs
                 .iter()
@@ -400,6 +442,11 @@ impl LiveEngine {
                         data: &data,
                         row,
                         cols: &cols,
+                        input: RowInput {
+                            data: &data,
+                            cols: &inputs,
+                            row,
+                        },
                     })
                     .collect();
                 let refs: Vec<&dyn Item> = items.iter().map(|i| i as &dyn Item).collect();
@@ -500,6 +547,7 @@ impl LiveEngine {
                 .map(|a| EventItem {
                     event: &a.event,
                     refs: &prop_refs,
+                    input: EventInput(&a.event),
                 })
                 .collect();
             let refs: Vec<&dyn Item> = items.iter().map(|i| i as &dyn Item).collect();
@@ -600,6 +648,7 @@ impl LiveEngine {
             .map(|event| EventItem {
                 event,
                 refs: &prop_refs,
+                input: EventInput(event),
             })
             .collect();
         let refs: Vec<&dyn Item> = items.iter().map(|i| i as &dyn Item).collect();
@@ -707,6 +756,7 @@ impl LiveEngine {
             events: 0,
             wake: i64::MAX,
             states: vec![None; self.programs.len()],
+            detectors: vec![None; self.programs.len()],
             ..UserLive::default()
         }
     }
@@ -782,6 +832,17 @@ impl LiveEngine {
             w.u(*slot as u64);
             w.s(unit);
         }
+        for d in &u.detectors {
+            match d.as_ref().filter(|d| !d.is_empty()) {
+                None => w.b(false),
+                Some(d) => {
+                    w.b(true);
+                    let json = serde_json::to_vec(d).expect("detector state serializes");
+                    w.u(json.len() as u64);
+                    w.buf.extend_from_slice(&json);
+                }
+            }
+        }
         w.buf.into_boxed_slice()
     }
 
@@ -838,6 +899,17 @@ impl LiveEngine {
             let slot = r.u()? as usize;
             u.sub_members.push((slot, r.s()?));
         }
+        for _ in 0..programs.len() {
+            u.detectors.push(if r.b()? {
+                let bytes = r.bytes()?;
+                Some(
+                    serde_json::from_slice(bytes)
+                        .map_err(|_| DecodeError("bad signal detector state"))?,
+                )
+            } else {
+                None
+            });
+        }
         if !r.done() {
             return Err(DecodeError("trailing bytes in a user's state"));
         }
@@ -861,20 +933,68 @@ impl LiveEngine {
                 }
             }
         }
+        for d in user.detectors.iter().flatten() {
+            if let Some(t) = d.next_deadline() {
+                wake = wake.min(t);
+            }
+        }
         wake
     }
 
     /// Feeds one user's events, sorted by time (ties in arrival order), group by group.
     fn feed_sorted(&mut self, unit: &str, user: &mut UserLive, items: &[&dyn Item], emit: bool) {
         let mut i = 0;
+        let mut found = Vec::new();
         while i < items.len() {
             let t = items[i].time();
             let mut j = i;
             while j < items.len() && items[j].time() == t {
                 j += 1;
             }
-            self.feed_group(unit, user, &items[i..j], emit);
+            // Signals whose deadline passed before `t` come first, each a group of its own;
+            // then the group, with the signals its events complete.
+            self.fire_signals(unit, user, |plan, st, out| plan.before(st, t, out), emit);
+            let mut extra: Vec<(usize, Signal)> = Vec::new();
+            for (slot, prog) in self.programs.iter().enumerate() {
+                let Some(plan) = prog.as_ref().and_then(|p| p.signals.as_ref()) else {
+                    continue;
+                };
+                let st = user.detectors[slot].get_or_insert_with(DetectorState::default);
+                for item in &items[i..j] {
+                    if let Some(input) = item.input() {
+                        plan.on_event(st, input, &mut found);
+                    }
+                }
+                extra.extend(found.drain(..).map(|s| (slot, s)));
+            }
+            self.feed_group(unit, user, &items[i..j], &extra, emit);
             i = j;
+        }
+    }
+
+    /// Emits the signals `due` releases from every slot's detector, each fed to its
+    /// program as a group of its own.
+    fn fire_signals(
+        &mut self,
+        unit: &str,
+        user: &mut UserLive,
+        due: impl Fn(&Plan, &mut DetectorState, &mut Vec<Signal>),
+        emit: bool,
+    ) {
+        let mut fired: Vec<(usize, Signal)> = Vec::new();
+        let mut out = Vec::new();
+        for (slot, prog) in self.programs.iter().enumerate() {
+            let (Some(plan), Some(st)) = (
+                prog.as_ref().and_then(|p| p.signals.as_ref()),
+                user.detectors[slot].as_mut(),
+            ) else {
+                continue;
+            };
+            due(plan, st, &mut out);
+            fired.extend(out.drain(..).map(|s| (slot, s)));
+        }
+        for one in fired {
+            self.feed_group(unit, user, &[], std::slice::from_ref(&one), emit);
         }
     }
 
@@ -892,12 +1012,38 @@ impl LiveEngine {
     }
 
     /// Feeds the events of one timestamp to every state they concern, then settles.
-    fn feed_group(&mut self, unit: &str, user: &mut UserLive, group: &[&dyn Item], emit: bool) {
-        let t = group[0].time();
+    /// `extra` holds derived signals (slot, signal) at the same time, fed after the events
+    /// to their own program only; with no events, `extra` is a deadline group of its own.
+    fn feed_group(
+        &mut self,
+        unit: &str,
+        user: &mut UserLive,
+        group: &[&dyn Item],
+        extra: &[(usize, Signal)],
+        emit: bool,
+    ) {
+        let Some(t) = group
+            .first()
+            .map(|i| i.time())
+            .or_else(|| extra.first().map(|(_, s)| s.time))
+        else {
+            return;
+        };
         let gap = self.opts.session_gap;
+        let refs = self.refs.clone();
+        let signals: Vec<SignalItem<'_>> = extra
+            .iter()
+            .map(|(_, signal)| SignalItem {
+                signal,
+                refs: &refs,
+            })
+            .collect();
         // User-level programs: the matcher sees the user's whole event list; an event no
         // pattern names is skipped (except the first, when an untouched state is a member).
         let bits: Vec<Vec<u64>> = group.iter().map(|it| self.bits_of(it.name())).collect();
+        let sig_bits: Vec<Vec<u64>> = signals.iter().map(|it| self.bits_of(it.name())).collect();
+        // A signal takes the index of the raw event before it.
+        let sig_index = (user.events + group.len() as u64).saturating_sub(1);
         for (slot, prog) in self.programs.iter().enumerate() {
             let Some(prog) = prog else { continue };
             if prog.unit != UnitKind::Users {
@@ -906,10 +1052,23 @@ impl LiveEngine {
             let feed_all = prog.needs_all_events();
             let skip_irrelevant = !feed_all && !prog.empty_is_member();
             let mut begun = false;
-            for (k, item) in group.iter().enumerate() {
+            let raw = group.iter().enumerate().map(|(k, item)| {
                 let index = user.events + k as u64;
                 let b = bits[k][slot];
-                if b == 0 && !feed_all && (index > 0 || skip_irrelevant) {
+                let skip = b == 0 && !feed_all && (index > 0 || skip_irrelevant);
+                (*item, index, b, skip)
+            });
+            let derived = signals.iter().enumerate().map(|(k, item)| {
+                let b = sig_bits[k][slot];
+                (
+                    item as &dyn Item,
+                    sig_index,
+                    b,
+                    extra[k].0 != slot || b == 0,
+                )
+            });
+            for (item, index, b, skip) in raw.chain(derived) {
+                if skip {
                     continue;
                 }
                 let st = user.states[slot].get_or_insert_with(|| prog.new_state(gap));
@@ -923,7 +1082,7 @@ impl LiveEngine {
                         time: t,
                         index,
                         bits: b,
-                        props: &ItemProps { item: *item, slot },
+                        props: &ItemProps { item, slot },
                     },
                 );
             }
@@ -940,31 +1099,33 @@ impl LiveEngine {
             if !has_sub(kind) {
                 continue;
             }
+            let id_of = |item: &dyn Item| match kind {
+                UnitKind::Sessions => item.session_id().map(str::to_string),
+                _ => item.conversation_id().map(str::to_string),
+            };
             let mut routed: Vec<(usize, usize)> = Vec::new(); // (sub index, item index)
             for (k, item) in group.iter().enumerate() {
-                let id = match kind {
-                    UnitKind::Sessions => item.session_id(),
-                    _ => item.conversation_id(),
-                };
+                let id = id_of(*item);
                 if kind == UnitKind::Conversations && id.is_none() {
                     continue;
                 }
-                let found = user.subs.iter().position(|s| {
-                    s.open && s.kind == kind && s.id.as_deref() == id && t - s.last <= gap
-                });
+                let found = user
+                    .subs
+                    .iter()
+                    .position(|s| s.open && s.kind == kind && s.id == id && t - s.last <= gap);
                 let sub = match found {
                     Some(s) => s,
                     None => {
                         for s in user.subs.iter_mut() {
-                            if s.kind == kind && s.id.as_deref() == id {
+                            if s.kind == kind && s.id == id {
                                 s.open = false;
                             }
                         }
                         let n = user
                             .runs
-                            .entry((kind == UnitKind::Sessions, id.map(str::to_string)))
+                            .entry((kind == UnitKind::Sessions, id.clone()))
                             .or_insert(0);
-                        let key = match id {
+                        let key = match id.as_deref() {
                             Some(id) if *n == 0 => id.to_string(),
                             Some(id) => format!("{id}@{}", t.div_euclid(1000)),
                             None => format!("{unit}@{}", t.div_euclid(1000)),
@@ -972,7 +1133,7 @@ impl LiveEngine {
                         *n += 1;
                         user.subs.push(SubLive {
                             kind,
-                            id: id.map(str::to_string),
+                            id,
                             key,
                             last: t,
                             events: 0,
@@ -985,7 +1146,25 @@ impl LiveEngine {
                 user.subs[sub].last = t;
                 routed.push((sub, k));
             }
-            let mut subs_touched: Vec<usize> = routed.iter().map(|&(s, _)| s).collect();
+            // A signal joins the open run of its id; it never opens or extends one.
+            let mut sig_routed: Vec<(usize, usize)> = Vec::new(); // (sub index, signal index)
+            for (k, item) in signals.iter().enumerate() {
+                let slot = extra[k].0;
+                if self.programs[slot].as_ref().map(|p| p.unit) != Some(kind) {
+                    continue;
+                }
+                let id = id_of(item);
+                if let Some(s) = user
+                    .subs
+                    .iter()
+                    .position(|s| s.open && s.kind == kind && s.id == id && t - s.last <= gap)
+                {
+                    sig_routed.push((s, k));
+                }
+            }
+            let mut subs_touched: Vec<usize> =
+                routed.iter().chain(&sig_routed).map(|&(s, _)| s).collect();
+            subs_touched.sort_unstable();
             subs_touched.dedup();
             for s in subs_touched {
                 let sub = &mut user.subs[s];
@@ -994,9 +1173,18 @@ impl LiveEngine {
                     .filter(|&&(x, _)| x == s)
                     .map(|&(_, k)| k)
                     .collect();
+                let sig_index = (sub.events + items.len() as u64).saturating_sub(1);
                 for (slot, prog) in self.programs.iter().enumerate() {
                     let Some(prog) = prog else { continue };
                     if prog.unit != kind {
+                        continue;
+                    }
+                    let sigs: Vec<usize> = sig_routed
+                        .iter()
+                        .filter(|&&(x, k)| x == s && extra[k].0 == slot && sig_bits[k][slot] != 0)
+                        .map(|&(_, k)| k)
+                        .collect();
+                    if items.is_empty() && sigs.is_empty() {
                         continue;
                     }
                     let st = sub.states[slot].get_or_insert_with(|| prog.new_state(gap));
@@ -1010,6 +1198,20 @@ impl LiveEngine {
                                 bits: bits[k][slot],
                                 props: &ItemProps {
                                     item: group[k],
+                                    slot,
+                                },
+                            },
+                        );
+                    }
+                    for &k in &sigs {
+                        prog.on_event(
+                            st,
+                            &Ev {
+                                time: t,
+                                index: sig_index,
+                                bits: sig_bits[k][slot],
+                                props: &ItemProps {
+                                    item: &signals[k],
                                     slot,
                                 },
                             },
@@ -1037,6 +1239,7 @@ impl LiveEngine {
     /// Fires the user's timers up to the watermark, one at a time, syncing membership.
     fn fire_timers(&mut self, unit: &str, user: &mut UserLive, emit: bool) {
         let wm = self.watermark;
+        self.fire_signals(unit, user, |plan, st, out| plan.settle(st, wm, out), emit);
         for (slot, prog) in self.programs.iter().enumerate() {
             let Some(prog) = prog else { continue };
             if prog.unit == UnitKind::Users {

@@ -114,19 +114,33 @@ fn reference_members(src: &str, name: &str, events: &[Event], as_of: i64) -> Vec
 
 // ---- random definitions -------------------------------------------------------------
 
-fn name_s() -> impl Strategy<Value = String> {
-    prop_oneof![
-        Just("a".to_string()),
-        Just("b".to_string()),
-        Just("c".to_string()),
-        Just("a | b".to_string()),
-        Just("any".to_string()),
-    ]
+fn name_s(sig: bool) -> BoxedStrategy<String> {
+    let mut names = vec!["a", "b", "c", "a | b", "any"];
+    if sig {
+        names = vec![
+            "a",
+            "any",
+            "signal.rage_click",
+            "signal.dead_click",
+            "signal.error_click",
+            "signal.error | a",
+            "signal.page_loop",
+            "signal.quick_back",
+            "signal.form_resubmission",
+            "signal.slow_load",
+            "signal.rephrase",
+            "signal.aggressive_reply",
+            "signal.premature_exit",
+            "signal.escalation",
+            "signal.tool_failure | signal.resolution",
+        ];
+    }
+    prop::sample::select(names).prop_map(str::to_string).boxed()
 }
 
-fn pattern_s() -> impl Strategy<Value = String> {
+fn pattern_s(sig: bool) -> impl Strategy<Value = String> {
     (
-        name_s(),
+        name_s(sig),
         prop_oneof![
             4 => Just(String::new()),
             1 => Just(" where x == 1".to_string()),
@@ -145,9 +159,9 @@ fn op_s() -> impl Strategy<Value = String> {
     prop_oneof![Just(">="), Just(">"), Just("<"), Just("=="), Just("!=")].prop_map(str::to_string)
 }
 
-fn sequence_s() -> impl Strategy<Value = String> {
+fn sequence_s(sig: bool) -> impl Strategy<Value = String> {
     let step = (
-        pattern_s(),
+        pattern_s(sig),
         prop_oneof![
             3 => Just(String::new()),
             1 => dur_s().prop_map(|d| format!(" within {d}")),
@@ -155,15 +169,15 @@ fn sequence_s() -> impl Strategy<Value = String> {
             1 => (1u32..3).prop_map(|n| format!(" within {n} events")),
         ],
         prop_oneof![3 => Just(""), 1 => Just("next ")],
-        prop_oneof![3 => Just(None), 1 => pattern_s().prop_map(Some)],
+        prop_oneof![3 => Just(None), 1 => pattern_s(sig).prop_map(Some)],
     );
     (
         prop::collection::vec(step, 1..4),
         prop_oneof![2 => Just(None), 1 => dur_s().prop_map(Some)],
         prop_oneof![
             3 => Just(None),
-            1 => pattern_s().prop_map(|p| Some(format!("not {p}"))),
-            1 => (pattern_s(), dur_s()).prop_map(|(p, d)| Some(format!("not {p} within {d}"))),
+            1 => pattern_s(sig).prop_map(|p| Some(format!("not {p}"))),
+            1 => (pattern_s(sig), dur_s()).prop_map(|(p, d)| Some(format!("not {p} within {d}"))),
         ],
         any::<bool>(),
     )
@@ -197,28 +211,28 @@ fn sequence_s() -> impl Strategy<Value = String> {
         })
 }
 
-fn leaf_s() -> impl Strategy<Value = String> {
+fn leaf_s(sig: bool) -> impl Strategy<Value = String> {
     prop_oneof![
-        3 => sequence_s(),
-        1 => pattern_s().prop_map(|p| format!("did {p}")),
-        1 => (pattern_s(), pattern_s(), op_s(), 0u32..4).prop_map(|(p, q, o, n)| format!("count({p} or {q}) {o} {n}")),
-        1 => (pattern_s(), 1u32..3).prop_map(|(p, n)| format!("count distinct(x of {p}) >= {n}")),
-        1 => (prop_oneof![Just("sum"), Just("avg"), Just("min"), Just("max")], name_s(), op_s(), 0u32..5)
+        3 => sequence_s(sig),
+        1 => pattern_s(sig).prop_map(|p| format!("did {p}")),
+        1 => (pattern_s(sig), pattern_s(sig), op_s(), 0u32..4).prop_map(|(p, q, o, n)| format!("count({p} or {q}) {o} {n}")),
+        1 => (pattern_s(sig), 1u32..3).prop_map(|(p, n)| format!("count distinct(x of {p}) >= {n}")),
+        1 => (prop_oneof![Just("sum"), Just("avg"), Just("min"), Just("max")], name_s(sig), op_s(), 0u32..5)
             .prop_map(|(f, n, o, v)| if n.contains('|') || n == "any" {
                 format!("{f}(x of {n}) {o} {v}")
             } else {
                 format!("{f}({n}.x) {o} {v}")
             }),
-        1 => (pattern_s(), dur_s()).prop_map(|(p, d)| format!("first did {p} within {d}")),
-        1 => (pattern_s(), dur_s()).prop_map(|(p, d)| format!("stopped {p} for {d}")),
-        1 => (pattern_s(), dur_s()).prop_map(|(p, d)| format!("restarted {p} after {d}")),
+        1 => (pattern_s(sig), dur_s()).prop_map(|(p, d)| format!("first did {p} within {d}")),
+        1 => (pattern_s(sig), dur_s()).prop_map(|(p, d)| format!("stopped {p} for {d}")),
+        1 => (pattern_s(sig), dur_s()).prop_map(|(p, d)| format!("restarted {p} after {d}")),
         1 => Just("dev == \"m\"".to_string()),
     ]
 }
 
-fn expr_s() -> impl Strategy<Value = String> {
+fn expr_s(sig: bool) -> impl Strategy<Value = String> {
     let windowed = (
-        leaf_s(),
+        leaf_s(sig),
         prop_oneof![3 => Just(None), 1 => dur_s().prop_map(Some)],
     )
         .prop_map(|(l, w)| match w {
@@ -234,13 +248,119 @@ fn expr_s() -> impl Strategy<Value = String> {
     })
 }
 
-fn definition_s() -> impl Strategy<Value = String> {
+fn definition_s(sig: bool) -> impl Strategy<Value = String> {
+    let units = if sig {
+        prop_oneof![2 => Just(""), 1 => Just(" of sessions"), 1 => Just(" of conversations")]
+            .boxed()
+    } else {
+        prop_oneof![3 => Just(""), 1 => Just(" of sessions")].boxed()
+    };
     (
-        expr_s(),
-        prop_oneof![3 => Just(""), 1 => Just(" of sessions")],
+        expr_s(sig),
+        units,
         prop_oneof![3 => Just(String::new()), 1 => dur_s().prop_map(|d| format!(" during last {d}"))],
     )
-        .prop_map(|(e, unit, w)| format!("segment s{unit}{w} {{ {e} }}"))
+        .prop_map(move |(e, unit, w)| {
+            // Signal windows scaled to the generated streams (seconds apart).
+            let settings = if sig { SIGNAL_SETTINGS } else { "" };
+            format!("{settings}segment s{unit}{w} {{ {e} }}")
+        })
+}
+
+const SIGNAL_SETTINGS: &str = "signal dead_click { within 3s }\n\
+    signal premature_exit { idle 12s }\n\
+    signal page_loop { views 3; within 10s }\n\
+    signal quick_back { dwell 4s }\n\
+    signal rephrase { similarity 0.5; min_words 2 }\n";
+
+/// Streams of the events the signal detectors read: clicks with and without coordinates,
+/// page views, errors, form submissions, slow loads, and conversation turns.
+fn signal_events_s() -> impl Strategy<Value = Vec<Event>> {
+    let one = (0usize..3, 0usize..12, 0i64..8, 0usize..4, 0usize..2);
+    prop::collection::vec(one, 1..30).prop_map(|raw| {
+        const TEXTS: [&str; 4] = [
+            "refund my broken order please",
+            "please refund the broken order",
+            "this is useless",
+            "###STOP###",
+        ];
+        let mut clock = [0i64; 3];
+        raw.into_iter()
+            .map(|(u, kind, step, v, c)| {
+                clock[u] += [0, 0, 1, 1, 2, 3, 7, 15][step as usize];
+                let user = format!("u{u}");
+                let conv = Value::Str(format!("c{u}-{c}"));
+                let mut e = match kind {
+                    0..=2 => {
+                        let mut props = vec![("element_id", Value::Str(format!("e{}", v % 2)))];
+                        if v < 3 {
+                            props.push(("x", Value::Int(v as i64 * 20)));
+                            props.push(("y", Value::Int(5)));
+                        }
+                        event(&user, "click", clock[u], &props)
+                    }
+                    3 | 4 => {
+                        let mut e = event(
+                            &user,
+                            "page_view",
+                            clock[u],
+                            &[
+                                ("page", Value::Str(format!("p{}", v % 3))),
+                                ("load_time_ms", Value::Int(v as i64 * 1500)),
+                            ],
+                        );
+                        e.kind = MessageKind::Page;
+                        e
+                    }
+                    5 => event(&user, "error", clock[u], &[("code", Value::Int(v as i64))]),
+                    6 => event(
+                        &user,
+                        "form_submit",
+                        clock[u],
+                        &[("form_id", Value::Str("f".into()))],
+                    ),
+                    7 | 8 => event(
+                        &user,
+                        "user_message",
+                        clock[u],
+                        &[
+                            ("role", Value::Str("user".into())),
+                            ("text", Value::Str(TEXTS[v].into())),
+                        ],
+                    ),
+                    9 => event(
+                        &user,
+                        "agent_message",
+                        clock[u],
+                        &[("role", Value::Str("assistant".into()))],
+                    ),
+                    10 => event(
+                        &user,
+                        "tool_call",
+                        clock[u],
+                        &[
+                            (
+                                "tool_name",
+                                Value::Str(["search", "transfer_to_human_agents"][v % 2].into()),
+                            ),
+                            ("status", Value::Str(["ok", "error"][v / 2 % 2].into())),
+                        ],
+                    ),
+                    _ => event(&user, "a", clock[u], &[("resolved", Value::Bool(v == 0))]),
+                };
+                if (7..=11).contains(&kind) {
+                    e.conversation_id = match conv {
+                        Value::Str(s) => Some(s),
+                        _ => None,
+                    };
+                }
+                if v == 3 {
+                    e.session_id = Some(format!("s{u}-{c}"));
+                }
+                e
+            })
+            .collect()
+    })
 }
 
 fn events_s() -> impl Strategy<Value = Vec<Event>> {
@@ -275,7 +395,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
 
     #[test]
-    fn matcher_agrees_with_reference(def in definition_s(), events in events_s(), extra in 0i64..60) {
+    fn matcher_agrees_with_reference(def in definition_s(false), events in events_s(), extra in 0i64..60) {
         let file = match sequin_lang::parse(&def) {
             Ok(f) => f,
             Err(d) => panic!("generated definition does not parse: {}", d.render("gen", &def)),
@@ -405,7 +525,9 @@ mod live {
         let mut out = Vec::with_capacity(events.len() + 3);
         let mut anon_users = std::collections::BTreeSet::new();
         for mut e in events {
-            if rng.below(3) == 0 {
+            // A conversation or explicit session belongs to one user: never split between an
+            // anonymous id and a user id that stay unlinked.
+            if rng.below(3) == 0 && e.conversation_id.is_none() && e.session_id.is_none() {
                 let u = e.user_id.take().unwrap();
                 e.anonymous_id = Some(format!("anon-{u}"));
                 anon_users.insert(u);
@@ -478,159 +600,201 @@ mod live {
         /// change stream gives the same members and entry times.
         #[test]
         fn live_agrees_with_batch(
-            defs in prop::collection::vec(definition_s(), 1..4),
+            defs in prop::collection::vec(definition_s(false), 1..4),
             events in events_s(),
             seed in any::<u64>(),
             lateness in 0i64..20,
             restart in any::<bool>(),
             extra in 0i64..60,
         ) {
-            for d in &defs {
-                let file = sequin_lang::parse(d).unwrap();
-                prop_assume!(sequin_lang::check(&file, None).iter().all(|d| !d.is_error()));
-            }
-            let programs = compile_all(&defs);
-            let mut rng = Mix(seed);
-            let events = with_identities(events, &mut rng);
-            let mut events = events;
-            for (i, e) in events.iter_mut().enumerate() {
-                e.message_id = Some(format!("m{i}"));
-            }
-            // Deliver in a locally shuffled order, with some events sent twice.
-            let mut order: Vec<(u64, usize)> = (0..events.len())
-                .map(|i| (i as u64 * 4 + rng.below(12), i))
-                .collect();
-            for i in 0..events.len() {
-                if rng.below(6) == 0 {
-                    order.push((i as u64 * 4 + rng.below(40), i));
-                }
-            }
-            order.sort();
-            if std::env::var_os("SEQUIN_DEBUG").is_some() {
-                for &(_, i) in &order {
-                    let e = &events[i];
-                    eprintln!(
-                        "#{i} {:?} {} t={} user={:?} anon={:?} {:?}",
-                        e.kind,
-                        e.name,
-                        (e.time - T0) / SECOND,
-                        e.user_id,
-                        e.anonymous_id,
-                        e.properties
-                    );
-                }
-                eprintln!("lateness={lateness} restart={restart} extra={extra}");
-            }
-            let dir = tempfile::tempdir().unwrap();
-            let mut store = open(dir.path());
-            let mut live = start(&store, &programs, lateness);
-            let mut changes = Vec::new();
-            let mut k = 0;
-            let restart_at = order.len() / 2;
-            let checkpoint_at = rng.below(restart_at as u64 + 1) as usize;
-            let mut checkpoint: Option<Vec<u8>> = None;
-            let mut queue: std::collections::VecDeque<Vec<sequin_store::Accepted>> = Default::default();
-            while k < order.len() {
-                if checkpoint.is_none() && k >= checkpoint_at {
-                    checkpoint = Some(live.checkpoint());
-                }
-                let n = 1 + rng.below(4) as usize;
-                let batch: Vec<Event> = order[k..(k + n).min(order.len())]
+            live_equals_batch(defs, events, seed, lateness, restart, extra)?;
+        }
+
+        /// The same with derived signals: detectors run inside both paths, and their state
+        /// survives checkpoints, restarts and re-reads from history.
+        #[test]
+        fn live_agrees_with_batch_with_signals(
+            defs in prop::collection::vec(definition_s(true), 1..4),
+            events in signal_events_s(),
+            seed in any::<u64>(),
+            lateness in 0i64..20,
+            restart in any::<bool>(),
+            extra in 0i64..60,
+        ) {
+            live_equals_batch(defs, events, seed, lateness, restart, extra)?;
+        }
+    }
+
+    fn live_equals_batch(
+        defs: Vec<String>,
+        events: Vec<Event>,
+        seed: u64,
+        lateness: i64,
+        restart: bool,
+        extra: i64,
+    ) -> Result<(), TestCaseError> {
+        for d in &defs {
+            let file = sequin_lang::parse(d).unwrap();
+            prop_assume!(
+                sequin_lang::check(&file, None)
                     .iter()
-                    .map(|&(_, i)| events[i].clone())
-                    .collect();
-                let before = k;
-                k += batch.len();
-                let sizes = [batch.len()];
-                let (_, accepted) = store.append_logged(batch, &sizes).unwrap();
-                store.flush_if_full().unwrap();
-                // The evaluator may lag the writer: batches wait, and history read back for
-                // a late event may already hold later events and links.
-                queue.push_back(accepted);
-                while !queue.is_empty() && (rng.below(3) > 0 || k == order.len()) {
-                    let next = queue.pop_front().unwrap();
-                    live.on_accepted(&next, &store).unwrap();
-                }
-                changes.extend(live.drain_changes());
-                if restart && before < restart_at && k >= restart_at {
-                    // A crash loses what the evaluator had not reached.
-                    queue.clear();
-                    drop(store);
-                    store = open(dir.path());
-                    let next = live.next_change_seq();
-                    let previous = live;
-                    live = match checkpoint.take().filter(|_| rng.below(3) > 0) {
-                        // Recovery: the checkpoint, then the log tail it does not cover.
-                        Some(bytes) => {
-                            let opts = LiveOptions { session_gap: GAP, lateness: lateness * SECOND };
-                            let mut l = LiveEngine::restore(opts, programs.clone(), &bytes).unwrap();
-                            let tail = store.events_since(l.processed_seq()).unwrap();
-                            for chunk in tail.chunks(3) {
-                                l.on_accepted(chunk, &store).unwrap();
-                            }
-                            l
-                        }
-                        None => start(&store, &programs, lateness),
-                    };
-                    live.set_next_change_seq(next);
-                    // A fresh engine announces every member once; the recovered state equals
-                    // the state before the restart.
-                    let _ = previous;
-                    changes.clear();
-                    live.drain_changes();
-                    for p in &programs {
-                        for (u, &t) in live.members(&p.name).unwrap() {
-                            changes.push(sequin_engine::live::Change {
-                                seq: 0,
-                                segment: p.name.clone(),
-                                unit: u.clone(),
-                                kind: ChangeKind::Enter,
-                                time: t,
-                            });
-                        }
-                    }
-                }
-            }
-            let max = events.iter().map(|e| e.time).max().unwrap();
-            let as_of = max + extra * SECOND;
-            live.advance(as_of);
-            changes.extend(live.drain_changes());
-            let opts = EvalOptions { as_of: Some(as_of), session_gap: GAP };
-            // Compacted, history holds every linked id's events under its user.
-            store.compact().unwrap();
-            let batch = evaluate(&store.reader(), &programs, &opts).unwrap();
-            let mut replayed: HashMap<(String, String), i64> = HashMap::new();
-            let mut last_seq = 0;
-            for c in &changes {
-                prop_assert!(c.seq == 0 || c.seq > last_seq, "change numbers increase");
-                last_seq = last_seq.max(c.seq);
-                match c.kind {
-                    ChangeKind::Enter => {
-                        let prev = replayed.insert((c.segment.clone(), c.unit.clone()), c.time);
-                        prop_assert!(prev.is_none(), "enter while a member: {:?}", c);
-                    }
-                    ChangeKind::Exit => {
-                        let prev = replayed.remove(&(c.segment.clone(), c.unit.clone()));
-                        prop_assert!(prev.is_some(), "exit while not a member: {:?}", c);
-                    }
-                }
-            }
-            for (p, seg) in programs.iter().zip(&batch.segments) {
-                let live_members: Vec<Member> = live
-                    .members(&p.name)
-                    .unwrap()
-                    .iter()
-                    .map(|(u, &t)| Member { unit: u.clone(), entered_at: t })
-                    .collect();
-                prop_assert_eq!(&live_members, &seg.members, "definition {}", p.name);
-                let mut from_changes: Vec<Member> = replayed
-                    .iter()
-                    .filter(|((s, _), _)| *s == p.name)
-                    .map(|((_, u), &t)| Member { unit: u.clone(), entered_at: t })
-                    .collect();
-                from_changes.sort();
-                prop_assert_eq!(&from_changes, &seg.members, "change stream of {}", p.name);
+                    .all(|d| !d.is_error())
+            );
+        }
+        let programs = compile_all(&defs);
+        let mut rng = Mix(seed);
+        let events = with_identities(events, &mut rng);
+        let mut events = events;
+        for (i, e) in events.iter_mut().enumerate() {
+            e.message_id = Some(format!("m{i}"));
+        }
+        // Deliver in a locally shuffled order, with some events sent twice.
+        let mut order: Vec<(u64, usize)> = (0..events.len())
+            .map(|i| (i as u64 * 4 + rng.below(12), i))
+            .collect();
+        for i in 0..events.len() {
+            if rng.below(6) == 0 {
+                order.push((i as u64 * 4 + rng.below(40), i));
             }
         }
+        order.sort();
+        if std::env::var_os("SEQUIN_DEBUG").is_some() {
+            for &(_, i) in &order {
+                let e = &events[i];
+                eprintln!(
+                    "#{i} {:?} {} t={} user={:?} anon={:?} {:?}",
+                    e.kind,
+                    e.name,
+                    (e.time - T0) / SECOND,
+                    e.user_id,
+                    e.anonymous_id,
+                    e.properties
+                );
+            }
+            eprintln!("lateness={lateness} restart={restart} extra={extra}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let mut live = start(&store, &programs, lateness);
+        let mut changes = Vec::new();
+        let mut k = 0;
+        let restart_at = order.len() / 2;
+        let checkpoint_at = rng.below(restart_at as u64 + 1) as usize;
+        let mut checkpoint: Option<Vec<u8>> = None;
+        let mut queue: std::collections::VecDeque<Vec<sequin_store::Accepted>> = Default::default();
+        while k < order.len() {
+            if checkpoint.is_none() && k >= checkpoint_at {
+                checkpoint = Some(live.checkpoint());
+            }
+            let n = 1 + rng.below(4) as usize;
+            let batch: Vec<Event> = order[k..(k + n).min(order.len())]
+                .iter()
+                .map(|&(_, i)| events[i].clone())
+                .collect();
+            let before = k;
+            k += batch.len();
+            let sizes = [batch.len()];
+            let (_, accepted) = store.append_logged(batch, &sizes).unwrap();
+            store.flush_if_full().unwrap();
+            // The evaluator may lag the writer: batches wait, and history read back for
+            // a late event may already hold later events and links.
+            queue.push_back(accepted);
+            while !queue.is_empty() && (rng.below(3) > 0 || k == order.len()) {
+                let next = queue.pop_front().unwrap();
+                live.on_accepted(&next, &store).unwrap();
+            }
+            changes.extend(live.drain_changes());
+            if restart && before < restart_at && k >= restart_at {
+                // A crash loses what the evaluator had not reached.
+                queue.clear();
+                drop(store);
+                store = open(dir.path());
+                let next = live.next_change_seq();
+                let previous = live;
+                live = match checkpoint.take().filter(|_| rng.below(3) > 0) {
+                    // Recovery: the checkpoint, then the log tail it does not cover.
+                    Some(bytes) => {
+                        let opts = LiveOptions {
+                            session_gap: GAP,
+                            lateness: lateness * SECOND,
+                        };
+                        let mut l = LiveEngine::restore(opts, programs.clone(), &bytes).unwrap();
+                        let tail = store.events_since(l.processed_seq()).unwrap();
+                        for chunk in tail.chunks(3) {
+                            l.on_accepted(chunk, &store).unwrap();
+                        }
+                        l
+                    }
+                    None => start(&store, &programs, lateness),
+                };
+                live.set_next_change_seq(next);
+                // A fresh engine announces every member once; the recovered state equals
+                // the state before the restart.
+                let _ = previous;
+                changes.clear();
+                live.drain_changes();
+                for p in &programs {
+                    for (u, &t) in live.members(&p.name).unwrap() {
+                        changes.push(sequin_engine::live::Change {
+                            seq: 0,
+                            segment: p.name.clone(),
+                            unit: u.clone(),
+                            kind: ChangeKind::Enter,
+                            time: t,
+                        });
+                    }
+                }
+            }
+        }
+        let max = events.iter().map(|e| e.time).max().unwrap();
+        let as_of = max + extra * SECOND;
+        live.advance(as_of);
+        changes.extend(live.drain_changes());
+        let opts = EvalOptions {
+            as_of: Some(as_of),
+            session_gap: GAP,
+        };
+        // Compacted, history holds every linked id's events under its user.
+        store.compact().unwrap();
+        let batch = evaluate(&store.reader(), &programs, &opts).unwrap();
+        let mut replayed: HashMap<(String, String), i64> = HashMap::new();
+        let mut last_seq = 0;
+        for c in &changes {
+            prop_assert!(c.seq == 0 || c.seq > last_seq, "change numbers increase");
+            last_seq = last_seq.max(c.seq);
+            match c.kind {
+                ChangeKind::Enter => {
+                    let prev = replayed.insert((c.segment.clone(), c.unit.clone()), c.time);
+                    prop_assert!(prev.is_none(), "enter while a member: {:?}", c);
+                }
+                ChangeKind::Exit => {
+                    let prev = replayed.remove(&(c.segment.clone(), c.unit.clone()));
+                    prop_assert!(prev.is_some(), "exit while not a member: {:?}", c);
+                }
+            }
+        }
+        for (p, seg) in programs.iter().zip(&batch.segments) {
+            let live_members: Vec<Member> = live
+                .members(&p.name)
+                .unwrap()
+                .iter()
+                .map(|(u, &t)| Member {
+                    unit: u.clone(),
+                    entered_at: t,
+                })
+                .collect();
+            prop_assert_eq!(&live_members, &seg.members, "definition {}", p.name);
+            let mut from_changes: Vec<Member> = replayed
+                .iter()
+                .filter(|((s, _), _)| *s == p.name)
+                .map(|((_, u), &t)| Member {
+                    unit: u.clone(),
+                    entered_at: t,
+                })
+                .collect();
+            from_changes.sort();
+            prop_assert_eq!(&from_changes, &seg.members, "change stream of {}", p.name);
+        }
+        Ok(())
     }
 }

@@ -42,6 +42,43 @@ pub struct Ident {
 pub struct SegFile {
     /// Segments and outcomes in source order.
     pub items: Vec<Item>,
+    /// `signal NAME { … }` blocks: detector settings for the whole file.
+    pub signals: Vec<SignalBlock>,
+}
+
+/// `signal rage_click { clicks 4, within 2s }`: settings of one signal detector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalBlock {
+    /// The signal's name, without the `signal.` prefix.
+    pub signal: Ident,
+    /// Its settings in source order.
+    pub settings: Vec<SignalSetting>,
+    /// The whole block.
+    pub span: Span,
+}
+
+/// One `key value` of a [`SignalBlock`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalSetting {
+    /// The setting's key.
+    pub key: Ident,
+    /// Its value.
+    pub value: SettingValue,
+    /// Where the value was written.
+    pub value_span: Span,
+}
+
+/// A setting's literal value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SettingValue {
+    /// A whole number.
+    Int(i64),
+    /// A number with a fraction.
+    Float(f64),
+    /// A duration (µs).
+    Duration(Micros),
+    /// One or more strings.
+    Names(Vec<String>),
 }
 
 /// Segment or outcome.

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::ast::*;
 use crate::diag::{Diagnostic, did_you_mean};
+use sequin_core::signal::{self, Setting};
 
 /// What a store holds, for "did you mean" on names.
 #[derive(Debug, Clone, Default)]
@@ -50,9 +51,24 @@ pub fn check(file: &SegFile, catalog: Option<&Catalog>) -> Vec<Diagnostic> {
     for item in &file.items {
         c.item(item, &seen);
     }
+    c.signal_blocks(&file.signals);
     c.cycles(file, &seen);
     c.out.sort_by_key(|d| d.span.start);
     c.out
+}
+
+/// A setting's default as it would be written in a `.seg` file.
+pub fn setting_text(s: &Setting) -> String {
+    match s {
+        Setting::Count(n) => n.to_string(),
+        Setting::Duration(d) => crate::fmt::duration(*d),
+        Setting::Number(x) => x.to_string(),
+        Setting::Names(names) => names
+            .iter()
+            .map(|n| crate::fmt::quote(n))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 fn kind_word(k: ItemKind) -> &'static str {
@@ -337,9 +353,90 @@ impl Checker<'_> {
         }
     }
 
+    /// Every `signal NAME { key value }` names a known signal, a setting it has, once, and
+    /// a value of the setting's kind.
+    fn signal_blocks(&mut self, blocks: &[SignalBlock]) {
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        for b in blocks {
+            let Some(def) = signal::find(&b.signal.name) else {
+                self.unknown_signal(b.signal.span, &b.signal.name);
+                continue;
+            };
+            if seen.insert(def.name, b.signal.span).is_some() {
+                self.out.push(
+                    Diagnostic::error(
+                        b.signal.span,
+                        format!("settings of `{}` are given twice", def.name),
+                    )
+                    .with_hint("merge the two blocks into one"),
+                );
+            }
+            let mut keys: HashMap<&str, Span> = HashMap::new();
+            for s in &b.settings {
+                let Some(param) = def.params.iter().find(|p| p.key == s.key.name) else {
+                    let known: Vec<&str> = def.params.iter().map(|p| p.key).collect();
+                    let hint = match did_you_mean(&s.key.name, known.iter().copied()) {
+                        Some(k) => format!("did you mean `{k}`?"),
+                        None if known.is_empty() => format!("`{}` has no settings", def.name),
+                        None => format!("`{}` has: {}", def.name, known.join(", ")),
+                    };
+                    self.out.push(
+                        Diagnostic::error(
+                            s.key.span,
+                            format!("`{}` has no setting `{}`", def.name, s.key.name),
+                        )
+                        .with_hint(hint),
+                    );
+                    continue;
+                };
+                if keys.insert(param.key, s.key.span).is_some() {
+                    self.out.push(Diagnostic::error(
+                        s.key.span,
+                        format!("`{}` is set twice", param.key),
+                    ));
+                }
+                let ok = match (param.default, &s.value) {
+                    (Setting::Count(_), SettingValue::Int(n)) => *n >= 1,
+                    (Setting::Duration(_), SettingValue::Duration(d)) => *d > 0,
+                    (Setting::Number(_), SettingValue::Int(_)) => true,
+                    (Setting::Number(_), SettingValue::Float(x)) => x.is_finite(),
+                    (Setting::Names(_), SettingValue::Names(n)) => !n.is_empty(),
+                    _ => false,
+                };
+                if !ok {
+                    self.out.push(
+                        Diagnostic::error(
+                            s.value_span,
+                            format!("`{}` takes {}", param.key, param.default.kind_name()),
+                        )
+                        .with_hint(format!(
+                            "the default is {}",
+                            setting_text(&param.default)
+                        )),
+                    );
+                }
+            }
+        }
+    }
+
+    fn unknown_signal(&mut self, span: Span, name: &str) {
+        let names = signal::SIGNALS.iter().map(|s| s.name);
+        let hint = match did_you_mean(name, names) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => "docs/signals.md lists the signals".to_string(),
+        };
+        self.out
+            .push(Diagnostic::error(span, format!("no signal named `{name}`")).with_hint(hint));
+    }
+
     fn event_name(&mut self, n: &Ident) {
+        if let Some(Err(rest)) = signal::of_event(&n.name) {
+            let rest = rest.to_string();
+            self.unknown_signal(n.span, &rest);
+            return;
+        }
         let Some(cat) = self.catalog else { return };
-        if cat.events.contains(&n.name) || n.name.starts_with("signal.") {
+        if cat.events.contains(&n.name) || n.name.starts_with(signal::PREFIX) {
             return;
         }
         match did_you_mean(&n.name, cat.events.iter().map(String::as_str)) {

@@ -10,13 +10,45 @@ use sequin_core::time::{DAY, HOUR, MINUTE, Micros, SECOND};
 /// Formats a whole file.
 pub fn format_file(file: &SegFile) -> String {
     let mut out = String::new();
+    for block in &file.signals {
+        out.push_str(&format_signal_block(block));
+    }
     for (i, item) in file.items.iter().enumerate() {
-        if i > 0 {
+        if i > 0 || !file.signals.is_empty() {
             out.push('\n');
         }
         out.push_str(&format_item(item));
     }
     out
+}
+
+/// Formats one `signal NAME { … }` block on one line.
+pub fn format_signal_block(block: &SignalBlock) -> String {
+    let settings: Vec<String> = block
+        .settings
+        .iter()
+        .map(|s| {
+            let value = match &s.value {
+                SettingValue::Int(n) => n.to_string(),
+                SettingValue::Float(x) => format!("{x:?}"),
+                SettingValue::Duration(d) => duration(*d),
+                SettingValue::Names(names) => names
+                    .iter()
+                    .map(|n| quote(n))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            format!("{} {value}", s.key.name)
+        })
+        .collect();
+    if settings.is_empty() {
+        return format!("signal {} {{}}\n", block.signal.name);
+    }
+    format!(
+        "signal {} {{ {} }}\n",
+        block.signal.name,
+        settings.join("; ")
+    )
 }
 
 /// Formats one definition.

@@ -21,11 +21,15 @@ pub fn parse(src: &str) -> Result<SegFile, Diagnostic> {
         newlines: false,
         aliases: HashSet::new(),
     };
-    let mut items = Vec::new();
+    let mut file = SegFile::default();
     while !p.at_eof() {
-        items.push(p.item()?);
+        if p.is_kw("signal") {
+            file.signals.push(p.signal_block()?);
+        } else {
+            file.items.push(p.item()?);
+        }
     }
-    Ok(SegFile { items })
+    Ok(file)
 }
 
 const AGGREGATES: [(&str, AggFn); 4] = [
@@ -163,6 +167,66 @@ impl Parser {
         }
     }
 
+    /// `signal NAME { key value [, key value]… }`; settings are separated by commas,
+    /// semicolons or newlines.
+    fn signal_block(&mut self) -> PResult<SignalBlock> {
+        let start = self.next().span; // `signal`
+        let signal = self.ident(
+            "a signal name",
+            "e.g. `signal rage_click { clicks 4, within 2s }`",
+        )?;
+        self.expect_sym("{", "settings go in braces: `signal rage_click { clicks 4 }`")?;
+        let mut settings = Vec::new();
+        loop {
+            while self.eat_sym(",") || self.eat_sym(";") {}
+            if self.is_sym("}") {
+                break;
+            }
+            let key = self.ident("a setting name", "write `key value`, e.g. `within 2s`")?;
+            let value_start = self.peek().span;
+            let value = match self.peek().tok.clone() {
+                Tok::Int(n) => {
+                    self.next();
+                    SettingValue::Int(n)
+                }
+                Tok::Float(x) => {
+                    self.next();
+                    SettingValue::Float(x)
+                }
+                Tok::Duration(_) => SettingValue::Duration(self.duration("")?.micros),
+                Tok::Str(_) => {
+                    let mut names = Vec::new();
+                    while let Tok::Str(s) = self.peek().tok.clone() {
+                        self.next();
+                        names.push(s);
+                        if !(matches!(self.peek_at(1), Tok::Str(_)) && self.eat_sym(",")) {
+                            break;
+                        }
+                    }
+                    SettingValue::Names(names)
+                }
+                _ => {
+                    return Err(self.unexpected(
+                        "a number, a duration or a string",
+                        "e.g. `clicks 4`, `within 2s` or `tools \"transfer\", \"handoff\"`",
+                    ));
+                }
+            };
+            let value_span = value_start.to(self.tokens[self.pos - 1].span);
+            settings.push(SignalSetting {
+                key,
+                value,
+                value_span,
+            });
+        }
+        let end = self.expect_sym("}", "close the settings with `}`")?;
+        Ok(SignalBlock {
+            signal,
+            settings,
+            span: start.to(end),
+        })
+    }
+
     fn item(&mut self) -> PResult<Item> {
         let start = self.peek().span;
         let kind = if self.eat_kw("segment") {
@@ -171,7 +235,7 @@ impl Parser {
             ItemKind::Outcome
         } else {
             return Err(self.unexpected(
-                "`segment` or `outcome`",
+                "`segment`, `outcome` or `signal`",
                 "a file holds definitions such as `segment name { did purchase }`",
             ));
         };

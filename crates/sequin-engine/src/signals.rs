@@ -1,0 +1,194 @@
+//! Derived signals in the engine: the detectors of `sequin-signals` read stored rows (batch)
+//! or accepted events (live), and their signals are fed to the matcher as events of the unit.
+//!
+//! Placement is the same in both paths, which is what makes live equal batch:
+//! - a signal completed by an event comes right after that event, in the same timestamp
+//!   group;
+//! - a signal whose deadline passed (dead click, premature exit) is a group of its own at the
+//!   deadline, before the first event later than the deadline, or when "now" passes it;
+//! - a signal takes the event index of the raw event before it (`within N events` counts raw
+//!   events), and wildcards never match it;
+//! - for sessions and conversations a signal goes to the run of its source's session or
+//!   conversation id that is open at its time (the run whose last event is at most the gap
+//!   before it); with none open, it is dropped. It never opens or extends a run.
+
+use sequin_core::{Event, MessageKind, Value};
+use sequin_signals::{Field, Input, Plan, Signal};
+use sequin_store::{PartitionData, PropColumn};
+
+use crate::compile::{PropRef, PropRole};
+use crate::matcher::Props;
+use crate::val::Val;
+
+/// The columns the detectors read, resolved for one partition.
+pub(crate) struct InputColumns<'a> {
+    fields: Vec<(&'static str, Vec<&'a PropColumn>)>,
+}
+
+impl<'a> InputColumns<'a> {
+    pub(crate) fn resolve(data: &'a PartitionData) -> InputColumns<'a> {
+        InputColumns {
+            fields: sequin_signals::INPUT_FIELDS
+                .iter()
+                .map(|&k| {
+                    let cols = PropRole::Event
+                        .columns(k)
+                        .iter()
+                        .filter_map(|c| data.props.get(c))
+                        .collect();
+                    (k, cols)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The column keys the detectors read.
+pub(crate) fn input_columns() -> Vec<String> {
+    let mut out: Vec<String> = sequin_signals::INPUT_FIELDS
+        .iter()
+        .flat_map(|k| PropRole::Event.columns(k))
+        .collect();
+    out.push("session_id".to_string());
+    out.push("conversation_id".to_string());
+    out
+}
+
+fn is_view_name(name: &str) -> bool {
+    matches!(name, "page_view" | "screen_view" | "$pageview" | "$screen")
+}
+
+fn field_of(v: Val<'_>) -> Option<Field<'_>> {
+    match v {
+        Val::Int(i) => Some(Field::Num(i as f64)),
+        Val::Float(x) => Some(Field::Num(x)),
+        Val::Bool(b) => Some(Field::Bool(b)),
+        Val::Str(s) => Some(Field::Str(s)),
+    }
+}
+
+/// A stored row as detector input.
+pub(crate) struct RowInput<'a> {
+    pub(crate) data: &'a PartitionData,
+    pub(crate) cols: &'a InputColumns<'a>,
+    pub(crate) row: usize,
+}
+
+impl Input for RowInput<'_> {
+    fn time(&self) -> i64 {
+        self.data.time[self.row]
+    }
+    fn name(&self) -> &str {
+        &self.data.names[self.data.name[self.row] as usize]
+    }
+    fn is_view(&self) -> bool {
+        let kind = self
+            .data
+            .kind
+            .get(self.row)
+            .copied()
+            .map(MessageKind::from_u8);
+        matches!(kind, Some(MessageKind::Page | MessageKind::Screen)) || is_view_name(self.name())
+    }
+    fn field(&self, key: &str) -> Option<Field<'_>> {
+        let (_, cols) = self.cols.fields.iter().find(|(k, _)| *k == key)?;
+        cols.iter()
+            .find_map(|c| crate::batch::column_value(c, self.row))
+            .and_then(field_of)
+    }
+    fn session_id(&self) -> Option<&str> {
+        self.data.id("session_id", self.row)
+    }
+    fn conversation_id(&self) -> Option<&str> {
+        self.data.id("conversation_id", self.row)
+    }
+}
+
+/// An accepted event as detector input.
+pub(crate) struct EventInput<'a>(pub(crate) &'a Event);
+
+impl Input for EventInput<'_> {
+    fn time(&self) -> i64 {
+        self.0.time
+    }
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+    fn is_view(&self) -> bool {
+        matches!(self.0.kind, MessageKind::Page | MessageKind::Screen) || is_view_name(&self.0.name)
+    }
+    fn field(&self, key: &str) -> Option<Field<'_>> {
+        let e = self.0;
+        [&e.properties, &e.context, &e.traits]
+            .into_iter()
+            .find_map(|list| list.iter().find(|(k, _)| k == key))
+            .and_then(|(_, v)| field_of(Val::of(v)))
+    }
+    fn session_id(&self) -> Option<&str> {
+        self.0.session_id.as_deref()
+    }
+    fn conversation_id(&self) -> Option<&str> {
+        self.0.conversation_id.as_deref()
+    }
+}
+
+/// A signal's properties, looked up by the program's property slots.
+pub(crate) struct SignalProps<'a> {
+    pub(crate) signal: &'a Signal,
+    pub(crate) refs: &'a [PropRef],
+}
+
+impl Props for SignalProps<'_> {
+    fn prop(&self, id: usize) -> Option<Val<'_>> {
+        signal_prop(self.signal, &self.refs[id])
+    }
+}
+
+/// A signal's property by reference (its own properties only).
+pub(crate) fn signal_prop<'a>(signal: &'a Signal, r: &PropRef) -> Option<Val<'a>> {
+    signal.prop(&r.path).map(|v: &Value| Val::of(v))
+}
+
+/// A signal placed in a unit's event list.
+pub(crate) struct Placed {
+    /// Raw events before it.
+    pub(crate) pos: usize,
+    /// A deadline signal: a timestamp group of its own.
+    pub(crate) own_group: bool,
+    pub(crate) signal: Signal,
+}
+
+/// Runs the plan over one user's ordered events and settles at `as_of`.
+pub(crate) fn detect(plan: &Plan, events: &[&dyn Input], as_of: i64) -> Vec<Placed> {
+    let mut st = sequin_signals::DetectorState::default();
+    let mut out = Vec::new();
+    let mut placed = Vec::new();
+    let mut i = 0;
+    while i < events.len() {
+        // One timestamp group at a time: signals it completes follow its last event.
+        let t = events[i].time();
+        let end = i + events[i..].iter().take_while(|e| e.time() == t).count();
+        plan.before(&mut st, t, &mut out);
+        placed.extend(out.drain(..).map(|signal| Placed {
+            pos: i,
+            own_group: true,
+            signal,
+        }));
+        for ev in &events[i..end] {
+            plan.on_event(&mut st, *ev, &mut out);
+        }
+        placed.extend(out.drain(..).map(|signal| Placed {
+            pos: end,
+            own_group: false,
+            signal,
+        }));
+        i = end;
+    }
+    plan.settle(&mut st, as_of, &mut out);
+    placed.extend(out.drain(..).map(|signal| Placed {
+        pos: events.len(),
+        own_group: true,
+        signal,
+    }));
+    placed
+}
