@@ -183,7 +183,10 @@ mod tests {
 
     #[test]
     fn event_names_resolve() {
-        assert_eq!(of_event("signal.rage_click").unwrap().unwrap().name, "rage_click");
+        assert_eq!(
+            of_event("signal.rage_click").unwrap().unwrap().name,
+            "rage_click"
+        );
         assert_eq!(of_event("signal.nope").unwrap().unwrap_err(), "nope");
         assert!(of_event("click").is_none());
     }

@@ -55,7 +55,17 @@ pub(crate) fn input_columns() -> Vec<String> {
 }
 
 fn is_view_name(name: &str) -> bool {
-    matches!(name, "page_view" | "screen_view" | "$pageview" | "$screen")
+    matches!(
+        name,
+        "page_view"
+            | "screen_view"
+            | "pageview"
+            | "$pageview"
+            | "$screen"
+            | "$mp_web_page_view"
+            | "[Amplitude] Page Viewed"
+            | "[Amplitude] Screen Viewed"
+    )
 }
 
 fn field_of(v: Val<'_>) -> Option<Field<'_>> {

@@ -409,10 +409,7 @@ impl Checker<'_> {
                             s.value_span,
                             format!("`{}` takes {}", param.key, param.default.kind_name()),
                         )
-                        .with_hint(format!(
-                            "the default is {}",
-                            setting_text(&param.default)
-                        )),
+                        .with_hint(format!("the default is {}", setting_text(&param.default))),
                     );
                 }
             }

@@ -175,7 +175,10 @@ impl Parser {
             "a signal name",
             "e.g. `signal rage_click { clicks 4, within 2s }`",
         )?;
-        self.expect_sym("{", "settings go in braces: `signal rage_click { clicks 4 }`")?;
+        self.expect_sym(
+            "{",
+            "settings go in braces: `signal rage_click { clicks 4 }`",
+        )?;
         let mut settings = Vec::new();
         loop {
             while self.eat_sym(",") || self.eat_sym(";") {}

@@ -101,7 +101,10 @@ pub async fn list_segments(
 fn item_source(source: &str, name: &str) -> Option<String> {
     let file = parse(source).ok()?;
     let item = file.items.into_iter().find(|i| i.name.name == name)?;
-    Some(format_file(&SegFile { items: vec![item], ..SegFile::default() }))
+    Some(format_file(&SegFile {
+        items: vec![item],
+        ..SegFile::default()
+    }))
 }
 
 /// `GET /api/segments/{name}`.
@@ -185,7 +188,10 @@ pub async fn put_segment(
     let existed = items.iter().any(|i| i.name.name == name);
     items.retain(|i| i.name.name != name);
     items.extend(new.items);
-    let text = format_file(&SegFile { items, ..SegFile::default() });
+    let text = format_file(&SegFile {
+        items,
+        ..SegFile::default()
+    });
     let file = check_set(&text, "live definitions")?;
     apply(&state, file).await?;
     let engine = live(&state).engine.read().expect("engine lock");
@@ -217,7 +223,10 @@ pub async fn delete_segment(
     if items.len() == before {
         return Err(ApiError::NotFound(format!("no segment named `{name}`")));
     }
-    let text = format_file(&SegFile { items, ..SegFile::default() });
+    let text = format_file(&SegFile {
+        items,
+        ..SegFile::default()
+    });
     let file = check_set(&text, "live definitions without it")?;
     apply(&state, file).await?;
     Ok(Json(json!({ "deleted": name })))

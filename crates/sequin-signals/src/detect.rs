@@ -17,8 +17,22 @@ const ERROR_EVENTS: &[&str] = &[
     "js_error",
     "api_error",
 ];
-const CLICK_EVENTS: &[&str] = &["click", "$click", "tap", "element_clicked", "button_click"];
-const FORM_EVENTS: &[&str] = &["form_submit", "form_submitted", "$form_submit", "submit"];
+const CLICK_EVENTS: &[&str] = &[
+    "click",
+    "$click",
+    "tap",
+    "element_clicked",
+    "button_click",
+    "$mp_click",
+    "[Amplitude] Element Clicked",
+];
+const FORM_EVENTS: &[&str] = &[
+    "form_submit",
+    "form_submitted",
+    "$form_submit",
+    "submit",
+    "[Amplitude] Form Submitted",
+];
 const USER_MESSAGES: &[&str] = &["user_message", "user_msg", "message_user"];
 const AGENT_MESSAGES: &[&str] = &[
     "agent_message",
@@ -46,6 +60,20 @@ const RESOLUTION_EVENTS: &[&str] = &[
     "conversation_resolved",
     "issue_resolved",
     "ticket_resolved",
+];
+/// Emits a signal of a kind with its properties, timed at the current event.
+type Emit<'a> = dyn Fn(&mut Vec<Signal>, SignalKind, Vec<(&'static str, Value)>) + 'a;
+
+/// Where a view's page identity is found, in order.
+const PAGE_FIELDS: &[&str] = &[
+    "page",
+    "screen",
+    "path",
+    "url",
+    "$pathname",
+    "$screen_name",
+    "[Amplitude] Page Path",
+    "$current_url",
 ];
 const LOAD_FIELDS: &[&str] = &["load_time_ms", "render_ms", "load_ms", "lcp_ms"];
 /// Conversations whose state is kept per user; the least recently active is dropped first.
@@ -98,6 +126,18 @@ pub struct DetectorState {
 
 fn text_of(ev: &dyn Input, keys: &[&str]) -> Option<String> {
     keys.iter().find_map(|k| ev.field(k).and_then(Field::text))
+}
+
+/// The first of `keys` present, with its type kept (whole numbers as integers).
+fn value_of(ev: &dyn Input, keys: &[&str]) -> Option<Value> {
+    keys.iter().find_map(|k| {
+        ev.field(k).map(|f| match f {
+            Field::Str(s) => Value::Str(s.to_string()),
+            Field::Bool(b) => Value::Bool(b),
+            Field::Num(x) if x.fract() == 0.0 && x.abs() < 9e15 => Value::Int(x as i64),
+            Field::Num(x) => Value::Float(x),
+        })
+    })
 }
 
 fn num_of(ev: &dyn Input, keys: &[&str]) -> Option<f64> {
@@ -177,13 +217,24 @@ impl DetectorState {
                 });
             }
         };
-        let is_click = CLICK_EVENTS.contains(&name);
+        // PostHog autocapture tags the DOM event type.
+        let is_click = CLICK_EVENTS.contains(&name)
+            || (name == "$autocapture" && ev.field("$event_type") == Some(Field::Str("click")));
         if is_click {
             let click = Click {
                 t,
-                x: num_of(ev, &["x"]),
-                y: num_of(ev, &["y"]),
-                element: text_of(ev, &["element_id", "element", "selector"]),
+                x: num_of(ev, &["x", "$x"]),
+                y: num_of(ev, &["y", "$y"]),
+                element: text_of(
+                    ev,
+                    &[
+                        "element_id",
+                        "element",
+                        "selector",
+                        "$el_text",
+                        "[Amplitude] Element Text",
+                    ],
+                ),
                 session: session.clone(),
             };
             let joins = self.last_click.as_ref().is_some_and(|p| {
@@ -227,10 +278,10 @@ impl DetectorState {
 
         let is_error = ERROR_EVENTS.contains(&name);
         if is_error {
-            let code = text_of(ev, &["code", "error_code"]);
+            let code = value_of(ev, &["code", "error_code"]);
             let silent = ev.field("silent").is_some_and(Field::truthy);
             let mut props = vec![
-                ("code", opt_str(code.clone())),
+                ("code", code.clone().unwrap_or(Value::Str(String::new()))),
                 ("silent", Value::Bool(silent)),
             ];
             if let Some(m) = text_of(ev, &["message"]) {
@@ -245,7 +296,7 @@ impl DetectorState {
                     SignalKind::ErrorClick,
                     vec![
                         ("element_id", opt_str(c.element.clone())),
-                        ("code", opt_str(code)),
+                        ("code", code.unwrap_or(Value::Str(String::new()))),
                     ],
                 );
             }
@@ -258,7 +309,7 @@ impl DetectorState {
                 ("event", Value::Str(name.to_string())),
                 ("ms", Value::Float(ms)),
             ];
-            if let Some(p) = text_of(ev, &["page", "screen", "path", "url"]) {
+            if let Some(p) = text_of(ev, PAGE_FIELDS) {
                 props.push(("page", Value::Str(p)));
             }
             emit(out, SignalKind::SlowLoad, props);
@@ -281,7 +332,7 @@ impl DetectorState {
         }
 
         if ev.is_view()
-            && let Some(page) = text_of(ev, &["page", "screen", "path", "url"])
+            && let Some(page) = text_of(ev, PAGE_FIELDS)
         {
             self.view(plan, t, page, out, &emit);
         }
@@ -289,14 +340,7 @@ impl DetectorState {
         self.conversation_event(plan, ev, out, &emit);
     }
 
-    fn view(
-        &mut self,
-        plan: &Plan,
-        t: i64,
-        page: String,
-        out: &mut Vec<Signal>,
-        emit: &dyn Fn(&mut Vec<Signal>, SignalKind, Vec<(&'static str, Value)>),
-    ) {
+    fn view(&mut self, plan: &Plan, t: i64, page: String, out: &mut Vec<Signal>, emit: &Emit<'_>) {
         let cfg = plan.config();
         while self
             .views
@@ -346,7 +390,7 @@ impl DetectorState {
         plan: &Plan,
         ev: &dyn Input,
         out: &mut Vec<Signal>,
-        emit: &dyn Fn(&mut Vec<Signal>, SignalKind, Vec<(&'static str, Value)>),
+        emit: &Emit<'_>,
     ) {
         let cfg = plan.config();
         let name = ev.name();
@@ -361,8 +405,8 @@ impl DetectorState {
             && (AGENT_MESSAGES.contains(&name)
                 || matches!(role.as_deref(), Some("assistant" | "agent" | "bot" | "ai")));
         let is_escalation_event = ESCALATION_EVENTS.contains(&name);
-        let is_resolution = RESOLUTION_EVENTS.contains(&name)
-            || ev.field("resolved").is_some_and(Field::truthy);
+        let is_resolution =
+            RESOLUTION_EVENTS.contains(&name) || ev.field("resolved").is_some_and(Field::truthy);
         if !(is_tool || is_user || is_agent || is_escalation_event || is_resolution) {
             return;
         }
@@ -443,7 +487,11 @@ impl DetectorState {
                 let s = text::similarity(&conv.last_user, &words);
                 if s >= cfg.rephrase_similarity {
                     let s = (s * 1000.0).round() / 1000.0;
-                    emit(out, SignalKind::Rephrase, vec![("similarity", Value::Float(s))]);
+                    emit(
+                        out,
+                        SignalKind::Rephrase,
+                        vec![("similarity", Value::Float(s))],
+                    );
                 }
             }
             if !words.is_empty() {

@@ -150,7 +150,7 @@ fn number(s: Setting) -> f64 {
 
 impl Default for Config {
     fn default() -> Config {
-        Config::with(|sig, key| setting(sig, key))
+        Config::with(setting)
     }
 }
 
@@ -306,12 +306,21 @@ pub const INPUT_FIELDS: &[&str] = &[
     "element_id",
     "element",
     "selector",
+    "$el_text",
+    "[Amplitude] Element Text",
+    "$event_type",
     "x",
     "y",
+    "$x",
+    "$y",
     "page",
     "screen",
     "path",
     "url",
+    "$pathname",
+    "$screen_name",
+    "[Amplitude] Page Path",
+    "$current_url",
     "load_time_ms",
     "render_ms",
     "load_ms",

@@ -181,7 +181,12 @@ mod tests {
 
     #[test]
     fn blunt_short_replies_are_aggressive_and_polite_ones_are_not() {
-        for t in ["This is useless.", "Human. Now.", "Get me a real person!", "WHAT"] {
+        for t in [
+            "This is useless.",
+            "Human. Now.",
+            "Get me a real person!",
+            "WHAT",
+        ] {
             assert!(is_aggressive(t, 8).is_some(), "{t}");
         }
         for t in [
