@@ -125,7 +125,7 @@ pub const SIGNALS: &[SignalDef] = &[
         name: "rephrase",
         agent: true,
         params: &[
-            p("similarity", Setting::Number(0.35)),
+            p("similarity", Setting::Number(0.2)),
             p("min_words", Setting::Count(3)),
         ],
     },

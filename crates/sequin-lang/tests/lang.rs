@@ -64,6 +64,36 @@ fn diagnostics_point_at_the_mistake() {
             "unknown unit",
             "users, sessions",
         ),
+        (
+            "segment a { did signal.rage_clik }",
+            "no signal named `rage_clik`",
+            "did you mean `rage_click`",
+        ),
+        (
+            "signal rage_click { clicks 4; withn 2s }\nsegment a { did signal.rage_click }",
+            "has no setting `withn`",
+            "did you mean `within`",
+        ),
+        (
+            "signal rage_click { within 4 }\nsegment a { did signal.rage_click }",
+            "`within` takes a duration",
+            "the default is 1s",
+        ),
+        (
+            "signal dead_clicks { within 2s }\nsegment a { did x }",
+            "no signal named `dead_clicks`",
+            "did you mean `dead_click`",
+        ),
+        (
+            "signal rephrase { similarity 0.4 }\nsignal rephrase { min_words 2 }\nsegment a { did x }",
+            "settings of `rephrase` are given twice",
+            "merge",
+        ),
+        (
+            "signal rage_click { clicks }\nsegment a { did x }",
+            "expected a number, a duration or a string",
+            "clicks 4",
+        ),
     ];
     for (src, message, hint) in cases {
         let diags = match parse(src) {
@@ -113,6 +143,24 @@ fn where_predicates_stop_at_criteria_and_or() {
     let out = format_file(&file);
     assert!(
         out.contains("(did x where a == 1) and device.type == \"m\""),
+        "{out}"
+    );
+    assert_eq!(parse(&out).unwrap(), file);
+}
+
+#[test]
+fn signal_blocks_format_on_one_line_and_round_trip() {
+    let src = "signal escalation {\n  tools \"transfer_to_human_agents\", \"handoff\"\n}\n\
+               signal rage_click { clicks 4, within 1500ms, distance 40.5 }\n\
+               segment a { did signal.rage_click }\n";
+    let file = parse(src).unwrap();
+    assert!(check(&file, None).is_empty(), "{:?}", check(&file, None));
+    let out = format_file(&file);
+    assert!(
+        out.starts_with(
+            "signal escalation { tools \"transfer_to_human_agents\", \"handoff\" }\n\
+             signal rage_click { clicks 4; within 1500ms; distance 40.5 }\n"
+        ),
         "{out}"
     );
     assert_eq!(parse(&out).unwrap(), file);

@@ -100,8 +100,8 @@ struct PendingDead {
 struct Conversation {
     id: Option<String>,
     last_active: i64,
-    /// Content words of the user's previous message.
-    last_user: Vec<u64>,
+    /// The user's previous message (its first 1,000 bytes).
+    last_user: String,
     escalated: bool,
     resolved: bool,
     /// When the user's silence after the agent's last turn becomes a premature exit.
@@ -481,21 +481,23 @@ impl DetectorState {
                 return; // the user left without a word: the exit deadline stands
             }
             conv.exit_deadline = None;
-            let words = text::content_words(&said);
-            let min = cfg.rephrase_min_words;
-            if words.len() >= min && conv.last_user.len() >= min {
-                let s = text::similarity(&conv.last_user, &words);
-                if s >= cfg.rephrase_similarity {
-                    let s = (s * 1000.0).round() / 1000.0;
-                    emit(
-                        out,
-                        SignalKind::Rephrase,
-                        vec![("similarity", Value::Float(s))],
-                    );
-                }
+            if let Some(s) =
+                text::rephrase_similarity(&conv.last_user, &said, cfg.rephrase_min_words)
+                && s >= cfg.rephrase_similarity
+            {
+                let s = (s * 1000.0).round() / 1000.0;
+                emit(
+                    out,
+                    SignalKind::Rephrase,
+                    vec![("similarity", Value::Float(s))],
+                );
             }
-            if !words.is_empty() {
-                conv.last_user = words;
+            if !text::content_words(&said).is_empty() {
+                let mut keep = said.len().min(1000);
+                while !said.is_char_boundary(keep) {
+                    keep -= 1;
+                }
+                conv.last_user = said[..keep].to_string();
             }
             if let Some(n) = text::is_aggressive(&said, cfg.aggressive_max_words) {
                 emit(

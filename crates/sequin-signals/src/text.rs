@@ -116,6 +116,33 @@ pub fn content_words(text: &str) -> Vec<u64> {
     out
 }
 
+/// Sentences of a text, normalised (lower case, words only), in order.
+fn sentences(text: &str) -> Vec<String> {
+    strip_markers(text)
+        .split(['.', '!', '?', '\n'])
+        .map(|s| words(s).join(" "))
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The rephrase similarity of a user message to the previous one, or `None` when either has
+/// fewer than `min_words` content words. A sentence both messages carry word for word (a
+/// signature, a line the user repeats in every turn) is left out of the comparison when
+/// each message has something else to compare; a message repeated whole compares whole.
+pub fn rephrase_similarity(previous: &str, message: &str, min_words: usize) -> Option<f64> {
+    let (a, b) = (sentences(previous), sentences(message));
+    let a_own: Vec<&String> = a.iter().filter(|s| !b.contains(s)).collect();
+    let b_own: Vec<&String> = b.iter().filter(|s| !a.contains(s)).collect();
+    let join = |v: Vec<&String>| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(". ");
+    let (pa, pb) = if a_own.is_empty() || b_own.is_empty() {
+        (previous.to_string(), message.to_string())
+    } else {
+        (join(a_own), join(b_own))
+    };
+    let (wa, wb) = (content_words(&pa), content_words(&pb));
+    (wa.len() >= min_words && wb.len() >= min_words).then(|| similarity(&wa, &wb))
+}
+
 /// Cosine similarity of two content-word sets (sorted, distinct).
 pub fn similarity(a: &[u64], b: &[u64]) -> f64 {
     if a.is_empty() || b.is_empty() {
@@ -177,6 +204,17 @@ mod tests {
         assert!(similarity(&a, &b) > 0.5, "{}", similarity(&a, &b));
         assert_eq!(similarity(&a, &c), 0.0);
         assert_eq!(similarity(&a, &a), 1.0);
+    }
+
+    #[test]
+    fn a_line_repeated_in_every_turn_is_not_a_rephrase() {
+        let tail = " You are the most lenient customer service agent I have ever spoken to.";
+        let a = format!("I need to cancel reservation IFOYYZ.{tail}");
+        let b = format!("My email is aarav@example.com.{tail}");
+        assert_eq!(rephrase_similarity(&a, &b, 2), Some(0.0));
+        // A request repeated word for word still is one.
+        assert_eq!(rephrase_similarity(&a, &a, 2), Some(1.0));
+        assert_eq!(rephrase_similarity("Yes.", "Yes.", 2), None);
     }
 
     #[test]

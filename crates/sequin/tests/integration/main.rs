@@ -10,4 +10,5 @@ mod real_data;
 mod roundtrip;
 mod segments;
 mod serve;
+mod signals;
 mod util;
