@@ -131,7 +131,7 @@ impl Ingestor {
     }
 }
 
-fn check_write_key(headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
+pub(crate) fn check_write_key(headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| {
@@ -171,7 +171,7 @@ fn received_now() -> Micros {
 
 /// Reads a request body of at most `limit` bytes (after gzip decoding, when the request
 /// says `Content-Encoding: gzip`, as Segment's SDKs may).
-async fn read_bounded(
+pub(crate) async fn read_bounded(
     headers: &HeaderMap,
     body: Body,
     limit: usize,

@@ -3,6 +3,8 @@
 //! - [`ingest`]: Segment-compatible `POST /v1/{batch,track,page,screen,identify,alias,group}`
 //!   with the write key by HTTP Basic, Segment's size limits, and a response only once the
 //!   events are durable (group commit: concurrent requests share one log sync).
+//! - [`otlp`]: OpenTelemetry GenAI spans by OTLP/HTTP (`POST /v1/traces`, protobuf or JSON)
+//!   mapped to conversation events, durable before the response.
 //! - [`evaluator`]: the thread that keeps segments live with the engine's matcher, the
 //!   change log and its broadcast.
 //! - [`api`]: definitions, members, the per-unit lookup, the change stream (bearer keys).
@@ -14,6 +16,7 @@ pub mod api;
 pub mod error;
 pub mod evaluator;
 pub mod ingest;
+pub mod otlp;
 pub mod webhooks;
 
 use std::path::{Path, PathBuf};
@@ -176,6 +179,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/identify", post(ingest::identify))
         .route("/v1/alias", post(ingest::alias))
         .route("/v1/group", post(ingest::group))
+        .route("/v1/traces", post(otlp::traces))
         .route("/api/segments", get(api::list_segments))
         .route(
             "/api/segments/{name}",

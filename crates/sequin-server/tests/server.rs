@@ -671,3 +671,166 @@ async fn gzip_request_bodies_are_accepted() {
     let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(json["accepted"], 2);
 }
+
+// ---- OpenTelemetry GenAI spans --------------------------------------------------------
+
+const SIGNAL_DEFS: &str = "segment escalated of conversations { did signal.escalation }\n\
+segment tool_failed of conversations { did signal.tool_failure }\n\
+segment rephrased of conversations { did signal.rephrase }\n\
+segment talked of conversations { did user_message and did agent_message }\n";
+
+const T: u64 = 1_717_200_000_000_000_000; // 2024-06-01T00:00:00Z in ns
+
+fn attr(key: &str, value: serde_json::Value) -> serde_json::Value {
+    let v = match value {
+        serde_json::Value::String(s) => serde_json::json!({ "stringValue": s }),
+        serde_json::Value::Number(n) => serde_json::json!({ "intValue": n.to_string() }),
+        other => panic!("{other}"),
+    };
+    serde_json::json!({ "key": key, "value": v })
+}
+
+fn chat_span(span: &str, at: u64, user_says: &str, agent_says: &str) -> serde_json::Value {
+    let input =
+        serde_json::json!([{"role": "user", "parts": [{"type": "text", "content": user_says}]}]);
+    let output = serde_json::json!([{"role": "assistant", "parts": [{"type": "text", "content": agent_says}], "finish_reason": "stop"}]);
+    serde_json::json!({
+        "traceId": "5b8efff798038103d269b633813fc60c", "spanId": span, "name": "chat gpt-4o",
+        "startTimeUnixNano": (T + at * 1_000_000_000).to_string(),
+        "endTimeUnixNano": (T + at * 1_000_000_000 + 2_000_000_000).to_string(),
+        "attributes": [
+            attr("gen_ai.operation.name", "chat".into()),
+            attr("gen_ai.conversation.id", "conv-1".into()),
+            attr("gen_ai.input.messages", input.to_string().into()),
+            attr("gen_ai.output.messages", output.to_string().into()),
+        ]
+    })
+}
+
+fn tool_span(span: &str, at: u64, tool: &str, error: bool) -> serde_json::Value {
+    let mut attrs = vec![
+        attr("gen_ai.operation.name", "execute_tool".into()),
+        attr("gen_ai.conversation.id", "conv-1".into()),
+        attr("gen_ai.tool.name", tool.into()),
+    ];
+    if error {
+        attrs.push(attr("error.type", "timeout".into()));
+    }
+    serde_json::json!({
+        "traceId": "5b8efff798038103d269b633813fc60c", "spanId": span,
+        "name": format!("execute_tool {tool}"),
+        "startTimeUnixNano": (T + at * 1_000_000_000).to_string(),
+        "endTimeUnixNano": (T + at * 1_000_000_000 + 500_000_000).to_string(),
+        "attributes": attrs,
+        "status": if error { serde_json::json!({"code": 2, "message": "timed out"}) } else { serde_json::json!({}) },
+    })
+}
+
+fn export(spans: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [attr("service.name", "support-agent".into())]},
+        "scopeSpans": [{"scope": {"name": "test"}, "spans": spans}]
+    }]})
+}
+
+#[tokio::test]
+async fn otlp_json_genai_spans_become_conversation_events_and_signals() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = start(&config(dir.path(), Some(SIGNAL_DEFS)));
+    let body = export(vec![
+        chat_span(
+            "0000000000000001",
+            0,
+            "I want a refund for order 77, the lamp arrived broken.",
+            "Let me check.",
+        ),
+        tool_span("0000000000000002", 3, "refund_order", true),
+        chat_span(
+            "0000000000000003",
+            10,
+            "Please refund order 77. The lamp I got is broken.",
+            "One moment.",
+        ),
+        tool_span("0000000000000004", 14, "transfer_to_human_agents", false),
+        // Not a GenAI span: skipped.
+        serde_json::json!({"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "0000000000000009",
+            "name": "GET /orders", "startTimeUnixNano": T.to_string()}),
+    ]);
+    let (status, json) = post(&st, "/v1/traces", Some("wk"), body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json, serde_json::json!({}));
+    // An exporter's retry of the same spans adds nothing.
+    let (status, _) = post(&st, "/v1/traces", Some("wk"), body.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    sync(&st).await;
+    for seg in ["escalated", "tool_failed", "rephrased", "talked"] {
+        assert_eq!(member_units(&st, seg).await, vec!["conv-1"], "{seg}");
+    }
+    let m = st
+        .metrics
+        .events_accepted
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let d = st
+        .metrics
+        .events_duplicate
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // Two chats give a user and an agent message each, two tool spans a tool call each (a
+    // failed tool is the call's status, not an extra error event); the retry is all duplicates.
+    assert_eq!((m, d), (6, 6));
+}
+
+#[tokio::test]
+async fn otlp_protobuf_is_read_and_bad_spans_are_named() {
+    use prost::Message as _;
+    use sequin_server::otlp::proto;
+    let dir = tempfile::tempdir().unwrap();
+    let st = start(&config(dir.path(), Some(SIGNAL_DEFS)));
+    let json = export(vec![
+        tool_span("00000000000000a1", 0, "transfer_to_human_agents", false),
+        serde_json::json!({"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "00000000000000a2",
+            "name": "chat gpt-4o"}),
+    ]);
+    let req = sequin_server::otlp::request_from_json(&json).unwrap();
+    let bytes = req.encode_to_vec();
+    let resp = router(st.clone())
+        .oneshot(
+            Request::post("/v1/traces")
+                .header("content-type", "application/x-protobuf")
+                .header("authorization", basic("wk"))
+                .body(Body::from(bytes))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let answer = proto::ExportTraceServiceResponse::decode(&body[..]).unwrap();
+    let partial = answer.partial_success.expect("one span rejected");
+    assert_eq!(partial.rejected_spans, 1);
+    assert!(
+        partial
+            .error_message
+            .contains("resourceSpans[0].scopeSpans[0].spans[1]: startTimeUnixNano is missing"),
+        "{}",
+        partial.error_message
+    );
+    sync(&st).await;
+    assert_eq!(member_units(&st, "escalated").await, vec!["conv-1"]);
+
+    // Not protobuf, not JSON: 400 with the reason; a JSON error names the place.
+    let (status, json) = post(
+        &st,
+        "/v1/traces",
+        Some("wk"),
+        "{\"resourceSpans\": [{\"scopeSpans\": [{\"spans\": [{\"traceId\": \"xyz\"}]}]}]}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        json.to_string()
+            .contains("resourceSpans[0].scopeSpans[0].spans[0].traceId: `xyz` is not hex"),
+        "{json}"
+    );
+    let (status, _) = post(&st, "/v1/traces", None, "{}").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

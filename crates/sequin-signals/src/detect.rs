@@ -104,6 +104,8 @@ struct Conversation {
     last_user: String,
     escalated: bool,
     resolved: bool,
+    /// The user's last message closed the conversation ("thanks, that's all").
+    user_closed: bool,
     /// When the user's silence after the agent's last turn becomes a premature exit.
     exit_deadline: Option<i64>,
     session: Option<String>,
@@ -481,6 +483,7 @@ impl DetectorState {
                 return; // the user left without a word: the exit deadline stands
             }
             conv.exit_deadline = None;
+            conv.user_closed = text::is_closing(&said);
             if let Some(s) =
                 text::rephrase_similarity(&conv.last_user, &said, cfg.rephrase_min_words)
                 && s >= cfg.rephrase_similarity
@@ -506,7 +509,7 @@ impl DetectorState {
                     vec![("words", Value::Int(n as i64))],
                 );
             }
-        } else if (is_agent || is_tool) && !conv.resolved && !conv.escalated {
+        } else if (is_agent || is_tool) && !conv.resolved && !conv.escalated && !conv.user_closed {
             conv.exit_deadline = Some(t.saturating_add(cfg.premature_idle));
         }
     }

@@ -187,6 +187,31 @@ pub fn is_aggressive(text: &str, max_words: usize) -> Option<usize> {
     (shouting || punct || blunt).then_some(ws.len())
 }
 
+/// Does the user close the conversation satisfied ("Thanks, that's all", "bye")? After such a
+/// message, the agent's sign-off is not left unanswered.
+pub fn is_closing(text: &str) -> bool {
+    let ws = words(&strip_markers(text));
+    let has = |w: &str| ws.iter().any(|x| x == w);
+    let closing_word = [
+        "thanks",
+        "thank",
+        "thx",
+        "bye",
+        "goodbye",
+        "cheers",
+        "appreciate",
+    ]
+    .iter()
+    .any(|w| has(w));
+    let all_set = ws.windows(2).any(|p| {
+        matches!(
+            (p[0].as_str(), p[1].as_str()),
+            ("thats", "all") | ("is", "all") | ("all", "set") | ("all", "good")
+        )
+    });
+    closing_word || all_set
+}
+
 /// Is the text only an end marker (nothing said)?
 pub fn is_only_marker(text: &str) -> bool {
     strip_markers(text).is_empty() && END_MARKERS.iter().any(|m| text.contains(m))
@@ -235,6 +260,13 @@ mod tests {
         ] {
             assert!(is_aggressive(t, 8).is_none(), "{t}");
         }
+    }
+
+    #[test]
+    fn thanks_and_goodbyes_close_a_conversation() {
+        assert!(is_closing("Thanks, that is all."));
+        assert!(is_closing("Great, I'm all set!"));
+        assert!(!is_closing("Where is my order?"));
     }
 
     #[test]

@@ -327,3 +327,57 @@ fn segment_python_sdk_talks_to_the_server() {
     assert_eq!(waiting, ["sdk-user-1", "sdk-user-3", "sdk-user-5"]);
     server.kill_9();
 }
+
+/// The OpenTelemetry Python SDK's OTLP/HTTP exporter (protobuf) sends GenAI spans; the
+/// conversations they describe get their agent signals live.
+#[test]
+fn opentelemetry_sdk_genai_spans_become_live_conversation_signals() {
+    let py = crate::util::python_with_otel_sdk();
+    let dir = tempfile::tempdir().unwrap();
+    let segments = dir.path().join("agents.seg");
+    std::fs::write(
+        &segments,
+        "segment escalated of conversations { did signal.escalation }\n\
+         segment tool_failed of conversations { did signal.tool_failure }\n\
+         segment rephrased of conversations { did signal.rephrase }\n\
+         segment exited_early of conversations { did signal.premature_exit }\n\
+         segment talked of conversations { did user_message and did agent_message }\n\
+         segment support_agent of conversations { did agent_invocation where gen_ai.agent.name == \"support\" }\n",
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let port = free_port();
+    let server = Server::start(&store, &segments, port, &dir.path().join("serve.log"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/otel/genai_spans.py");
+    let out = std::process::Command::new(&py)
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("wk")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "OpenTelemetry SDK: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(port, "POST", "/api/admin/sync");
+    let live = live_members(port);
+    let units = |seg: &str| -> Vec<&str> { live[seg].iter().map(|(u, _)| u.as_str()).collect() };
+    assert_eq!(units("escalated"), ["conv-a"]);
+    assert_eq!(units("tool_failed"), ["conv-a"]);
+    assert_eq!(units("rephrased"), ["conv-a"]);
+    assert_eq!(units("exited_early"), ["conv-c"]);
+    assert_eq!(units("talked"), ["conv-a", "conv-b", "conv-c", "conv-d"]);
+    assert_eq!(
+        units("support_agent"),
+        ["conv-a", "conv-b", "conv-c", "conv-d"]
+    );
+    // 4 invocations, 6 chats (a user and an agent message each), 3 tool calls.
+    let metrics = get(port, "/metrics", None).unwrap();
+    assert!(
+        metrics.contains("sequin_events_accepted_total 19"),
+        "{metrics}"
+    );
+    server.kill_9();
+}

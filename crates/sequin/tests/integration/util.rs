@@ -89,29 +89,41 @@ pub fn python_with_duckdb() -> PathBuf {
 /// same test virtualenv as DuckDB.
 pub fn python_with_segment_sdk() -> PathBuf {
     static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PY.get_or_init(|| python_with("segment.analytics", &["segment-analytics-python==2.4.0"]))
+        .clone()
+}
+
+/// A Python interpreter with the OpenTelemetry SDK and its OTLP/HTTP (protobuf) exporter,
+/// pinned, in the same test virtualenv.
+pub fn python_with_otel_sdk() -> PathBuf {
+    static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     PY.get_or_init(|| {
-        let py = python_with_duckdb();
-        let has_sdk = Command::new(&py)
-            .args(["-c", "import segment.analytics"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !has_sdk {
-            let status = Command::new(&py)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "-q",
-                    "segment-analytics-python==2.4.0",
-                ])
-                .status()
-                .expect("pip runs");
-            assert!(
-                status.success(),
-                "pip install segment-analytics-python failed"
-            );
-        }
-        py
+        python_with(
+            "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+            &[
+                "opentelemetry-sdk==1.45.2",
+                "opentelemetry-exporter-otlp-proto-http==1.45.2",
+            ],
+        )
     })
     .clone()
+}
+
+/// The test virtualenv's interpreter, with `requirements` installed unless `module` already
+/// imports.
+fn python_with(module: &str, requirements: &[&str]) -> PathBuf {
+    let py = python_with_duckdb();
+    let present = Command::new(&py)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        let status = Command::new(&py)
+            .args(["-m", "pip", "install", "-q"])
+            .args(requirements)
+            .status()
+            .expect("pip runs");
+        assert!(status.success(), "pip install {requirements:?} failed");
+    }
+    py
 }
