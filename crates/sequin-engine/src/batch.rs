@@ -12,8 +12,6 @@ use sequin_store::{EventSource, PartitionData, Projection, PropColumn};
 use crate::EngineError;
 use crate::compile::Program;
 use crate::matcher::{Ev, Props, UnitState};
-use crate::signals::RowInput;
-use crate::units::split;
 use crate::val::Val;
 
 /// Options for [`evaluate`].
@@ -224,45 +222,26 @@ pub fn for_each_state(
         .map(|n| prog.name_bits(n, false))
         .collect();
     let cols = resolve_columns(prog, data);
+    // Sessions and conversations feed every event (their close depends on it).
     let feed_all = prog.needs_all_events() || prog.unit != UnitKind::Users;
-    let id_col = match prog.unit {
-        UnitKind::Users => None,
-        UnitKind::Sessions => data.ids.get("session_id"),
-        UnitKind::Conversations => data.ids.get("conversation_id"),
-    };
     let mut units = 0;
     let mut st = prog.new_state(gap);
-    let inputs = prog
-        .signals
-        .as_ref()
-        .map(|_| crate::signals::InputColumns::resolve(data));
-    for (unit, range) in data.unit_rows() {
-        // Events after "now" do not exist yet.
-        let end = range.start + data.time[range.clone()].partition_point(|&t| t <= as_of);
-        if end == range.start {
-            continue;
-        }
-        let rows = range.start..end;
-        let times = &data.time[rows.clone()];
-        let placed = match (&prog.signals, &inputs) {
-            (Some(plan), Some(cols)) => {
-                let evs: Vec<RowInput<'_>> = rows
-                    .clone()
-                    .map(|row| RowInput { data, cols, row })
-                    .collect();
-                let refs: Vec<&dyn sequin_signals::Input> = evs
-                    .iter()
-                    .map(|e| e as &dyn sequin_signals::Input)
-                    .collect();
-                crate::signals::detect(plan, &refs, as_of)
-            }
-            _ => Vec::new(),
-        };
-        if prog.unit == UnitKind::Users {
+    crate::signals::for_each_unit(
+        data,
+        prog.unit,
+        gap,
+        as_of,
+        prog.signals.as_ref(),
+        |unit, rows, signals| {
             units += 1;
-            let sigs: Vec<LocalSignal<'_>> = placed
+            let sigs: Vec<LocalSignal<'_>> = signals
                 .iter()
-                .map(|p| LocalSignal::new(prog, p.pos, p))
+                .map(|s| LocalSignal {
+                    pos: s.pos,
+                    own_group: s.own_group,
+                    bits: prog.name_bits(s.signal.kind.event_name(), false),
+                    signal: s.signal,
+                })
                 .collect();
             if run_rows(
                 prog,
@@ -270,53 +249,15 @@ pub fn for_each_state(
                 data,
                 &bits_of,
                 &cols,
-                rows.clone(),
+                rows.iter().copied(),
                 &sigs,
                 feed_all,
                 as_of,
             ) {
                 f(unit, &st);
             }
-        } else {
-            let id_at = |i: usize| id_col.and_then(|c| c.get(rows.start + i));
-            let subs = split(prog.unit, unit, times, id_at, gap);
-            let mut sub_of = vec![usize::MAX; times.len()];
-            for (s, sub) in subs.iter().enumerate() {
-                for &i in &sub.rows {
-                    sub_of[i] = s;
-                }
-            }
-            // Each signal goes to the open run of its source's id (see `signals`).
-            let mut routed: Vec<Vec<LocalSignal<'_>>> = subs.iter().map(|_| Vec::new()).collect();
-            for p in &placed {
-                let id = match prog.unit {
-                    UnitKind::Sessions => p.signal.session_id.as_deref(),
-                    _ => p.signal.conversation_id.as_deref(),
-                };
-                let Some(last) = (0..p.pos)
-                    .rev()
-                    .find(|&i| id_at(i) == id && sub_of[i] != usize::MAX)
-                else {
-                    continue;
-                };
-                if p.signal.time - times[last] > gap {
-                    continue;
-                }
-                let s = sub_of[last];
-                let local = subs[s].rows.partition_point(|&i| i < p.pos);
-                routed[s].push(LocalSignal::new(prog, local, p));
-            }
-            for (sub, sigs) in subs.iter().zip(&routed) {
-                units += 1;
-                let picked = sub.rows.iter().map(|&i| rows.start + i);
-                if run_rows(
-                    prog, &mut st, data, &bits_of, &cols, picked, sigs, true, as_of,
-                ) {
-                    f(&sub.key, &st);
-                }
-            }
-        }
-    }
+        },
+    );
     units
 }
 
@@ -327,17 +268,6 @@ struct LocalSignal<'a> {
     own_group: bool,
     bits: u64,
     signal: &'a sequin_signals::Signal,
-}
-
-impl<'a> LocalSignal<'a> {
-    fn new(prog: &Program, pos: usize, p: &'a crate::signals::Placed) -> LocalSignal<'a> {
-        LocalSignal {
-            pos,
-            own_group: p.own_group,
-            bits: prog.name_bits(p.signal.kind.event_name(), false),
-            signal: &p.signal,
-        }
-    }
 }
 
 /// Drives the matcher over one unit's rows (and its signals) up to `as_of`; false when the

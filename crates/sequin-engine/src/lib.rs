@@ -9,7 +9,7 @@
 //! - [`batch`]: evaluation over a store, in parallel over unit partitions.
 //! - [`live`]: the same matcher kept current as events arrive: timers, watermark, late
 //!   events re-read from history, membership changes.
-//! - `signals`: derived `signal.<name>` events placed among a unit's events (batch and
+//! - [`signals`]: derived `signal.<name>` events placed among a unit's events (batch and
 //!   live alike).
 //! - [`reference`]: a brute-force evaluator written for clarity, the oracle of the tests.
 
@@ -21,7 +21,7 @@ pub mod live;
 pub mod matcher;
 pub mod outcome;
 pub mod reference;
-mod signals;
+pub mod signals;
 pub mod units;
 pub mod val;
 

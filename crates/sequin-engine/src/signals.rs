@@ -12,9 +12,13 @@
 //!   conversation id that is open at its time (the run whose last event is at most the gap
 //!   before it); with none open, it is dropped. It never opens or extends a run.
 
+use sequin_core::time::Micros;
 use sequin_core::{Event, MessageKind, Value};
+use sequin_lang::ast::UnitKind;
 use sequin_signals::{Field, Input, Plan, Signal};
 use sequin_store::{PartitionData, PropColumn};
+
+use crate::units::split;
 
 use crate::compile::{PropRef, PropRole};
 use crate::matcher::Props;
@@ -43,8 +47,8 @@ impl<'a> InputColumns<'a> {
     }
 }
 
-/// The column keys the detectors read.
-pub(crate) fn input_columns() -> Vec<String> {
+/// The column keys the detectors read (add them to a projection for [`for_each_unit`]).
+pub fn input_columns() -> Vec<String> {
     let mut out: Vec<String> = sequin_signals::INPUT_FIELDS
         .iter()
         .flat_map(|k| PropRole::Event.columns(k))
@@ -201,4 +205,106 @@ pub(crate) fn detect(plan: &Plan, events: &[&dyn Input], as_of: i64) -> Vec<Plac
         signal,
     }));
     placed
+}
+
+/// A derived signal among one unit's rows, as [`for_each_unit`] gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct UnitSignal<'a> {
+    /// The unit's rows before it.
+    pub pos: usize,
+    /// A deadline signal: a timestamp group of its own.
+    pub own_group: bool,
+    /// The signal.
+    pub signal: &'a Signal,
+}
+
+/// Calls `f(unit key, rows, signals)` for every unit of `data` (users, sessions or
+/// conversations) with an event at or before `as_of`: its rows (ascending partition rows, in
+/// event order) and, with a plan, the signals placed among them exactly as evaluation places
+/// them (see the module docs). The one place where signals meet units, for batch
+/// evaluation and for insights alike.
+pub fn for_each_unit(
+    data: &PartitionData,
+    unit: UnitKind,
+    gap: Micros,
+    as_of: i64,
+    plan: Option<&Plan>,
+    mut f: impl FnMut(&str, &[usize], &[UnitSignal<'_>]),
+) {
+    let inputs = plan.map(|_| InputColumns::resolve(data));
+    let id_col = match unit {
+        UnitKind::Users => None,
+        UnitKind::Sessions => data.ids.get("session_id"),
+        UnitKind::Conversations => data.ids.get("conversation_id"),
+    };
+    let mut rows: Vec<usize> = Vec::new();
+    for (user, range) in data.unit_rows() {
+        // Events after "now" do not exist yet.
+        let end = range.start + data.time[range.clone()].partition_point(|&t| t <= as_of);
+        if end == range.start {
+            continue;
+        }
+        let start = range.start;
+        let times = &data.time[start..end];
+        let placed = match (plan, &inputs) {
+            (Some(plan), Some(cols)) => {
+                let evs: Vec<RowInput<'_>> = (start..end)
+                    .map(|row| RowInput { data, cols, row })
+                    .collect();
+                let refs: Vec<&dyn Input> = evs.iter().map(|e| e as &dyn Input).collect();
+                detect(plan, &refs, as_of)
+            }
+            _ => Vec::new(),
+        };
+        if unit == UnitKind::Users {
+            rows.clear();
+            rows.extend(start..end);
+            let sigs: Vec<UnitSignal<'_>> = placed
+                .iter()
+                .map(|p| UnitSignal {
+                    pos: p.pos,
+                    own_group: p.own_group,
+                    signal: &p.signal,
+                })
+                .collect();
+            f(user, &rows, &sigs);
+            continue;
+        }
+        let id_at = |i: usize| id_col.and_then(|c| c.get(start + i));
+        let subs = split(unit, user, times, id_at, gap);
+        let mut sub_of = vec![usize::MAX; times.len()];
+        for (s, sub) in subs.iter().enumerate() {
+            for &i in &sub.rows {
+                sub_of[i] = s;
+            }
+        }
+        // A signal joins the run of its id whose last event before it is within the gap.
+        let mut routed: Vec<Vec<UnitSignal<'_>>> = subs.iter().map(|_| Vec::new()).collect();
+        for p in &placed {
+            let id = match unit {
+                UnitKind::Sessions => p.signal.session_id.as_deref(),
+                _ => p.signal.conversation_id.as_deref(),
+            };
+            let Some(last) = (0..p.pos)
+                .rev()
+                .find(|&i| id_at(i) == id && sub_of[i] != usize::MAX)
+            else {
+                continue;
+            };
+            if p.signal.time - times[last] > gap {
+                continue;
+            }
+            let s = sub_of[last];
+            routed[s].push(UnitSignal {
+                pos: subs[s].rows.partition_point(|&i| i < p.pos),
+                own_group: p.own_group,
+                signal: &p.signal,
+            });
+        }
+        for (sub, sigs) in subs.iter().zip(&routed) {
+            rows.clear();
+            rows.extend(sub.rows.iter().map(|&i| start + i));
+            f(&sub.key, &rows, sigs);
+        }
+    }
 }

@@ -154,7 +154,8 @@ async fn apply(state: &AppState, file: SegFile) -> Result<(), ApiError> {
         .map_err(ApiError::Internal)
 }
 
-/// `PUT /api/segments/{name}`: the body is the definition's source.
+/// `PUT /api/segments/{name}`: the body is the definition's source, optionally with
+/// `signal` blocks (which then apply to every live definition).
 pub async fn put_segment(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -184,14 +185,17 @@ pub async fn put_segment(
         return Err(ApiError::BadRequest(own.join("\n")));
     }
     let current = live(&state).source.read().expect("source lock").clone();
-    let mut items = parse(&current).map(|f| f.items).unwrap_or_default();
+    let SegFile { mut items, signals } = parse(&current).unwrap_or_default();
     let existed = items.iter().any(|i| i.name.name == name);
     items.retain(|i| i.name.name != name);
     items.extend(new.items);
-    let text = format_file(&SegFile {
-        items,
-        ..SegFile::default()
-    });
+    // `signal` blocks sent along replace those of the same signal, for every definition.
+    let mut signals: Vec<_> = signals
+        .into_iter()
+        .filter(|b| !new.signals.iter().any(|n| n.signal.name == b.signal.name))
+        .collect();
+    signals.extend(new.signals);
+    let text = format_file(&SegFile { items, signals });
     let file = check_set(&text, "live definitions")?;
     apply(&state, file).await?;
     let engine = live(&state).engine.read().expect("engine lock");
@@ -217,16 +221,13 @@ pub async fn delete_segment(
 ) -> Result<Json<Json_>, ApiError> {
     authorize(&state, &headers, Access::Admin)?;
     let current = live(&state).source.read().expect("source lock").clone();
-    let mut items = parse(&current).map(|f| f.items).unwrap_or_default();
+    let SegFile { mut items, signals } = parse(&current).unwrap_or_default();
     let before = items.len();
     items.retain(|i| i.name.name != name);
     if items.len() == before {
         return Err(ApiError::NotFound(format!("no segment named `{name}`")));
     }
-    let text = format_file(&SegFile {
-        items,
-        ..SegFile::default()
-    });
+    let text = format_file(&SegFile { items, signals });
     let file = check_set(&text, "live definitions without it")?;
     apply(&state, file).await?;
     Ok(Json(json!({ "deleted": name })))

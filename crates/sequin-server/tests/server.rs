@@ -834,3 +834,61 @@ async fn otlp_protobuf_is_read_and_bad_spans_are_named() {
     let (status, _) = post(&st, "/v1/traces", None, "{}").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+/// A `signal` block sent with a definition changes the detector for every live definition,
+/// backfills, and survives later changes to other definitions.
+#[tokio::test]
+async fn signal_settings_sent_with_a_definition_apply_and_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = start(&config(
+        dir.path(),
+        Some("segment raged { did signal.rage_click }\n"),
+    ));
+    let click = |id: &str, ms: u32| {
+        serde_json::json!({"type": "track", "event": "click", "userId": "u1", "messageId": id,
+            "timestamp": format!("2024-03-01T10:00:00.{ms:03}Z"),
+            "properties": {"element_id": "pay", "x": 10, "y": 10}})
+    };
+    send(&st, vec![click("c1", 0), click("c2", 300)]).await;
+    sync(&st).await;
+    assert!(
+        member_units(&st, "raged").await.is_empty(),
+        "two clicks: no rage by default"
+    );
+    let (status, json) = call(
+        &st,
+        "PUT",
+        "/api/segments/raged2",
+        Some("ak"),
+        "signal rage_click { clicks 2 }\nsegment raged2 { did signal.rage_click }",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    assert_eq!(member_units(&st, "raged").await, ["u1"]);
+    assert_eq!(member_units(&st, "raged2").await, ["u1"]);
+    // Another definition changes; the settings stay.
+    let (status, json) = call(
+        &st,
+        "PUT",
+        "/api/segments/other",
+        Some("ak"),
+        "segment other { did click }",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    assert_eq!(member_units(&st, "raged").await, ["u1"]);
+    // A bad setting is refused with the place.
+    let (status, json) = call(
+        &st,
+        "PUT",
+        "/api/segments/bad",
+        Some("ak"),
+        "signal rage_click { clicks 0 }\nsegment bad { did signal.rage_click }",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+    assert!(
+        json.to_string().contains("`clicks` takes a whole number"),
+        "{json}"
+    );
+}
