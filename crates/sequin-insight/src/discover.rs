@@ -35,9 +35,11 @@ use sequin_core::time::Micros;
 use sequin_engine::Program;
 use sequin_engine::batch::{EvalOptions, evaluate};
 use sequin_engine::outcome::{Outcome, OutcomeJudge};
+use sequin_engine::signals;
 use sequin_lang::SegFile;
 use sequin_lang::ast::UnitKind;
 use sequin_lang::fmt::{event_name, quote};
+use sequin_signals::{Plan, Signal};
 use sequin_store::{EventSource, PartitionData, Projection, PropColumn};
 use serde::Serialize;
 
@@ -63,6 +65,11 @@ pub struct DiscoverOptions {
     pub as_of: Option<i64>,
     /// Inactivity that ends a session or conversation.
     pub session_gap: Micros,
+    /// Offer derived signals (`signal.rage_click` …) as candidate steps too.
+    pub signals: bool,
+    /// Event names never offered as steps (steps of the outcome itself, such as the
+    /// `payment_submit` before every `purchase`).
+    pub exclude: Vec<String>,
 }
 
 /// One finding.
@@ -307,8 +314,27 @@ fn attribute_path(column: &str) -> Option<&str> {
         .or_else(|| column.strip_prefix("t."))
 }
 
-fn census_of(data: &PartitionData, as_of: i64) -> Census {
+/// Signal properties never offered as candidates (coordinates, free text).
+const SIGNAL_PROPS_SKIPPED: &[&str] = &["x", "y", "message"];
+
+fn census_of(data: &PartitionData, as_of: i64, cx: &SignalCx<'_>) -> Census {
     let mut c = Census::default();
+    // Signals, placed among the outcome's units as evaluation places them.
+    signals::for_each_unit(data, cx.unit, cx.gap, as_of, cx.plan, |_, _, sigs| {
+        for s in sigs {
+            let name = s.signal.kind.event_name();
+            *c.names.entry(name.to_string()).or_insert(0) += 1;
+            for (prop, v) in &s.signal.props {
+                if SIGNAL_PROPS_SKIPPED.contains(prop) {
+                    continue;
+                }
+                c.props
+                    .entry((name.to_string(), prop.to_string()))
+                    .or_default()
+                    .add(v);
+            }
+        }
+    });
     let live: Vec<bool> = (0..data.len())
         .map(|r| data.time[r] <= as_of && units::is_behaviour(data, r))
         .collect();
@@ -376,10 +402,30 @@ struct PropItems {
     thresholds: Vec<(f64, u32)>,
 }
 
-fn vocabulary(census: Census, min_units: u64) -> Vocabulary {
+impl PropItems {
+    /// The items an event whose property has value `v` carries.
+    fn push_items(&self, v: &Value, out: &mut Vec<u32>) {
+        if let Some(&i) = ValueKey::of(v).and_then(|k| self.values.get(&k)) {
+            out.push(i);
+        }
+        if let Some(x) = v.as_f64() {
+            for &(t, i) in &self.thresholds {
+                if x > t {
+                    out.push(i);
+                }
+            }
+        }
+    }
+}
+
+fn vocabulary(census: Census, min_units: u64, exclude: &[String]) -> Vocabulary {
     let mut items = Vec::new();
     let mut name_item = FxHashMap::default();
-    let mut names: Vec<(String, u64)> = census.names.into_iter().collect();
+    let mut names: Vec<(String, u64)> = census
+        .names
+        .into_iter()
+        .filter(|(n, _)| !exclude.contains(n))
+        .collect();
     names.sort();
     for (n, count) in names {
         if count >= min_units {
@@ -542,7 +588,15 @@ impl Units {
     }
 }
 
+/// What signal detection needs: the units they are placed among, and the plan.
+struct SignalCx<'a> {
+    unit: UnitKind,
+    gap: Micros,
+    plan: Option<&'a Plan>,
+}
+
 struct Context<'a> {
+    signals: SignalCx<'a>,
     vocab: &'a Vocabulary,
     outcome: &'a Outcome,
     base: Option<&'a FxHashMap<String, i64>>,
@@ -587,99 +641,130 @@ fn encode_partition(data: &PartitionData, cx: &Context<'_>) -> Units {
         })
         .collect();
     let mut judge = OutcomeJudge::new(cx.outcome, data, cx.gap);
-    let unit = cx.outcome.program.unit;
-    units::for_each_unit(data, unit, cx.gap, Some(cx.as_of), |key, rows| {
-        let behaviour: Vec<usize> = rows
-            .iter()
-            .copied()
-            .filter(|&r| units::is_behaviour(data, r))
-            .collect();
-        let Some(&first) = behaviour.first() else {
-            return;
-        };
-        let anchor = match cx.base {
-            Some(base) => match base.get(key) {
-                Some(&t) => t,
-                None => return,
-            },
-            None => data.time[first],
-        };
-        out.keys.push(key.to_string());
-        let (verdict, when) = judge.judge_when(data, rows, anchor, cx.observed_until);
-        out.pop_out.push(code(verdict));
-        out.pop_time.push(if verdict == Some(true) {
-            when.unwrap_or(i64::MIN)
-        } else {
-            i64::MAX
-        });
-        let mut last_time = None;
-        let mut last_code = NO;
-        for &r in &behaviour {
-            let t = data.time[r];
-            // Equal times give equal outcomes (the outcome looks strictly after).
-            if last_time != Some(t) {
-                last_code = code(judge.judge(data, rows, t, cx.observed_until));
-                last_time = Some(t);
-            }
-            out.time.push(t);
-            out.out_at.push(last_code);
-            let start = out.items.len();
-            if let Some(n) = name_item[data.name[r] as usize] {
-                out.items.push(n);
-                for (col, pi) in &prop_items[data.name[r] as usize] {
-                    let Some(v) = col.get(r) else { continue };
-                    if let Some(&i) = ValueKey::of(&v).and_then(|k| pi.values.get(&k)) {
-                        out.items.push(i);
+    let sig = &cx.signals;
+    signals::for_each_unit(
+        data,
+        sig.unit,
+        sig.gap,
+        cx.as_of,
+        sig.plan,
+        |key, rows, sigs| {
+            let behaviour: Vec<usize> = rows
+                .iter()
+                .copied()
+                .filter(|&r| units::is_behaviour(data, r))
+                .collect();
+            let Some(&first) = behaviour.first() else {
+                return;
+            };
+            let anchor = match cx.base {
+                Some(base) => match base.get(key) {
+                    Some(&t) => t,
+                    None => return,
+                },
+                None => data.time[first],
+            };
+            out.keys.push(key.to_string());
+            let (verdict, when) = judge.judge_when(data, rows, anchor, cx.observed_until);
+            out.pop_out.push(code(verdict));
+            out.pop_time.push(if verdict == Some(true) {
+                when.unwrap_or(i64::MIN)
+            } else {
+                i64::MAX
+            });
+            let mut last_time = None;
+            let mut last_code = NO;
+            // The unit's events in evaluation order: each signal before the row at its position.
+            let mut next_signal = 0;
+            for k in 0..=rows.len() {
+                let mut here: Vec<Result<usize, &Signal>> = Vec::new();
+                while let Some(s) = sigs.get(next_signal).filter(|s| s.pos <= k) {
+                    here.push(Err(s.signal));
+                    next_signal += 1;
+                }
+                if let Some(&r) = rows.get(k)
+                    && units::is_behaviour(data, r)
+                {
+                    here.push(Ok(r));
+                }
+                for ev in here {
+                    let t = match ev {
+                        Ok(r) => data.time[r],
+                        Err(s) => s.time,
+                    };
+                    // Equal times give equal outcomes (the outcome looks strictly after).
+                    if last_time != Some(t) {
+                        last_code = code(judge.judge(data, rows, t, cx.observed_until));
+                        last_time = Some(t);
                     }
-                    if let Some(x) = v.as_f64() {
-                        for &(t, i) in &pi.thresholds {
-                            if x > t {
-                                out.items.push(i);
+                    out.time.push(t);
+                    out.out_at.push(last_code);
+                    let start = out.items.len();
+                    match ev {
+                        Ok(r) => {
+                            if let Some(n) = name_item[data.name[r] as usize] {
+                                out.items.push(n);
+                                for (col, pi) in &prop_items[data.name[r] as usize] {
+                                    if let Some(v) = col.get(r) {
+                                        pi.push_items(&v, &mut out.items);
+                                    }
+                                }
+                            }
+                        }
+                        Err(s) => {
+                            let name = s.kind.event_name();
+                            if let Some(&n) = cx.vocab.name_item.get(name) {
+                                out.items.push(n);
+                                for pi in cx.vocab.by_name.get(name).into_iter().flatten() {
+                                    if let Some(v) = s.prop(&pi.prop) {
+                                        pi.push_items(v, &mut out.items);
+                                    }
+                                }
                             }
                         }
                     }
+                    out.items[start..].sort_unstable();
+                    out.item_start.push(out.items.len() as u32);
                 }
             }
-            out.items[start..].sort_unstable();
-            out.item_start.push(out.items.len() as u32);
-        }
-        out.ev_start.push(out.time.len() as u32);
-        let until = *out.pop_time.last().unwrap();
-        let first_event = out.ev_start[out.ev_start.len() - 2] as usize;
-        let mut can = 0u8;
-        for (e, &o) in out.out_at.iter().enumerate().skip(first_event) {
-            if out.time[e] < until {
-                can |= match o {
-                    YES => 1,
-                    NO => 2,
-                    _ => 0,
-                };
+            out.ev_start.push(out.time.len() as u32);
+            let until = *out.pop_time.last().unwrap();
+            let first_event = out.ev_start[out.ev_start.len() - 2] as usize;
+            let mut can = 0u8;
+            for (e, &o) in out.out_at.iter().enumerate().skip(first_event) {
+                if out.time[e] < until {
+                    can |= match o {
+                        YES => 1,
+                        NO => 2,
+                        _ => 0,
+                    };
+                }
             }
-        }
-        can |= match out.pop_out.last() {
-            Some(&YES) => 1,
-            Some(&NO) => 2,
-            _ => 0,
-        };
-        out.can.push(can);
-        // Attributes: the latest known value (traits, then context, then properties).
-        for (cols, map) in &attr_cols {
-            let latest = rows
-                .iter()
-                .rev()
-                .find_map(|&r| cols.iter().find_map(|c| c.get(r)));
-            if let Some(&i) = latest
-                .as_ref()
-                .and_then(ValueKey::of)
-                .and_then(|k| map.get(&k))
-            {
-                out.attrs.push(i);
+            can |= match out.pop_out.last() {
+                Some(&YES) => 1,
+                Some(&NO) => 2,
+                _ => 0,
+            };
+            out.can.push(can);
+            // Attributes: the latest known value (traits, then context, then properties).
+            for (cols, map) in &attr_cols {
+                let latest = rows
+                    .iter()
+                    .rev()
+                    .find_map(|&r| cols.iter().find_map(|c| c.get(r)));
+                if let Some(&i) = latest
+                    .as_ref()
+                    .and_then(ValueKey::of)
+                    .and_then(|k| map.get(&k))
+                {
+                    out.attrs.push(i);
+                }
             }
-        }
-        let a = out.attr_start[out.attr_start.len() - 1] as usize;
-        out.attrs[a..].sort_unstable();
-        out.attr_start.push(out.attrs.len() as u32);
-    });
+            let a = out.attr_start[out.attr_start.len() - 1] as usize;
+            out.attrs[a..].sort_unstable();
+            out.attr_start.push(out.attrs.len() as u32);
+        },
+    );
     out
 }
 
@@ -1092,12 +1177,28 @@ pub fn discover(
         None => None,
     };
 
+    // Signals are candidates too, with the file's detector settings.
+    let plan = if opts.signals {
+        let config = sequin_signals::Config::from_file(file).map_err(|d| InsightError::Input {
+            place: "signal settings".into(),
+            reason: d.message,
+        })?;
+        Some(Plan::all(std::sync::Arc::new(config)))
+    } else {
+        None
+    };
+    let signal_cx = SignalCx {
+        unit,
+        gap: opts.session_gap,
+        plan: plan.as_ref(),
+    };
+
     // 1. Census: read every partition once, keep it for the encoding pass.
     let parts: Vec<Result<(PartitionData, Census), InsightError>> = (0..source.partitions())
         .into_par_iter()
         .map(|p| {
             let data = source.read_partition(p, &Projection::All)?;
-            let c = census_of(&data, as_of);
+            let c = census_of(&data, as_of, &signal_cx);
             Ok((data, c))
         })
         .collect();
@@ -1108,8 +1209,9 @@ pub fn discover(
         census.merge(c);
         datas.push(d);
     }
-    let vocab = vocabulary(census, opts.min_units);
+    let vocab = vocabulary(census, opts.min_units, &opts.exclude);
     let cx = Context {
+        signals: signal_cx,
         vocab: &vocab,
         outcome: &outcome,
         base: base.as_ref(),

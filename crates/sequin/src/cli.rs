@@ -201,6 +201,12 @@ pub struct DiscoverArgs {
     /// Inactivity that ends a session or conversation.
     #[arg(long, default_value = "30m")]
     pub session_gap: String,
+    /// Leave derived signals (`signal.rage_click` …) out of the candidates.
+    #[arg(long)]
+    pub no_signals: bool,
+    /// Never offer this event as a step, e.g. a step of the outcome itself (repeatable).
+    #[arg(long, value_name = "EVENT")]
+    pub exclude: Vec<String>,
 }
 
 /// `sequin explain`.

@@ -460,6 +460,8 @@ pub fn discover(a: DiscoverArgs) -> Result<()> {
             fdr: a.fdr,
             as_of: as_of(a.as_of.as_deref())?,
             session_gap: gap(&a.session_gap)?,
+            signals: !a.no_signals,
+            exclude: a.exclude.clone(),
         },
     )?;
     let mut out = std::io::stdout().lock();

@@ -248,6 +248,54 @@ fn discovered_findings_are_valid_segments_of_the_reported_size() {
     assert_eq!(d["unit"], "sessions");
 }
 
+/// Signals are candidates too: with the outcome's own steps excluded, a friction signal is
+/// among the findings, and its size is what `eval` (the engine's own detectors) gives.
+#[test]
+fn discovery_offers_signals_and_their_sizes_match_eval() {
+    let store = golden_store().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join("outcomes.seg");
+    std::fs::write(
+        &seg,
+        "segment checkout of sessions { did checkout_start }\n\
+         outcome purchased of sessions { did purchase }\n",
+    )
+    .unwrap();
+    let d = check_findings(
+        store,
+        &seg,
+        &[
+            "--outcome",
+            "purchased",
+            "--base",
+            "checkout",
+            "--top",
+            "5",
+            "--exclude",
+            "payment_submit",
+            "--exclude",
+            "click",
+        ],
+        Some("checkout"),
+    );
+    let steps: Vec<&str> = d["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["steps"].as_array().unwrap())
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(
+        steps.iter().any(|s| s.starts_with("signal.")),
+        "no signal among {steps:?}"
+    );
+    assert!(
+        !steps
+            .iter()
+            .any(|s| s.starts_with("click") || s.starts_with("payment_submit"))
+    );
+}
+
 /// BPIC 2012: what predicts cancellation, each finding's size checked against `eval`, and
 /// its rates against counts made here from the raw log.
 #[test]
