@@ -35,13 +35,15 @@ impl<'a> InputColumns<'a> {
             fields: sequin_signals::INPUT_FIELDS
                 .iter()
                 .map(|&k| {
-                    let cols = PropRole::Event
+                    let cols: Vec<&PropColumn> = PropRole::Event
                         .columns(k)
                         .iter()
                         .filter_map(|c| data.props.get(c))
                         .collect();
                     (k, cols)
                 })
+                // Only the fields this partition has: lookups scan a short list.
+                .filter(|(_, cols)| !cols.is_empty())
                 .collect(),
         }
     }

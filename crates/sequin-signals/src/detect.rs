@@ -206,22 +206,29 @@ impl DetectorState {
         let cfg = plan.config();
         let t = ev.time();
         let name = ev.name();
-        let session = ev.session_id().map(str::to_string);
-        let conversation = ev.conversation_id().map(str::to_string);
+        let session = ev.session_id();
+        let conversation = ev.conversation_id();
         let emit = |out: &mut Vec<Signal>, kind: SignalKind, props: Vec<(&'static str, Value)>| {
             if plan.wants(kind) {
                 out.push(Signal {
                     kind,
                     time: t,
-                    session_id: session.clone(),
-                    conversation_id: conversation.clone(),
+                    session_id: session.map(str::to_string),
+                    conversation_id: conversation.map(str::to_string),
                     props,
                 });
             }
         };
+        // Only the rules some wanted signal needs run (the plan is fixed per definition, in
+        // batch and live alike, so the state stays the same in both).
+        use SignalKind as K;
+        let any = |kinds: &[SignalKind]| kinds.iter().any(|&k| plan.wants(k));
+        let clicks = any(&[K::RageClick, K::DeadClick, K::ErrorClick]);
         // PostHog autocapture tags the DOM event type.
-        let is_click = CLICK_EVENTS.contains(&name)
-            || (name == "$autocapture" && ev.field("$event_type") == Some(Field::Str("click")));
+        let is_click = clicks
+            && (CLICK_EVENTS.contains(&name)
+                || (name == "$autocapture"
+                    && ev.field("$event_type") == Some(Field::Str("click"))));
         if is_click {
             let click = Click {
                 t,
@@ -237,7 +244,7 @@ impl DetectorState {
                         "[Amplitude] Element Text",
                     ],
                 ),
-                session: session.clone(),
+                session: session.map(str::to_string),
             };
             let joins = self.last_click.as_ref().is_some_and(|p| {
                 let close = match (p.x, p.y, click.x, click.y) {
@@ -266,19 +273,21 @@ impl DetectorState {
                 }
                 emit(out, SignalKind::RageClick, props);
             }
-            self.dead.push(PendingDead {
-                deadline: t.saturating_add(cfg.dead_within),
-                element: click.element.clone(),
-                session: session.clone(),
-                conversation: conversation.clone(),
-            });
+            if plan.wants(K::DeadClick) {
+                self.dead.push(PendingDead {
+                    deadline: t.saturating_add(cfg.dead_within),
+                    element: click.element.clone(),
+                    session: session.map(str::to_string),
+                    conversation: conversation.map(str::to_string),
+                });
+            }
             self.last_click = Some(click);
-        } else {
+        } else if !self.dead.is_empty() {
             // Any other event answers the clicks still waiting for a response.
             self.dead.retain(|d| d.deadline < t);
         }
 
-        let is_error = ERROR_EVENTS.contains(&name);
+        let is_error = any(&[K::Error, K::ErrorClick]) && ERROR_EVENTS.contains(&name);
         if is_error {
             let code = value_of(ev, &["code", "error_code"]);
             let silent = ev.field("silent").is_some_and(Field::truthy);
@@ -304,7 +313,8 @@ impl DetectorState {
             }
         }
 
-        if let Some(ms) = num_of(ev, LOAD_FIELDS)
+        if plan.wants(K::SlowLoad)
+            && let Some(ms) = num_of(ev, LOAD_FIELDS)
             && ms * 1000.0 >= cfg.slow_threshold as f64
         {
             let mut props = vec![
@@ -317,7 +327,7 @@ impl DetectorState {
             emit(out, SignalKind::SlowLoad, props);
         }
 
-        if FORM_EVENTS.contains(&name) {
+        if plan.wants(K::FormResubmission) && FORM_EVENTS.contains(&name) {
             let form = text_of(ev, &["form_id", "form"]).unwrap_or_default();
             self.forms.retain(|(_, last)| t - *last <= cfg.form_within);
             match self.forms.iter_mut().find(|(f, _)| *f == form) {
@@ -333,13 +343,24 @@ impl DetectorState {
             }
         }
 
-        if ev.is_view()
+        if any(&[K::PageLoop, K::QuickBack])
+            && ev.is_view()
             && let Some(page) = text_of(ev, PAGE_FIELDS)
         {
             self.view(plan, t, page, out, &emit);
         }
 
-        self.conversation_event(plan, ev, out, &emit);
+        let agent = [
+            K::Escalation,
+            K::Rephrase,
+            K::AggressiveReply,
+            K::PrematureExit,
+            K::ToolFailure,
+            K::Resolution,
+        ];
+        if any(&agent) {
+            self.conversation_event(plan, ev, out, &emit);
+        }
     }
 
     fn view(&mut self, plan: &Plan, t: i64, page: String, out: &mut Vec<Signal>, emit: &Emit<'_>) {

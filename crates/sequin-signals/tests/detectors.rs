@@ -450,3 +450,34 @@ proptest! {
         prop_assert_eq!(out, whole);
     }
 }
+
+proptest! {
+    /// A definition naming one signal runs only the rules that signal needs; it finds
+    /// exactly what detecting everything finds for that signal.
+    #[test]
+    fn a_plan_for_one_signal_finds_what_the_full_plan_finds(
+        events in event_s(),
+        which in 0usize..SignalKind::ALL.len(),
+        tail in 0i64..400_000,
+    ) {
+        let config = Arc::new(Config { premature_idle: 60 * S, ..Config::default() });
+        let kind = SignalKind::ALL[which];
+        let now = (events.last().unwrap().t / 1000 + tail) * 1000;
+        let run_plan = |plan: &Plan| {
+            let mut st = DetectorState::default();
+            let mut out = Vec::new();
+            for e in &events {
+                plan.before(&mut st, e.t, &mut out);
+                plan.on_event(&mut st, e, &mut out);
+            }
+            plan.settle(&mut st, now, &mut out);
+            out
+        };
+        let all: Vec<Signal> = run_plan(&Plan::all(config.clone()))
+            .into_iter()
+            .filter(|s| s.kind == kind)
+            .collect();
+        let one = Plan::for_names(config, [kind.event_name()]).unwrap();
+        prop_assert_eq!(run_plan(&one), all);
+    }
+}
