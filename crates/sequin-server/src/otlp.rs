@@ -63,6 +63,15 @@ pub mod proto {
         pub error_message: String,
     }
 
+    /// `google.rpc.Status`: the body of an OTLP/HTTP error answer.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        pub code: i32,
+        #[prost(string, tag = "2")]
+        pub message: String,
+    }
+
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ResourceSpans {
         #[prost(message, optional, tag = "1")]
@@ -620,6 +629,40 @@ fn map_span(
 
 // ---- the handler ----------------------------------------------------------------------------
 
+/// An error as OTLP/HTTP answers it: the HTTP status, and a `google.rpc.Status` body in the
+/// request's encoding.
+fn error_answer(e: ApiError, json: bool) -> Response {
+    let (status, code) = match &e {
+        ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, 16), // UNAUTHENTICATED
+        ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, 3),     // INVALID_ARGUMENT
+        ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, 7),        // PERMISSION_DENIED
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, 13),                // INTERNAL
+    };
+    let message = e.to_string();
+    let mut response = if json {
+        (
+            status,
+            axum::Json(serde_json::json!({ "code": code, "message": message })),
+        )
+            .into_response()
+    } else {
+        let body = proto::RpcStatus { code, message }.encode_to_vec();
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            body,
+        )
+            .into_response()
+    };
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Basic realm=\"sequin\""),
+        );
+    }
+    response
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -628,7 +671,8 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// `POST /v1/traces`: answers in the request's encoding once the events are durable; spans
-/// it could not read are reported as OTLP partial success.
+/// it could not read are reported as OTLP partial success, a refused request as a
+/// `google.rpc.Status`.
 pub async fn traces(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -668,7 +712,10 @@ pub async fn traces(
         Err(_) => &state.metrics.requests_rejected,
     };
     counter.fetch_add(1, Ordering::Relaxed);
-    let rejected = r?;
+    let rejected = match r {
+        Ok(rejected) => rejected,
+        Err(e) => return Ok(error_answer(e, json)),
+    };
     let partial = (!rejected.is_empty()).then(|| proto::PartialSuccess {
         rejected_spans: rejected.len() as i64,
         error_message: rejected.join("; "),

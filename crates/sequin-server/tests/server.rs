@@ -831,8 +831,30 @@ async fn otlp_protobuf_is_read_and_bad_spans_are_named() {
             .contains("resourceSpans[0].scopeSpans[0].spans[0].traceId: `xyz` is not hex"),
         "{json}"
     );
-    let (status, _) = post(&st, "/v1/traces", None, "{}").await;
+    assert_eq!(json["code"], 3, "INVALID_ARGUMENT: {json}");
+    let (status, json) = post(&st, "/v1/traces", None, "{}").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(json["code"], 16, "UNAUTHENTICATED: {json}");
+    // A protobuf request gets its error as a protobuf google.rpc.Status.
+    let resp = router(st.clone())
+        .oneshot(
+            Request::post("/v1/traces")
+                .header("content-type", "application/x-protobuf")
+                .header("authorization", basic("wk"))
+                .body(Body::from(vec![0xff, 0xff, 0xff]))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let status = proto::RpcStatus::decode(&body[..]).unwrap();
+    assert_eq!(status.code, 3);
+    assert!(
+        status.message.contains("not an OTLP protobuf"),
+        "{}",
+        status.message
+    );
 }
 
 /// A `signal` block sent with a definition changes the detector for every live definition,
