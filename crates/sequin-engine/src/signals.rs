@@ -32,9 +32,9 @@ pub(crate) struct InputColumns<'a> {
 impl<'a> InputColumns<'a> {
     pub(crate) fn resolve(data: &'a PartitionData) -> InputColumns<'a> {
         InputColumns {
-            fields: sequin_signals::INPUT_FIELDS
-                .iter()
-                .map(|&k| {
+            fields: sequin_signals::input_fields()
+                .into_iter()
+                .map(|k| {
                     let cols: Vec<&PropColumn> = PropRole::Event
                         .columns(k)
                         .iter()
@@ -51,8 +51,8 @@ impl<'a> InputColumns<'a> {
 
 /// The column keys the detectors read (add them to a projection for [`for_each_unit`]).
 pub fn input_columns() -> Vec<String> {
-    let mut out: Vec<String> = sequin_signals::INPUT_FIELDS
-        .iter()
+    let mut out: Vec<String> = sequin_signals::input_fields()
+        .into_iter()
         .flat_map(|k| PropRole::Event.columns(k))
         .collect();
     out.push("session_id".to_string());

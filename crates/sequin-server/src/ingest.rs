@@ -213,6 +213,19 @@ async fn accept(state: &AppState, msg: Json_) -> Result<Json<Json_>, ApiError> {
     let mut events = Vec::new();
     sequin_core::segment::map_message_owned(msg, Some(received_now()), &mut events)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let outcome = append_counted(state, events).await?;
+    Ok(Json(serde_json::json!({
+        "success": true,
+        "accepted": outcome.accepted,
+        "duplicates": outcome.duplicates,
+    })))
+}
+
+/// Makes `events` durable and counts them (accepted, duplicates) in the metrics.
+pub(crate) async fn append_counted(
+    state: &AppState,
+    events: Vec<Event>,
+) -> Result<AppendOutcome, ApiError> {
     let outcome = state.ingestor.append(events).await?;
     state
         .metrics
@@ -222,14 +235,11 @@ async fn accept(state: &AppState, msg: Json_) -> Result<Json<Json_>, ApiError> {
         .metrics
         .events_duplicate
         .fetch_add(outcome.duplicates, Ordering::Relaxed);
-    Ok(Json(serde_json::json!({
-        "success": true,
-        "accepted": outcome.accepted,
-        "duplicates": outcome.duplicates,
-    })))
+    Ok(outcome)
 }
 
-fn counted(state: &AppState, r: Result<Json<Json_>, ApiError>) -> Result<Json<Json_>, ApiError> {
+/// Counts an ingest request as answered 2xx or refused.
+pub(crate) fn counted<T>(state: &AppState, r: Result<T, ApiError>) -> Result<T, ApiError> {
     let counter = match &r {
         Ok(_) => &state.metrics.requests_ok,
         Err(_) => &state.metrics.requests_rejected,

@@ -22,7 +22,6 @@
 //! trace id, the span id and its position, so an exporter's retry is de-duplicated.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -34,7 +33,7 @@ use serde_json::Value as Json;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::ingest::{check_write_key, read_bounded};
+use crate::ingest::{append_counted, check_write_key, counted, read_bounded};
 
 /// Largest accepted request body (after gzip decoding).
 pub const MAX_TRACES_BYTES: usize = 4 * 1024 * 1024;
@@ -695,24 +694,11 @@ pub async fn traces(
             })?
         };
         let mapped = map_request(&req);
-        let outcome = state.ingestor.append(mapped.events).await?;
-        state
-            .metrics
-            .events_accepted
-            .fetch_add(outcome.accepted, Ordering::Relaxed);
-        state
-            .metrics
-            .events_duplicate
-            .fetch_add(outcome.duplicates, Ordering::Relaxed);
+        append_counted(&state, mapped.events).await?;
         Ok::<_, ApiError>(mapped.rejected)
     }
     .await;
-    let counter = match &r {
-        Ok(_) => &state.metrics.requests_ok,
-        Err(_) => &state.metrics.requests_rejected,
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
-    let rejected = match r {
+    let rejected = match counted(&state, r) {
         Ok(rejected) => rejected,
         Err(e) => return Ok(error_answer(e, json)),
     };

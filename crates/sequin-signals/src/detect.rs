@@ -64,6 +64,48 @@ const RESOLUTION_EVENTS: &[&str] = &[
 /// Emits a signal of a kind with its properties, timed at the current event.
 type Emit<'a> = dyn Fn(&mut Vec<Signal>, SignalKind, Vec<(&'static str, Value)>) + 'a;
 
+const ELEMENT_FIELDS: &[&str] = &[
+    "element_id",
+    "element",
+    "selector",
+    "$el_text",
+    "[Amplitude] Element Text",
+];
+const X_FIELDS: &[&str] = &["x", "$x"];
+const Y_FIELDS: &[&str] = &["y", "$y"];
+const CODE_FIELDS: &[&str] = &["code", "error_code"];
+const FORM_FIELDS: &[&str] = &["form_id", "form"];
+const TOOL_FIELDS: &[&str] = &["tool_name", "gen_ai.tool.name"];
+const TEXT_FIELDS: &[&str] = &["text", "content"];
+/// Single fields read by name.
+const OTHER_FIELDS: &[&str] = &[
+    "$event_type",
+    "silent",
+    "message",
+    "role",
+    "status",
+    "error.type",
+    "error",
+    "resolved",
+];
+
+/// Every property the rules read: the columns batch evaluation loads for them.
+pub fn input_fields() -> Vec<&'static str> {
+    [
+        ELEMENT_FIELDS,
+        X_FIELDS,
+        Y_FIELDS,
+        PAGE_FIELDS,
+        LOAD_FIELDS,
+        CODE_FIELDS,
+        FORM_FIELDS,
+        TOOL_FIELDS,
+        TEXT_FIELDS,
+        OTHER_FIELDS,
+    ]
+    .concat()
+}
+
 /// Where a view's page identity is found, in order.
 const PAGE_FIELDS: &[&str] = &[
     "page",
@@ -232,18 +274,9 @@ impl DetectorState {
         if is_click {
             let click = Click {
                 t,
-                x: num_of(ev, &["x", "$x"]),
-                y: num_of(ev, &["y", "$y"]),
-                element: text_of(
-                    ev,
-                    &[
-                        "element_id",
-                        "element",
-                        "selector",
-                        "$el_text",
-                        "[Amplitude] Element Text",
-                    ],
-                ),
+                x: num_of(ev, X_FIELDS),
+                y: num_of(ev, Y_FIELDS),
+                element: text_of(ev, ELEMENT_FIELDS),
                 session: session.map(str::to_string),
             };
             let joins = self.last_click.as_ref().is_some_and(|p| {
@@ -289,7 +322,7 @@ impl DetectorState {
 
         let is_error = any(&[K::Error, K::ErrorClick]) && ERROR_EVENTS.contains(&name);
         if is_error {
-            let code = value_of(ev, &["code", "error_code"]);
+            let code = value_of(ev, CODE_FIELDS);
             let silent = ev.field("silent").is_some_and(Field::truthy);
             let mut props = vec![
                 ("code", code.clone().unwrap_or(Value::Str(String::new()))),
@@ -328,7 +361,7 @@ impl DetectorState {
         }
 
         if plan.wants(K::FormResubmission) && FORM_EVENTS.contains(&name) {
-            let form = text_of(ev, &["form_id", "form"]).unwrap_or_default();
+            let form = text_of(ev, FORM_FIELDS).unwrap_or_default();
             self.forms.retain(|(_, last)| t - *last <= cfg.form_within);
             match self.forms.iter_mut().find(|(f, _)| *f == form) {
                 Some((_, last)) => {
@@ -418,7 +451,7 @@ impl DetectorState {
         let cfg = plan.config();
         let name = ev.name();
         let role = text_of(ev, &["role"]).map(|r| r.to_ascii_lowercase());
-        let tool = text_of(ev, &["tool_name", "gen_ai.tool.name"]);
+        let tool = text_of(ev, TOOL_FIELDS);
         let is_tool = TOOL_EVENTS.contains(&name) || tool.is_some();
         let is_user = !is_tool
             && (USER_MESSAGES.contains(&name)
@@ -475,7 +508,7 @@ impl DetectorState {
                 Field::Str(s) => !s.is_empty() && s != "false",
                 other => other.truthy(),
             });
-            let result_text = text_of(ev, &["text", "content"]).unwrap_or_default();
+            let result_text = text_of(ev, TEXT_FIELDS).unwrap_or_default();
             let failed = matches!(
                 status.as_deref(),
                 Some("error" | "failed" | "failure" | "timeout")
@@ -499,7 +532,7 @@ impl DetectorState {
             emit(out, SignalKind::Resolution, vec![]);
         }
         if is_user {
-            let said = text_of(ev, &["text", "content"]).unwrap_or_default();
+            let said = text_of(ev, TEXT_FIELDS).unwrap_or_default();
             if text::is_only_marker(&said) {
                 return; // the user left without a word: the exit deadline stands
             }

@@ -25,7 +25,7 @@ use sequin_core::time::Micros;
 use sequin_lang::ast::{SegFile, SettingValue};
 use sequin_lang::diag::Diagnostic;
 
-pub use detect::DetectorState;
+pub use detect::{DetectorState, input_fields};
 
 /// Every signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -300,47 +300,6 @@ pub trait Input {
     /// Conversation id.
     fn conversation_id(&self) -> Option<&str>;
 }
-
-/// Every property key the detectors read: the columns batch evaluation must load.
-pub const INPUT_FIELDS: &[&str] = &[
-    "element_id",
-    "element",
-    "selector",
-    "$el_text",
-    "[Amplitude] Element Text",
-    "$event_type",
-    "x",
-    "y",
-    "$x",
-    "$y",
-    "page",
-    "screen",
-    "path",
-    "url",
-    "$pathname",
-    "$screen_name",
-    "[Amplitude] Page Path",
-    "$current_url",
-    "load_time_ms",
-    "render_ms",
-    "load_ms",
-    "lcp_ms",
-    "code",
-    "error_code",
-    "silent",
-    "message",
-    "form_id",
-    "form",
-    "role",
-    "text",
-    "content",
-    "tool_name",
-    "gen_ai.tool.name",
-    "status",
-    "error.type",
-    "error",
-    "resolved",
-];
 
 /// A detected signal.
 #[derive(Debug, Clone, PartialEq)]

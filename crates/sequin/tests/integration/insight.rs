@@ -370,24 +370,7 @@ fn bpic2012_discovery_of_cancellation_is_checked_by_independent_counts() {
 #[test]
 fn explain_names_the_incident_segment_first() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("gen.ndjson");
-    let store = dir.path().join("store");
-    run_ok(&[
-        "gen",
-        "--out",
-        data.to_str().unwrap(),
-        "--users",
-        "8000",
-        "--seed",
-        "7",
-        "--incident",
-    ]);
-    run_ok(&[
-        "import",
-        "--store",
-        store.to_str().unwrap(),
-        data.to_str().unwrap(),
-    ]);
+    let (_, store) = crate::util::generated_store(dir.path(), 8000, 7, &["--incident"]);
     let truth: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("gen.ndjson.truth.json")).unwrap())
             .unwrap();

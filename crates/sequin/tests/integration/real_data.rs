@@ -132,18 +132,7 @@ fn tau_bench_conversations() {
 /// Imports BPIC 2012 into `store`; returns the CSV's path.
 pub(crate) fn import_bpic2012(store: &Path) -> std::path::PathBuf {
     let csv = shared_data().join("bpic2012/events.csv");
-    run_ok(&[
-        "import",
-        "--store",
-        store.to_str().unwrap(),
-        csv.to_str().unwrap(),
-        "--unit",
-        "case_id",
-        "--time",
-        "timestamp",
-        "--event",
-        "activity",
-    ]);
+    crate::util::import_flat(store, &csv, "case_id", "timestamp", "activity");
     csv
 }
 

@@ -21,23 +21,7 @@ pub(crate) fn golden_store() -> &'static Path {
     static STORE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     let (_, path) = STORE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("gen.ndjson");
-        let store = dir.path().join("store");
-        run_ok(&[
-            "gen",
-            "--out",
-            data.to_str().unwrap(),
-            "--users",
-            "3000",
-            "--seed",
-            "11",
-        ]);
-        run_ok(&[
-            "import",
-            "--store",
-            store.to_str().unwrap(),
-            data.to_str().unwrap(),
-        ]);
+        let (_, store) = crate::util::generated_store(dir.path(), 3000, 11, &[]);
         (dir, store)
     });
     path

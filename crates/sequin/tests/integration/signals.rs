@@ -15,18 +15,7 @@ fn repo() -> &'static Path {
 /// Imports tau-bench airline into `store`, one conversation per unit.
 fn import_tau(store: &Path) {
     let events = shared_data().join("tau_bench_airline/events.ndjson");
-    run_ok(&[
-        "import",
-        "--store",
-        store.to_str().unwrap(),
-        events.to_str().unwrap(),
-        "--unit",
-        "conversation_id",
-        "--time",
-        "ts",
-        "--event",
-        "event",
-    ]);
+    crate::util::import_flat(store, &events, "conversation_id", "ts", "event");
 }
 
 /// `sequin eval` members per segment.
@@ -285,23 +274,7 @@ fn precision_recall(predicted: &BTreeSet<String>, truth: &BTreeSet<String>) -> (
 #[test]
 fn generated_rage_clicks_slow_payments_and_rephrasing_before_escalation_are_detected() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("gen.ndjson");
-    let store = dir.path().join("store");
-    run_ok(&[
-        "gen",
-        "--out",
-        data.to_str().unwrap(),
-        "--users",
-        "2500",
-        "--seed",
-        "5",
-    ]);
-    run_ok(&[
-        "import",
-        "--store",
-        store.to_str().unwrap(),
-        data.to_str().unwrap(),
-    ]);
+    let (_, store) = crate::util::generated_store(dir.path(), 2500, 5, &[]);
     let truth: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("gen.ndjson.truth.json")).unwrap(),
     )

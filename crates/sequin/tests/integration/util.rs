@@ -37,6 +37,48 @@ pub fn stats(store: &Path) -> serde_json::Value {
     serde_json::from_str(&out).expect("stats prints JSON")
 }
 
+/// `sequin gen --users N --seed S [extra…]` into `dir/gen.ndjson`, imported into `dir/store`;
+/// returns (data file, store).
+pub fn generated_store(dir: &Path, users: u32, seed: u64, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let data = dir.join("gen.ndjson");
+    let store = dir.join("store");
+    let (users, seed) = (users.to_string(), seed.to_string());
+    let mut args = vec![
+        "gen",
+        "--out",
+        data.to_str().unwrap(),
+        "--users",
+        &users,
+        "--seed",
+        &seed,
+    ];
+    args.extend(extra);
+    run_ok(&args);
+    run_ok(&[
+        "import",
+        "--store",
+        store.to_str().unwrap(),
+        data.to_str().unwrap(),
+    ]);
+    (data, store)
+}
+
+/// Imports a flat file naming its unit, time and event columns.
+pub fn import_flat(store: &Path, file: &Path, unit: &str, time: &str, event: &str) {
+    run_ok(&[
+        "import",
+        "--store",
+        store.to_str().unwrap(),
+        file.to_str().unwrap(),
+        "--unit",
+        unit,
+        "--time",
+        time,
+        "--event",
+        event,
+    ]);
+}
+
 /// `../shared/data` relative to the repository root.
 pub fn shared_data() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
