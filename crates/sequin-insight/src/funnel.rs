@@ -75,6 +75,11 @@ pub struct Funnel {
     pub breakdown: Vec<Breakdown>,
 }
 
+/// Does the definition have a sequence to draw as a funnel?
+pub fn has_funnel(item: &sequin_lang::ast::Item) -> bool {
+    funnel_sequence(&item.body).is_some()
+}
+
 /// The first sequence of a body, reachable through `and` and windows only (a funnel of a
 /// negated or alternative sequence means nothing).
 fn funnel_sequence(e: &Expr) -> Option<&Sequence> {

@@ -35,12 +35,16 @@ use crate::{ApiError, AppState};
 
 /// Who may call an endpoint.
 #[derive(Clone, Copy, PartialEq)]
-enum Access {
+pub(crate) enum Access {
     Read,
     Admin,
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap, need: Access) -> Result<(), ApiError> {
+pub(crate) fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    need: Access,
+) -> Result<(), ApiError> {
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
@@ -80,13 +84,25 @@ pub async fn list_segments(
     headers: HeaderMap,
 ) -> Result<Json<Json_>, ApiError> {
     authorize(&state, &headers, Access::Read)?;
+    let facts = crate::ui::definition_facts(&state);
     let engine = live(&state).engine.read().expect("engine lock");
     let segments: Vec<Json_> = engine
         .programs()
         .map(|p| {
+            let (kind, description, sequence) = facts.get(&p.name).cloned().unwrap_or((
+                sequin_lang::ast::ItemKind::Segment,
+                None,
+                false,
+            ));
             json!({
                 "name": p.name,
+                "kind": match kind {
+                    sequin_lang::ast::ItemKind::Segment => "segment",
+                    sequin_lang::ast::ItemKind::Outcome => "outcome",
+                },
                 "unit": format!("{:?}", p.unit).to_lowercase(),
+                "description": description,
+                "sequence": sequence,
                 "members": engine.members(&p.name).map_or(0, |m| m.len()),
             })
         })

@@ -9,14 +9,18 @@
 //!   change log and its broadcast.
 //! - [`api`]: definitions, members, the per-unit lookup, the change stream (bearer keys).
 //! - [`webhooks`]: per-segment change delivery, at least once, with retries.
+//! - [`ui`] and [`assets`]: the web UI at `/` (embedded files) and the endpoints behind it
+//!   (docs/ui.md).
 //! - `/healthz` and `/metrics` (Prometheus text format).
 //! - [`Server`]: opens the store, starts the writer and the evaluator, builds the router.
 
 pub mod api;
+pub mod assets;
 pub mod error;
 pub mod evaluator;
 pub mod ingest;
 pub mod otlp;
+pub mod ui;
 pub mod webhooks;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +75,11 @@ pub struct AppState {
     pub live: Arc<Live>,
     /// Per-segment webhooks.
     pub webhooks: Arc<webhooks::Webhooks>,
+    /// The store, for read views (the UI's previews and insights); the writer thread and
+    /// the evaluator share it.
+    pub store: Arc<Mutex<Store>>,
+    /// Inactivity that ends a session or conversation (as live evaluation uses it).
+    pub session_gap: sequin_core::time::Micros,
 }
 
 /// How to start a server.
@@ -140,7 +149,7 @@ impl Server {
             },
         )?;
         let metrics = Arc::new(Metrics::default());
-        let ingestor = Ingestor::start(store, metrics.clone(), Some(live.clone()));
+        let ingestor = Ingestor::start(store.clone(), metrics.clone(), Some(live.clone()));
         let webhooks = webhooks::Webhooks::start(&config.store, live.clone())?;
         Ok(Server {
             state: Arc::new(AppState {
@@ -149,6 +158,8 @@ impl Server {
                 metrics,
                 live,
                 webhooks,
+                store,
+                session_gap: config.live.session_gap,
             }),
             definitions_from: from,
         })
@@ -197,6 +208,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/changes", get(api::changes))
         .route("/api/admin/advance", post(api::advance))
         .route("/api/admin/sync", post(api::sync))
+        .route("/api/check", post(ui::check_definition))
+        .route("/api/preview", post(ui::preview))
+        .route("/api/segments/{name}/history", get(ui::history))
+        .route("/api/segments/{name}/report", get(ui::report))
+        .route("/api/segments/{name}/funnel", get(ui::funnel))
+        .route("/api/segments/{name}/members.csv", get(ui::members_csv))
+        .route("/api/segments/{name}/replay", get(ui::replay))
+        .route("/api/discover", get(ui::discover))
+        .route("/api/explain", get(ui::explain))
+        .route("/api/agents", get(ui::agents))
+        .route("/", get(assets::index))
+        .route("/assets/{*path}", get(assets::file))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .with_state(state)

@@ -914,3 +914,202 @@ async fn signal_settings_sent_with_a_definition_apply_and_are_kept() {
         "{json}"
     );
 }
+
+// ---- the endpoints behind the web UI --------------------------------------------------
+
+#[tokio::test]
+async fn ui_endpoints_check_preview_replay_history_funnel_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = start(&config(dir.path(), Some(DEFS)));
+    let mut events = Vec::new();
+    // u1 buys 4 minutes after signing up, u3 after 19: only u1 is a quick buyer.
+    for (user, buy_after) in [("u1", Some(5)), ("u2", None), ("u3", Some(20))] {
+        let at = |m: u32| format!("2024-03-01T10:{m:02}:00Z");
+        events.push(ev(&format!("{user}-p"), user, "page_view", &at(0)));
+        events.push(ev(&format!("{user}-s"), user, "signup", &at(1)));
+        if let Some(m) = buy_after {
+            events.push(ev(&format!("{user}-b"), user, "purchase", &at(m)));
+        }
+    }
+    send(&st, events).await;
+    sync(&st).await;
+
+    // The checker points at the typo, with the store's names for "did you mean".
+    let (status, v) = call(
+        &st,
+        "POST",
+        "/api/check",
+        Some("rk"),
+        "segment x {\n  did purchse\n}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["ok"], false);
+    let d = &v["diagnostics"][0];
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(2), Some(7)),
+        "{d}"
+    );
+    assert!(d["hint"].as_str().unwrap().contains("purchase"), "{d}");
+    let (_, v) = call(
+        &st,
+        "POST",
+        "/api/check",
+        Some("rk"),
+        "segment x { in segment buyers }",
+    )
+    .await;
+    assert_eq!(
+        (v["ok"].as_bool(), v["names"][0].as_str()),
+        (Some(true), Some("x")),
+        "{v}"
+    );
+
+    // A preview evaluates without saving.
+    let (status, v) = call(
+        &st,
+        "POST",
+        "/api/preview",
+        Some("rk"),
+        "segment signed { did signup }",
+    )
+    .await;
+    assert_eq!(
+        (status, v["members"].as_u64()),
+        (StatusCode::OK, Some(3)),
+        "{v}"
+    );
+    let (status, _) = call(&st, "GET", "/api/segments/signed", Some("rk"), "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The list says what each definition is.
+    let (_, v) = call(&st, "GET", "/api/segments", Some("rk"), "").await;
+    let quick = v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "quick_buyers")
+        .unwrap();
+    assert_eq!(
+        (quick["kind"].as_str(), quick["sequence"].as_bool()),
+        (Some("segment"), Some(true))
+    );
+
+    // Replay: u1's session, page_view → signup → purchase, one minute then four.
+    let (status, v) = call(
+        &st,
+        "GET",
+        "/api/segments/quick_buyers/replay",
+        Some("rk"),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["units"], 1);
+    let names: Vec<&str> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["page_view", "signup", "purchase"]);
+    let offsets: Vec<f64> = v["journeys"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[0].as_f64().unwrap())
+        .collect();
+    assert_eq!(offsets, [0.0, 60.0, 300.0]);
+    assert_eq!(v["links"][1]["median_seconds"], 240.0);
+    assert_eq!(v["nodes"][2]["ended"], 1);
+
+    // History: two buyers by the end.
+    let (_, v) = call(
+        &st,
+        "GET",
+        "/api/segments/buyers/history?buckets=4",
+        Some("rk"),
+        "",
+    )
+    .await;
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(points.len(), 4);
+    assert_eq!(points.last().unwrap()["size"], 2, "{v}");
+    let entries: u64 = points.iter().map(|p| p["entries"].as_u64().unwrap()).sum();
+    assert_eq!(entries, 2);
+
+    // Funnel of the sequence: 3 signed up, 1 bought within 10 minutes.
+    let (status, v) = call(
+        &st,
+        "GET",
+        "/api/segments/quick_buyers/funnel",
+        Some("rk"),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let units: Vec<u64> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["units"].as_u64().unwrap())
+        .collect();
+    assert_eq!(units, [3, 1]);
+    let (status, v) = call(&st, "GET", "/api/segments/buyers/funnel", Some("rk"), "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+
+    // Members as CSV.
+    let resp = router(st.clone())
+        .oneshot(
+            Request::get("/api/segments/buyers/members.csv")
+                .header("authorization", "Bearer rk")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert_eq!(
+        csv,
+        "unit,entered_at\nu1,2024-03-01T10:05:00.000Z\nu3,2024-03-01T10:20:00.000Z\n"
+    );
+
+    // Bad input names the parameter; no conversations means an empty agent view.
+    let (status, v) = call(
+        &st,
+        "GET",
+        "/api/explain?outcome=x&baseline=2024-03-02..2024-03-01&current=a..b",
+        Some("rk"),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("baseline=2024-03-02..2024-03-01"),
+        "{v}"
+    );
+    let (_, v) = call(&st, "GET", "/api/agents", Some("rk"), "").await;
+    assert_eq!(v["conversations"], 0, "{v}");
+    // The UI's data needs a key like the rest of the API; the page itself does not.
+    let (status, _) = call(&st, "GET", "/api/segments/buyers/replay", None, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let resp = router(st.clone())
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+}

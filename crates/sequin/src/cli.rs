@@ -543,7 +543,10 @@ pub struct DemoArgs {
     /// Random seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// After the tour, keep serving on this address (until Ctrl-C).
+    /// After the tour, serve the web UI and the API on this address (until Ctrl-C).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub serve: String,
+    /// Stop after the tour instead of serving.
     #[arg(long)]
-    pub serve: Option<String>,
+    pub no_serve: bool,
 }

@@ -382,5 +382,9 @@ fn demo(a: DemoArgs) -> Result<()> {
         &a.dir.join("events.ndjson.gz.truth.json"),
     )?;
     eprintln!("\n== 6/6 serve: the same segments live");
-    crate::serve::demo_live(&store_dir, &segments, a.serve.as_deref())
+    crate::serve::demo_live(
+        &store_dir,
+        &segments,
+        (!a.no_serve).then_some(a.serve.as_str()),
+    )
 }

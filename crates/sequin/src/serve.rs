@@ -189,9 +189,9 @@ pub fn demo_live(
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("--serve {addr}"))?;
+                let at = listener.local_addr()?;
                 eprintln!(
-                    "serving on http://{} (write key demo-write, read key demo-read, admin key demo-admin); Ctrl-C stops",
-                    listener.local_addr()?
+                    "\n== the web UI: open http://{at}/#key=demo-admin\n   (segments, Cohort Replay, discover, explain, agents; write key demo-write, read key demo-read, admin key demo-admin); Ctrl-C stops"
                 );
                 axum::serve(listener, router(state))
                     .with_graceful_shutdown(async {
@@ -201,7 +201,7 @@ pub fn demo_live(
                     .context("serving")?;
             }
             None => eprintln!(
-                "to keep serving: sequin serve --store {} --segments {}  (or sequin demo --serve 127.0.0.1:8080)",
+                "to keep serving: sequin serve --store {} --segments {}  (or sequin demo without --no-serve)",
                 store.display(),
                 segments.display()
             ),

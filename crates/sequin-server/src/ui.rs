@@ -1,0 +1,731 @@
+//! The endpoints behind the web UI (docs/ui.md): checking and previewing a definition, a
+//! segment's history, report, funnel, members as CSV and Cohort Replay, discovery,
+//! explanation and the agent overview.
+//!
+//! Everything that reads history runs on a blocking thread over a [`StoreReader`] taken
+//! under the store's lock and released at once, so ingest goes on meanwhile (the server
+//! never compacts, so a reader's files stay in place).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use rustc_hash::FxHashMap;
+use sequin_core::time::{TimeFormat, format_rfc3339, parse_text};
+use sequin_engine::Program;
+use sequin_engine::batch::{EvalOptions, evaluate};
+use sequin_lang::ast::{ItemKind, SegFile};
+use sequin_lang::{Diagnostic, check, parse};
+use sequin_store::{EventSource, StoreReader};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::{Access, authorize};
+use crate::{ApiError, AppState};
+
+fn reader(state: &AppState) -> StoreReader {
+    state.store.lock().expect("store lock").reader()
+}
+
+fn live_file(state: &AppState) -> SegFile {
+    let source = state.live.source.read().expect("source lock").clone();
+    parse(&source).unwrap_or_default()
+}
+
+fn session_gap(state: &AppState) -> i64 {
+    state.session_gap
+}
+
+/// Runs `f` on a blocking thread (history reads and insights are CPU-bound).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("worker: {e}")))?
+}
+
+fn insight_error(e: sequin_insight::InsightError) -> ApiError {
+    ApiError::BadRequest(e.to_string())
+}
+
+/// 1-based line and column of byte `at` in `src`.
+fn line_col(src: &str, at: usize) -> (usize, usize) {
+    let at = at.min(src.len());
+    let before = &src[..src.floor_char_boundary(at)];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn diagnostic_json(d: &Diagnostic, src: &str) -> Value {
+    let (line, column) = line_col(src, d.span.start);
+    let (end_line, end_column) = line_col(src, d.span.end.max(d.span.start));
+    json!({
+        "severity": if d.is_error() { "error" } else { "warning" },
+        "message": d.message,
+        "hint": d.hint,
+        "line": line,
+        "column": column,
+        "end_line": end_line,
+        "end_column": end_column,
+        "rendered": d.render("definition", src),
+    })
+}
+
+/// The store's names, for "did you mean" on events and properties.
+fn catalog(reader: &StoreReader) -> Option<sequin_lang::Catalog> {
+    let cat = reader.catalog().ok()?;
+    Some(sequin_lang::Catalog {
+        events: cat.names.into_iter().collect(),
+        properties: cat
+            .columns
+            .iter()
+            .filter_map(|c| c.get(2..).map(str::to_string))
+            .collect(),
+    })
+}
+
+/// Checks `text` as it would be saved: its own diagnostics (pointing into it), with
+/// references to live definitions resolved.
+fn check_text(text: &str, live: &SegFile, cat: Option<&sequin_lang::Catalog>) -> Value {
+    let file = match parse(text) {
+        Ok(f) => f,
+        Err(d) => {
+            return json!({ "ok": false, "names": [], "diagnostics": [diagnostic_json(&d, text)] });
+        }
+    };
+    let live_names: Vec<&str> = live.items.iter().map(|i| i.name.name.as_str()).collect();
+    let refers_to_live = |d: &Diagnostic| {
+        d.message.contains("no segment named")
+            && live_names
+                .iter()
+                .any(|n| d.message.contains(&format!("`{n}`")))
+    };
+    let diags: Vec<Diagnostic> = check(&file, cat)
+        .into_iter()
+        .filter(|d| !refers_to_live(d))
+        .collect();
+    let mut out: Vec<Value> = diags.iter().map(|d| diagnostic_json(d, text)).collect();
+    let names: Vec<&str> = file.items.iter().map(|i| i.name.name.as_str()).collect();
+    if file.items.is_empty() {
+        out.push(json!({
+            "severity": "error", "message": "no definition yet", "hint": "start with `segment NAME { … }`",
+            "line": 1, "column": 1, "end_line": 1, "end_column": 1,
+            "rendered": "error: no definition yet\n  = hint: start with `segment NAME { … }`\n",
+        }));
+    }
+    let ok = !diags.iter().any(Diagnostic::is_error) && !file.items.is_empty();
+    json!({ "ok": ok, "names": names, "diagnostics": out })
+}
+
+/// `POST /api/check`: the body is definition text.
+pub async fn check_definition(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Access::Read)?;
+    let live = live_file(&state);
+    let reader = reader(&state);
+    blocking(move || {
+        let cat = catalog(&reader);
+        Ok(Json(check_text(&body, &live, cat.as_ref())))
+    })
+    .await
+}
+
+/// The live definitions with `text`'s items in place of those of the same name.
+fn with_text(live: SegFile, text: &str) -> Result<(SegFile, Vec<String>), ApiError> {
+    let new = parse(text).map_err(|d| ApiError::BadRequest(d.render("definition", text)))?;
+    let names: Vec<String> = new.items.iter().map(|i| i.name.name.clone()).collect();
+    if names.is_empty() {
+        return Err(ApiError::BadRequest("the text defines nothing".into()));
+    }
+    let SegFile {
+        mut items,
+        mut signals,
+    } = live;
+    items.retain(|i| !names.contains(&i.name.name));
+    items.extend(new.items);
+    signals.retain(|b| !new.signals.iter().any(|n| n.signal.name == b.signal.name));
+    signals.extend(new.signals);
+    let file = SegFile { items, signals };
+    let errors: Vec<String> = check(&file, None)
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.message.clone())
+        .collect();
+    if !errors.is_empty() {
+        return Err(ApiError::BadRequest(errors.join("\n")));
+    }
+    Ok((file, names))
+}
+
+/// `POST /api/preview`: evaluates the body's first definition over history, saving nothing.
+pub async fn preview(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Access::Read)?;
+    let (file, names) = with_text(live_file(&state), &body)?;
+    let reader = reader(&state);
+    let gap = session_gap(&state);
+    blocking(move || {
+        let name = &names[0];
+        let program =
+            Program::compile(&file, name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let unit = format!("{:?}", program.unit).to_lowercase();
+        let eval = evaluate(
+            &reader,
+            &[program],
+            &EvalOptions {
+                as_of: None,
+                session_gap: gap,
+            },
+        )
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let members = &eval.segments[0].members;
+        Ok(Json(json!({
+            "name": name,
+            "unit": unit,
+            "members": members.len(),
+            "sample": members.iter().take(10).map(|m| m.unit.clone()).collect::<Vec<_>>(),
+            "as_of": eval.as_of.map(format_rfc3339),
+        })))
+    })
+    .await
+}
+
+/// Buckets for a history chart.
+#[derive(Deserialize)]
+pub struct Buckets {
+    buckets: Option<usize>,
+}
+
+/// `GET /api/segments/{name}/history`: size, entries and exits over event time, from the
+/// change log.
+pub async fn history(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<Buckets>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Access::Read)?;
+    known_segment(&state, &name)?;
+    let buckets = q.buckets.unwrap_or(60).clamp(1, 1000);
+    let live = state.live.clone();
+    blocking(move || {
+        let upto = live.changes.last_seq();
+        let mut changes: Vec<(i64, i64)> = live
+            .changes
+            .read_range(0, upto)
+            .map_err(|e| ApiError::Internal(format!("change log: {e}")))?
+            .into_iter()
+            .filter(|c| c.segment == name)
+            .map(|c| {
+                let d = match c.kind {
+                    sequin_engine::live::ChangeKind::Enter => 1,
+                    sequin_engine::live::ChangeKind::Exit => -1,
+                };
+                (c.time, d)
+            })
+            .collect();
+        changes.sort_unstable();
+        let points: Vec<Value> = match (changes.first(), changes.last()) {
+            (Some(&(first, _)), Some(&(last, _))) => {
+                let width = ((last - first) / buckets as i64).max(1);
+                let mut size = 0i64;
+                let mut i = 0;
+                (0..buckets)
+                    .map(|b| {
+                        let end = if b + 1 == buckets { last + 1 } else { first + width * (b as i64 + 1) };
+                        let (mut entries, mut exits) = (0u64, 0u64);
+                        while i < changes.len() && changes[i].0 < end {
+                            size += changes[i].1;
+                            if changes[i].1 > 0 { entries += 1 } else { exits += 1 }
+                            i += 1;
+                        }
+                        json!({ "time": format_rfc3339(end - 1), "size": size, "entries": entries, "exits": exits })
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        Ok(Json(json!({ "segment": name, "points": points })))
+    })
+    .await
+}
+
+fn known_segment(state: &AppState, name: &str) -> Result<(), ApiError> {
+    let engine = state.live.engine.read().expect("engine lock");
+    engine
+        .members(name)
+        .map(|_| ())
+        .ok_or_else(|| ApiError::NotFound(format!("no segment named `{name}`")))
+}
+
+/// Report parameters.
+#[derive(Deserialize)]
+pub struct ReportQuery {
+    outcome: String,
+    base: Option<String>,
+    value: Option<String>,
+}
+
+/// `GET /api/segments/{name}/report?outcome=O`: the JSON of `sequin report`.
+pub async fn report(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<ReportQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Access::Read)?;
+    let file = live_file(&state);
+    let reader = reader(&state);
+    let gap = session_gap(&state);
+    blocking(move || {
+        let r = sequin_insight::report::report(
+            &reader,
+            &file,
+            &sequin_insight::report::ReportOptions {
+                segment: name,
+                outcome: q.outcome,
+                base: q.base.filter(|b| !b.is_empty()),
+                value: q.value.filter(|v| !v.trim().is_empty()),
+                as_of: None,
+                session_gap: gap,
+            },
+        )
+        .map_err(insight_error)?;
+        Ok(Json(serde_json::to_value(r).expect("report serializes")))
+    })
+    .await
+}
+
+/// Funnel parameters.
+#[derive(Deserialize)]
+pub struct FunnelQuery {
+    by: Option<String>,
+}
+
+/// `GET /api/segments/{name}/funnel`: the JSON of `sequin funnel`.
+pub async fn funnel(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<FunnelQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Access::Read)?;
+    let file = live_file(&state);
+    let item = file
+        .items
+        .iter()
+        .find(|i| i.name.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("no segment named `{name}`")))?;
+    if !sequin_insight::funnel::has_funnel(item) {
+        return Err(ApiError::BadRequest(format!(
+            "`{name}` has no sequence to draw as a funnel"
+        )));
+    }
+    let reader = reader(&state);
+    let gap = session_gap(&state);
+    blocking(move || {
+        let f = sequin_insight::funnel::funnel(
+            &reader,
+            &file,
+            &name,
+            &sequin_insight::funnel::FunnelOptions {
+                as_of: None,
+                session_gap: gap,
+                by: q.by.filter(|b| !b.is_empty()),
+                top_values: 6,
+            },
+        )
+        .map_err(insight_error)?;
+        Ok(Json(serde_json::to_value(f).expect("funnel serializes")))
+    })
+    .await
+}
+
+/// A CSV field, quoted when it needs to be.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// `GET /api/segments/{name}/members.csv`.
+pub async fn members_csv(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Access::Read)?;
+    let engine = state.live.engine.read().expect("engine lock");
+    let members = engine
+        .members(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no segment named `{name}`")))?;
+    let mut out = String::from("unit,entered_at\n");
+    for (unit, t) in members {
+        out.push_str(&csv_field(unit));
+        out.push(',');
+        out.push_str(&format_rfc3339(*t));
+        out.push('\n');
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}.csv\"", name.replace('"', "")),
+            ),
+        ],
+        out,
+    )
+        .into_response())
+}
+
+/// Replay parameters.
+#[derive(Deserialize)]
+pub struct ReplayQuery {
+    start: Option<String>,
+    steps: Option<usize>,
+    sample: Option<usize>,
+}
+
+/// `GET /api/segments/{name}/replay`: Cohort Replay.
+pub async fn replay(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<ReplayQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Access::Read)?;
+    use sequin_insight::replay::{ReplayOptions, ReplayStart};
+    let start = match q.start.as_deref() {
+        None | Some("session") => ReplayStart::Session,
+        Some("entry") => ReplayStart::Entry,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "start={other}: expected `session` or `entry`"
+            )));
+        }
+    };
+    let steps = q.steps.unwrap_or(10);
+    let sample = q.sample.unwrap_or(400);
+    if !(1..=30).contains(&steps) || sample > 5000 {
+        return Err(ApiError::BadRequest(
+            "steps: 1 to 30; sample: at most 5000 journeys".into(),
+        ));
+    }
+    let (unit, members): (_, FxHashMap<String, i64>) = {
+        let engine = state.live.engine.read().expect("engine lock");
+        let program = engine
+            .programs()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ApiError::NotFound(format!("no segment named `{name}`")))?;
+        let members = engine.members(&name).expect("a program has members");
+        (
+            program.unit,
+            members.iter().map(|(u, t)| (u.clone(), *t)).collect(),
+        )
+    };
+    let config = sequin_signals::Config::from_file(&live_file(&state))
+        .map_err(|d| ApiError::Internal(d.message))?;
+    let reader = reader(&state);
+    let gap = session_gap(&state);
+    blocking(move || {
+        let r = sequin_insight::replay::replay(
+            &reader,
+            &name,
+            unit,
+            &members,
+            config,
+            &ReplayOptions {
+                start,
+                steps,
+                sample,
+                session_gap: gap,
+                ..ReplayOptions::default()
+            },
+        )
+        .map_err(insight_error)?;
+        Ok(Json(serde_json::to_value(r).expect("replay serializes")))
+    })
+    .await
+}
+
+/// Discovery parameters.
+#[derive(Deserialize)]
+pub struct DiscoverQuery {
+    outcome: String,
+    base: Option<String>,
+    top: Option<usize>,
+    max_length: Option<usize>,
+    /// Comma-separated event names never offered as steps.
+    exclude: Option<String>,
+}
+
+/// `GET /api/discover`: the JSON of `sequin discover`.
+pub async fn discover(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<DiscoverQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Access::Read)?;
+    let top = q.top.unwrap_or(10);
+    let max_length = q.max_length.unwrap_or(3);
+    if !(1..=100).contains(&top) || !(1..=5).contains(&max_length) {
+        return Err(ApiError::BadRequest(
+            "top: 1 to 100; max_length: 1 to 5".into(),
+        ));
+    }
+    let file = live_file(&state);
+    let reader = reader(&state);
+    let gap = session_gap(&state);
+    blocking(move || {
+        let d = sequin_insight::discover::discover(
+            &reader,
+            &file,
+            &sequin_insight::discover::DiscoverOptions {
+                outcome: q.outcome,
+                base: q.base.filter(|b| !b.is_empty()),
+                top,
+                max_length,
+                min_units: 30,
+                fdr: 0.05,
+                as_of: None,
+                session_gap: gap,
+                signals: true,
+                exclude: q
+                    .exclude
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            },
+        )
+        .map_err(insight_error)?;
+        Ok(Json(serde_json::to_value(d).expect("discovery serializes")))
+    })
+    .await
+}
+
+/// Explain parameters.
+#[derive(Deserialize)]
+pub struct ExplainQuery {
+    outcome: String,
+    baseline: String,
+    current: String,
+    top: Option<usize>,
+}
+
+fn period(what: &str, text: &str) -> Result<(i64, i64), ApiError> {
+    let bad = |why: String| ApiError::BadRequest(format!("{what}={text}: {why}"));
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| bad("expected START..END".into()))?;
+    let t =
+        |s: &str| parse_text(s.trim(), TimeFormat::Auto).map_err(|e| bad(format!("`{s}`: {e}")));
+    let (start, end) = (t(a)?, t(b)?);
+    if start >= end {
+        return Err(bad("the start is not before the end".into()));
+    }
+    Ok((start, end))
+}
+
+/// A saveable definition for an explain element over attributes (`os.name × app.version`
+/// = `iOS × 17.3`); None for segment elements (already saved) and missing values.
+fn element_definition(unit: &str, dimension: &str, value: &str) -> Option<String> {
+    if dimension.starts_with("segment ") {
+        return None;
+    }
+    let dims: Vec<&str> = dimension.split(" × ").collect();
+    let vals: Vec<&str> = value.split(" × ").collect();
+    if dims.len() != vals.len() || vals.iter().any(|v| v.starts_with('(')) {
+        return None;
+    }
+    let conditions: Vec<String> = dims
+        .iter()
+        .zip(&vals)
+        .map(|(d, v)| format!("{d} == {}", sequin_lang::fmt::quote(v)))
+        .collect();
+    let slug: String = dims
+        .iter()
+        .zip(&vals)
+        .flat_map(|(d, v)| [*d, *v])
+        .collect::<Vec<_>>()
+        .join("_")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut name = slug
+        .split('_')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("_");
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert_str(0, "seg_");
+    }
+    let of = if unit == "users" {
+        String::new()
+    } else {
+        format!(" of {unit}")
+    };
+    Some(format!(
+        "segment {name}{of} {{\n    {}\n}}\n",
+        conditions.join(" and ")
+    ))
+}
+
+/// `GET /api/explain`: the JSON of `sequin explain`, elements with a `definition`.
+pub async fn explain(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<ExplainQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Access::Read)?;
+    let baseline = period("baseline", &q.baseline)?;
+    let current = period("current", &q.current)?;
+    let file = live_file(&state);
+    let reader = reader(&state);
+    let gap = session_gap(&state);
+    blocking(move || {
+        let e = sequin_insight::explain::explain(
+            &reader,
+            &file,
+            &sequin_insight::explain::ExplainOptions {
+                outcome: q.outcome,
+                baseline,
+                current,
+                by: Vec::new(),
+                top: q.top.unwrap_or(10).clamp(1, 100),
+                min_units: 30,
+                min_share: 0.1,
+                session_gap: gap,
+            },
+        )
+        .map_err(insight_error)?;
+        let mut v = serde_json::to_value(&e).expect("explanation serializes");
+        if let Some(elements) = v["elements"].as_array_mut() {
+            for (el, src) in elements.iter_mut().zip(&e.elements) {
+                el["definition"] = json!(element_definition(&e.unit, &src.dimension, &src.value));
+            }
+        }
+        Ok(Json(v))
+    })
+    .await
+}
+
+/// `GET /api/agents`: signal rates over conversations, conversation segments, examples.
+pub async fn agents(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Access::Read)?;
+    let file = live_file(&state);
+    let segments: Vec<Value> = {
+        let engine = state.live.engine.read().expect("engine lock");
+        engine
+            .programs()
+            .filter(|p| p.unit == sequin_lang::ast::UnitKind::Conversations)
+            .map(|p| json!({ "name": p.name, "members": engine.members(&p.name).map_or(0, |m| m.len()) }))
+            .collect()
+    };
+    let config =
+        sequin_signals::Config::from_file(&file).map_err(|d| ApiError::Internal(d.message))?;
+    let reader = reader(&state);
+    let gap = session_gap(&state);
+    blocking(move || {
+        let o = sequin_insight::agents::agent_overview(&reader, config, gap, None, 60)
+            .map_err(insight_error)?;
+        let mut v = serde_json::to_value(&o).expect("overview serializes");
+        v["segments"] = json!(segments);
+        for ex in v["examples"].as_array_mut().into_iter().flatten() {
+            for ev in ex["events"].as_array_mut().into_iter().flatten() {
+                if let Some(t) = ev["time"].as_i64() {
+                    ev["time"] = json!(format_rfc3339(t));
+                }
+            }
+        }
+        Ok(Json(v))
+    })
+    .await
+}
+
+/// Kind, description and funnel-ability of every live definition, by name.
+pub fn definition_facts(state: &AppState) -> BTreeMap<String, (ItemKind, Option<String>, bool)> {
+    live_file(state)
+        .items
+        .iter()
+        .map(|i| {
+            (
+                i.name.name.clone(),
+                (
+                    i.kind,
+                    i.description.clone(),
+                    sequin_insight::funnel::has_funnel(i),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explain_elements_become_definitions_the_checker_accepts() {
+        let d = element_definition("users", "os.name × app.version", "iOS × 17.3").unwrap();
+        assert_eq!(
+            d,
+            "segment os_name_ios_app_version_17_3 {\n    os.name == \"iOS\" and app.version == \"17.3\"\n}\n"
+        );
+        let file = parse(&d).unwrap();
+        assert!(check(&file, None).iter().all(|x| !x.is_error()));
+        let s = element_definition("sessions", "device.type", "mobile").unwrap();
+        assert!(s.starts_with("segment device_type_mobile of sessions {"));
+        assert_eq!(element_definition("users", "segment slow", "member"), None);
+        assert_eq!(element_definition("users", "os.name", "(none)"), None);
+    }
+
+    #[test]
+    fn check_points_at_the_typo_and_resolves_live_references() {
+        let live = parse("segment buyers { did purchase }").unwrap();
+        let v = check_text(
+            "segment x {\n    did purchase and in segment buyerz\n}",
+            &live,
+            None,
+        );
+        assert_eq!(v["ok"], false);
+        let d = &v["diagnostics"][0];
+        assert_eq!(
+            (d["line"].as_u64(), d["severity"].as_str()),
+            (Some(2), Some("error"))
+        );
+        assert!(d["rendered"].as_str().unwrap().contains('^'), "{d}");
+        let v = check_text(
+            "segment x { did purchase and in segment buyers }",
+            &live,
+            None,
+        );
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["names"], json!(["x"]));
+    }
+}
