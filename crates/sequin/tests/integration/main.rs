@@ -11,4 +11,5 @@ mod roundtrip;
 mod segments;
 mod serve;
 mod signals;
+mod ui;
 mod util;

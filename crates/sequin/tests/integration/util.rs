@@ -169,3 +169,44 @@ fn python_with(module: &str, requirements: &[&str]) -> PathBuf {
     }
     py
 }
+
+/// A program on `PATH`.
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Headless Chromium and its WebDriver: `(chromium, chromedriver)`. Installs Debian's
+/// `chromium` and `chromium-driver` when missing and apt-get can (as root), once.
+pub fn chromium_and_driver() -> (PathBuf, PathBuf) {
+    static BROWSER: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    BROWSER
+        .get_or_init(|| {
+            let found = || Some((on_path("chromium")?, on_path("chromedriver")?));
+            if let Some(both) = found() {
+                return both;
+            }
+            let is_root = Command::new("id")
+                .arg("-u")
+                .output()
+                .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+            assert!(
+                is_root && on_path("apt-get").is_some(),
+                "the browser test needs Debian's `chromium` and `chromium-driver` (apt-get install chromium chromium-driver)"
+            );
+            for args in [
+                &["update", "-qq"][..],
+                &["install", "-y", "-qq", "chromium", "chromium-driver"],
+            ] {
+                let status = Command::new("apt-get")
+                    .args(args)
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .status()
+                    .expect("apt-get runs");
+                assert!(status.success(), "apt-get {args:?} failed");
+            }
+            found().expect("chromium and chromedriver after installing them")
+        })
+        .clone()
+}

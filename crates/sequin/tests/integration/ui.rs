@@ -1,0 +1,304 @@
+//! The web UI in a real browser: headless Chromium driven over WebDriver (fantoccini and
+//! Debian's chromedriver) against `sequin serve` on a real port. Screenshots are kept in
+//! `target/ui-artifacts/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::util::{chromium_and_driver, generated_store, sequin};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a screenshot is a PNG");
+    std::fs::write(artifacts().join(name), png).unwrap();
+}
+
+/// Polls `f` until it gives `Some`, for up to `secs` seconds.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn text_of(c: &Client, css: &str) -> Option<String> {
+    c.find(Locator::Css(css)).await.ok()?.text().await.ok()
+}
+
+async fn frame(c: &Client) -> u64 {
+    c.find(Locator::Css("#replay-frame"))
+        .await
+        .unwrap()
+        .attr("data-frame")
+        .await
+        .unwrap()
+        .and_then(|f| f.parse().ok())
+        .expect("#replay-frame has a numeric data-frame")
+}
+
+/// `1,234 sessions …` → 1234.
+fn leading_count(text: &str) -> Option<u64> {
+    let digits: String = text
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ',')
+        .filter(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+async fn set_editor(c: &Client, text: &str) {
+    let editor = c.find(Locator::Css("textarea#editor")).await.unwrap();
+    editor.clear().await.unwrap();
+    editor.send_keys(text).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_creates_a_segment_sees_the_typo_saves_and_replays_the_cohort() {
+    let (chromium, chromedriver) = chromium_and_driver();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = generated_store(dir.path(), 1500, 7, &[]);
+    let segments = dir.path().join("demo.seg");
+    std::fs::write(&segments, include_str!("../../../../examples/demo.seg")).unwrap();
+
+    let port = free_port();
+    let _server = Killed(
+        sequin()
+            .args(["serve", "--store", store.to_str().unwrap()])
+            .args(["--segments", segments.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--write-key", "wk", "--read-key", "rk", "--admin-key", "ak"])
+            .args(["--no-idle-advance"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let driver_port = free_port();
+    let _driver = Killed(
+        Command::new(&chromedriver)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port, "sequin serve");
+    wait_for_port(driver_port, "chromedriver");
+
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1400,1000"],
+        }),
+    );
+    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{driver_port}"))
+        .await
+        .expect("a WebDriver session with headless Chromium");
+
+    // The key from the URL, then the list of live definitions.
+    c.goto(&format!("http://127.0.0.1:{port}/#key=ak"))
+        .await
+        .unwrap();
+    c.execute(
+        "window.__errors = []; window.addEventListener('error', e => window.__errors.push(String(e.message)));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    eventually(30, "the segment list", || async {
+        let rows = c
+            .find_all(Locator::Css("#segment-list tr[data-segment]"))
+            .await
+            .ok()?;
+        (rows.len() >= 10).then_some(())
+    })
+    .await;
+
+    // A typo: the checker's diagnostic appears as we type, pointing at it with a hint.
+    set_editor(
+        &c,
+        "segment checkout_buyers of sessions {\n\"Started checkout and bought within the hour\"\nsequence within 1h { checkout_start; purchse }\n}",
+    )
+    .await;
+    let diagnostic = eventually(20, "a diagnostic for the typo", || async {
+        text_of(&c, "#diagnostics .diagnostic.error").await
+    })
+    .await;
+    assert!(diagnostic.contains("purchse"), "{diagnostic}");
+    assert!(
+        diagnostic.contains('^'),
+        "the diagnostic points with a caret: {diagnostic}"
+    );
+    assert!(
+        diagnostic.contains("did you mean `purchase`"),
+        "{diagnostic}"
+    );
+    screenshot(&c, "01-editor-diagnostic.png").await;
+
+    // Fixed: no problems; the preview (batch over history) gives the size.
+    set_editor(
+        &c,
+        "segment checkout_buyers of sessions {\n\"Started checkout and bought within the hour\"\nsequence within 1h { checkout_start; purchase }\n}",
+    )
+    .await;
+    eventually(20, "the diagnostics to clear", || async {
+        c.find(Locator::Css("#diagnostics-ok")).await.ok()
+    })
+    .await;
+    c.find(Locator::Css("#preview-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let previewed = eventually(60, "the preview", || async {
+        leading_count(&text_of(&c, "#preview-result").await?)
+    })
+    .await;
+    assert!(
+        previewed > 50,
+        "the generated data has checkout buyers: {previewed}"
+    );
+
+    // Save: backfilled, live, and listed with the same count.
+    c.find(Locator::Css("#save-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let saved = eventually(60, "the save", || async {
+        let t = text_of(&c, "#save-result").await?;
+        t.starts_with("Saved").then_some(t)
+    })
+    .await;
+    assert!(
+        saved.contains(&format!("{previewed}")) || saved.contains(&format_thousands(previewed)),
+        "{saved}"
+    );
+    let listed = eventually(30, "the new row's member count", || async {
+        leading_count(&text_of(&c, "tr[data-segment=\"checkout_buyers\"] .member-count").await?)
+    })
+    .await;
+    assert_eq!(
+        listed, previewed,
+        "live membership after backfill equals the batch preview"
+    );
+    screenshot(&c, "02-segment-saved.png").await;
+
+    // Cohort Replay: the flow is drawn; play advances frames, pause holds, scrub jumps.
+    c.find(Locator::Css(
+        "tr[data-segment=\"checkout_buyers\"] .replay-link",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    eventually(60, "the replay chart", || async {
+        c.find(Locator::Css("#replay-chart canvas")).await.ok()
+    })
+    .await;
+    assert_eq!(frame(&c).await, 0);
+    screenshot(&c, "03-replay-start.png").await;
+    c.find(Locator::Css("#replay-play"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let first = eventually(10, "frames to advance", || async {
+        let f = frame(&c).await;
+        (f > 0).then_some(f)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let later = frame(&c).await;
+    assert!(later > first, "still playing: frame {first} then {later}");
+    screenshot(&c, "04-replay-playing.png").await;
+    c.find(Locator::Css("#replay-pause"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let held = frame(&c).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(frame(&c).await, held, "paused");
+    c.execute(
+        "const s = document.querySelector('#replay-scrub'); s.value = 120; s.dispatchEvent(new Event('input'));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(frame(&c).await, 120, "scrubbing sets the frame");
+    let clock = text_of(&c, "#replay-time").await.unwrap();
+    assert!(!clock.is_empty());
+    screenshot(&c, "05-replay-scrubbed.png").await;
+
+    let errors = c.execute("return window.__errors;", vec![]).await.unwrap();
+    assert_eq!(errors, json!([]), "no script errors");
+    c.close().await.unwrap();
+}
+
+fn format_thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
