@@ -184,7 +184,8 @@ function leaveView() {
   viewToken += 1;
 }
 
-window.addEventListener('resize', debounce(() => viewCharts.forEach((c) => c.resize()), 100));
+// A debounced resize can land after its chart was disposed (view left, chart replaced).
+window.addEventListener('resize', debounce(() => viewCharts.forEach((c) => c.isDisposed() || c.resize()), 100));
 
 const routes = {
   segments: () => viewSegments(),
@@ -1132,7 +1133,10 @@ function buildReplay(container, r) {
     render(frame, 0);
   });
   // The layout is in pixels: lay it out again when the chart changes size.
-  const relayout = debounce(() => { chart.resize(); prevT = frameTime(frame); render(frame, 0); }, 150);
+  const relayout = debounce(() => {
+    if (chart.isDisposed()) return;
+    chart.resize(); prevT = frameTime(frame); render(frame, 0);
+  }, 150);
   window.addEventListener('resize', relayout);
   const dispose = () => {
     stop();
@@ -1140,7 +1144,8 @@ function buildReplay(container, r) {
     viewCharts = viewCharts.filter((c) => c !== chart);
     chart.dispose();
   };
-  onLeave(() => window.removeEventListener('resize', relayout));
+  // Leaving the view stops the clock too: a tick must never draw on a disposed chart.
+  onLeave(() => { stop(); window.removeEventListener('resize', relayout); });
   return { stop, dispose };
 }
 
@@ -1163,6 +1168,8 @@ async function viewDiscover() {
   const outcome = el('select', { id: 'discover-outcome' });
   const base = el('select', { id: 'discover-base' });
   const top = el('input', { id: 'discover-top', type: 'number', min: 1, max: 100, value: 10 });
+  const exclude = el('input', { id: 'discover-exclude', type: 'text', placeholder: 'e.g. payment_submit, click',
+    title: 'Event names never offered as steps, comma-separated: steps of the outcome itself (the payment_submit before every purchase) only restate it.' });
   const run = el('button', { id: 'discover-run', class: 'primary', type: 'button' }, 'Discover');
   const results = el('div', { id: 'discover-results' });
   fill(main(), el('section', { class: 'card' },
@@ -1170,7 +1177,7 @@ async function viewDiscover() {
     el('p', { class: 'muted' }, 'Searches behaviour patterns (events, property values, signals, attributes, in order) whose members reach an outcome at a different rate, verified with the engine and controlled for false discoveries.'),
     el('div', { class: 'row form-row' },
       el('label', {}, 'Outcome ', outcome), el('label', {}, 'Population ', base),
-      el('label', {}, 'Findings ', top), run)),
+      el('label', {}, 'Findings ', top), el('label', {}, 'Exclude events ', exclude), run)),
   results);
 
   // A base population is a segment of the outcome's unit kind.
@@ -1183,7 +1190,7 @@ async function viewDiscover() {
   outcome.addEventListener('change', fillBases);
   run.addEventListener('click', async () => {
     if (!outcome.value) { fill(results, errorBox('No outcome defined: add one in the editor first.')); return; }
-    const q = `outcome=${enc(outcome.value)}${base.value ? `&base=${enc(base.value)}` : ''}&top=${enc(top.value || 10)}`;
+    const q = `outcome=${enc(outcome.value)}${base.value ? `&base=${enc(base.value)}` : ''}&top=${enc(top.value || 10)}${exclude.value.trim() ? `&exclude=${enc(exclude.value)}` : ''}`;
     const running = runningNote('Running discovery…');
     fill(results, el('section', { class: 'card' }, running.note));
     run.disabled = true;
@@ -1204,7 +1211,10 @@ async function viewDiscover() {
 }
 
 function relativeRiskText(rr) {
-  return rr ? `${fmtNum(rr.value)} (${fmtNum(rr.low)}–${fmtNum(rr.high)})` : '–';
+  if (!rr) return '–';
+  // JSON has no infinity: a null value with an interval is a ratio over a zero rate.
+  const value = rr.value == null ? '∞' : fmtNum(rr.value);
+  return `${value} (${fmtNum(rr.low)}–${rr.high == null ? '∞' : fmtNum(rr.high)})`;
 }
 
 function renderDiscovery(container, d) {

@@ -84,26 +84,26 @@ pub async fn list_segments(
     headers: HeaderMap,
 ) -> Result<Json<Json_>, ApiError> {
     authorize(&state, &headers, Access::Read)?;
-    let facts = crate::ui::definition_facts(&state);
+    let file = parse(&live(&state).source.read().expect("source lock")).unwrap_or_default();
     let engine = live(&state).engine.read().expect("engine lock");
-    let segments: Vec<Json_> = engine
-        .programs()
-        .map(|p| {
-            let (kind, description, sequence) = facts.get(&p.name).cloned().unwrap_or((
-                sequin_lang::ast::ItemKind::Segment,
-                None,
-                false,
-            ));
+    // Every definition in source order; outcomes are not live, so they have no members.
+    let segments: Vec<Json_> = file
+        .items
+        .iter()
+        .map(|i| {
             json!({
-                "name": p.name,
-                "kind": match kind {
+                "name": i.name.name,
+                "kind": match i.kind {
                     sequin_lang::ast::ItemKind::Segment => "segment",
                     sequin_lang::ast::ItemKind::Outcome => "outcome",
                 },
-                "unit": format!("{:?}", p.unit).to_lowercase(),
-                "description": description,
-                "sequence": sequence,
-                "members": engine.members(&p.name).map_or(0, |m| m.len()),
+                "unit": i.unit.keyword(),
+                "description": i.description,
+                "sequence": sequin_insight::funnel::has_funnel(i),
+                "members": match i.kind {
+                    sequin_lang::ast::ItemKind::Segment => engine.members(&i.name.name).map(|m| m.len()),
+                    sequin_lang::ast::ItemKind::Outcome => None,
+                },
             })
         })
         .collect();

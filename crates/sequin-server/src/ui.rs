@@ -6,7 +6,6 @@
 //! under the store's lock and released at once, so ingest goes on meanwhile (the server
 //! never compacts, so a reader's files stay in place).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -17,7 +16,7 @@ use rustc_hash::FxHashMap;
 use sequin_core::time::{TimeFormat, format_rfc3339, parse_text};
 use sequin_engine::Program;
 use sequin_engine::batch::{EvalOptions, evaluate};
-use sequin_lang::ast::{ItemKind, SegFile};
+use sequin_lang::ast::SegFile;
 use sequin_lang::{Diagnostic, check, parse};
 use sequin_store::{EventSource, StoreReader};
 use serde::Deserialize;
@@ -666,24 +665,6 @@ pub async fn agents(
         Ok(Json(v))
     })
     .await
-}
-
-/// Kind, description and funnel-ability of every live definition, by name.
-pub fn definition_facts(state: &AppState) -> BTreeMap<String, (ItemKind, Option<String>, bool)> {
-    live_file(state)
-        .items
-        .iter()
-        .map(|i| {
-            (
-                i.name.name.clone(),
-                (
-                    i.kind,
-                    i.description.clone(),
-                    sequin_insight::funnel::has_funnel(i),
-                ),
-            )
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -920,7 +920,8 @@ async fn signal_settings_sent_with_a_definition_apply_and_are_kept() {
 #[tokio::test]
 async fn ui_endpoints_check_preview_replay_history_funnel_and_export() {
     let dir = tempfile::tempdir().unwrap();
-    let st = start(&config(dir.path(), Some(DEFS)));
+    let defs = format!("{DEFS}outcome bought {{ did purchase within 7d }}\n");
+    let st = start(&config(dir.path(), Some(&defs)));
     let mut events = Vec::new();
     // u1 buys 4 minutes after signing up, u3 after 19: only u1 is a quick buyer.
     for (user, buy_after) in [("u1", Some(5)), ("u2", None), ("u3", Some(20))] {
@@ -994,6 +995,15 @@ async fn ui_endpoints_check_preview_replay_history_funnel_and_export() {
     assert_eq!(
         (quick["kind"].as_str(), quick["sequence"].as_bool()),
         (Some("segment"), Some(true))
+    );
+    let bought = &v["segments"][3];
+    assert_eq!(
+        (bought["name"].as_str(), bought["kind"].as_str()),
+        (Some("bought"), Some("outcome"))
+    );
+    assert!(
+        bought["members"].is_null(),
+        "outcomes are not live: {bought}"
     );
 
     // Replay: u1's session, page_view → signup → purchase, one minute then four.

@@ -100,6 +100,9 @@ fn live_members(port: u16) -> BTreeMap<String, Vec<(String, String)>> {
     let mut out = BTreeMap::new();
     let list = json(port, "GET", "/api/segments");
     for seg in list["segments"].as_array().unwrap() {
+        if seg["kind"] == "outcome" {
+            continue; // outcomes are listed, not kept live
+        }
         let name = seg["name"].as_str().unwrap().to_string();
         let mut members = Vec::new();
         let mut after = String::new();

@@ -91,6 +91,22 @@ fn leading_count(text: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// A request with a body over a fresh connection; the status line and the body.
+fn http(port: u16, method: &str, path: &str, auth: &str, body: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
 async fn set_editor(c: &Client, text: &str) {
     let editor = c.find(Locator::Css("textarea#editor")).await.unwrap();
     editor.clear().await.unwrap();
@@ -98,7 +114,7 @@ async fn set_editor(c: &Client, text: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_creates_a_segment_sees_the_typo_saves_and_replays_the_cohort() {
+async fn browser_edits_with_diagnostics_saves_sees_live_counts_replays_and_discovers() {
     let (chromium, chromedriver) = chromium_and_driver();
     let dir = tempfile::tempdir().unwrap();
     let (_, store) = generated_store(dir.path(), 1500, 7, &[]);
@@ -234,6 +250,35 @@ async fn browser_creates_a_segment_sees_the_typo_saves_and_replays_the_cohort() 
     );
     screenshot(&c, "02-segment-saved.png").await;
 
+    // Live counts: a visitor viewing pricing three times enters `pricing_no_trial`, and the
+    // list shows it from the change stream, without a reload.
+    let row = "tr[data-segment=\"pricing_no_trial\"] .member-count";
+    let before = leading_count(&text_of(&c, row).await.unwrap()).unwrap();
+    let (_, list) = http(port, "GET", "/api/segments", "Bearer ak", "");
+    let watermark: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let now = watermark["watermark"].as_str().unwrap().to_string();
+    let views: Vec<serde_json::Value> = (1..=3)
+        .map(|i| {
+            json!({"type": "page", "name": "pricing", "userId": "ui-visitor",
+                   "messageId": format!("ui-visit-{i}"), "timestamp": now.clone(),
+                   "properties": {"page": "pricing"}})
+        })
+        .collect();
+    let basic = "Basic d2s6"; // base64("wk:")
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/batch",
+        basic,
+        &json!({ "batch": views }).to_string(),
+    );
+    assert!(status.contains(" 200 "), "{status} {body}");
+    eventually(30, "the live count to move", || async {
+        let n = leading_count(&text_of(&c, row).await?)?;
+        (n == before + 1).then_some(())
+    })
+    .await;
+
     // Cohort Replay: the flow is drawn; play advances frames, pause holds, scrub jumps.
     c.find(Locator::Css(
         "tr[data-segment=\"checkout_buyers\"] .replay-link",
@@ -283,6 +328,72 @@ async fn browser_creates_a_segment_sees_the_typo_saves_and_replays_the_cohort() 
     let clock = text_of(&c, "#replay-time").await.unwrap();
     assert!(!clock.is_empty());
     screenshot(&c, "05-replay-scrubbed.png").await;
+
+    // Discovery, and a finding saved as a segment through the editor.
+    c.goto(&format!("http://127.0.0.1:{port}/#/discover"))
+        .await
+        .unwrap();
+    eventually(30, "the outcome list", || async {
+        let v = c
+            .execute(
+                "return document.querySelector('#discover-outcome')?.value || null;",
+                vec![],
+            )
+            .await
+            .ok()?;
+        v.as_str().map(str::to_string)
+    })
+    .await;
+    c.find(Locator::Css("#discover-exclude"))
+        .await
+        .unwrap()
+        .send_keys("payment_submit")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#discover-run"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually(120, "discovery findings", || async {
+        c.find(Locator::Css("#discover-results .save-as-segment"))
+            .await
+            .ok()
+    })
+    .await
+    .click()
+    .await
+    .unwrap();
+    screenshot(&c, "06-discover-saved-to-editor.png").await;
+    let prefilled = eventually(20, "the editor prefilled", || async {
+        let v = c
+            .execute(
+                "return document.querySelector('textarea#editor')?.value || null;",
+                vec![],
+            )
+            .await
+            .ok()?;
+        v.as_str().map(str::to_string)
+    })
+    .await;
+    assert!(prefilled.starts_with("segment "), "{prefilled}");
+    eventually(20, "the finding to check clean", || async {
+        c.find(Locator::Css("#diagnostics-ok")).await.ok()
+    })
+    .await;
+
+    // The agent view: conversations, signal rates, transcripts.
+    c.goto(&format!("http://127.0.0.1:{port}/#/agents"))
+        .await
+        .unwrap();
+    eventually(60, "the signal chart", || async {
+        c.find(Locator::Css("#agent-signal-chart canvas"))
+            .await
+            .ok()
+    })
+    .await;
+    screenshot(&c, "07-agents.png").await;
 
     let errors = c.execute("return window.__errors;", vec![]).await.unwrap();
     assert_eq!(errors, json!([]), "no script errors");
