@@ -70,6 +70,9 @@ pub struct DiscoverOptions {
     /// Event names never offered as steps (steps of the outcome itself, such as the
     /// `payment_submit` before every `purchase`).
     pub exclude: Vec<String>,
+    /// Offer steps of the outcome itself too (see [`Discovery::outcome_steps`]); by
+    /// default they are found and left out.
+    pub keep_outcome_steps: bool,
 }
 
 /// One finding.
@@ -121,6 +124,10 @@ pub struct Discovery {
     pub candidates_verified: usize,
     /// Findings, by impact.
     pub findings: Vec<Finding>,
+    /// Steps left out as steps of the outcome itself: almost no unit that never takes
+    /// one reaches the outcome (the `payment_submit` before every `purchase`), so each
+    /// would only restate the outcome. Empty with `keep_outcome_steps`.
+    pub outcome_steps: Vec<String>,
 }
 
 /// A candidate item.
@@ -143,6 +150,14 @@ impl ItemDef {
             ItemDef::Eq(n, p, v) => format!("{} where {p} == {}", event_name(n), literal(v)),
             ItemDef::Gt(n, p, t) => format!("{} where {p} > {}", event_name(n), number(*t)),
             ItemDef::Attr(p, v) => format!("{p} == {}", literal(v)),
+        }
+    }
+
+    /// The event an event item is about (None for attributes).
+    fn event(&self) -> Option<&str> {
+        match self {
+            ItemDef::Name(n) | ItemDef::Eq(n, _, _) | ItemDef::Gt(n, _, _) => Some(n),
+            ItemDef::Attr(..) => None,
         }
     }
 
@@ -859,6 +874,11 @@ struct Search<'a> {
     /// Safety valve: stop refining after this many candidates.
     max_scored: u64,
     top: &'a Mutex<TopK>,
+    /// Events that are steps of the outcome (they carry a skipped item): invisible to the
+    /// search, so that `click` cannot stand for the click on the pay button.
+    hidden: &'a [bool],
+    /// Offer patterns that restate the outcome too.
+    keep_outcome_steps: bool,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -940,6 +960,7 @@ impl Search<'_> {
     fn offer(&self, pattern: &Pattern, tally: &Tally, parent: f64) {
         if let Some(q) = self.quality(tally)
             && q > parent
+            && !self.restates_outcome(tally)
         {
             self.top.lock().unwrap().offer(Scored {
                 quality: q,
@@ -947,6 +968,10 @@ impl Search<'_> {
                 signature: (tally.units, tally.decided, tally.reached, tally.pop_reached),
             });
         }
+    }
+
+    fn restates_outcome(&self, t: &Tally) -> bool {
+        !self.keep_outcome_steps && restates_outcome(self.pop_decided, self.pop_reached, t)
     }
 
     fn worth_refining(&self, tally: &Tally) -> bool {
@@ -994,6 +1019,9 @@ impl Search<'_> {
                     pos as usize + 1
                 };
                 for e in from..range.end {
+                    if self.hidden[e] {
+                        continue;
+                    }
                     for &x in self.units.event_items(e) {
                         let xi = x as usize;
                         if seen[xi] != k as u32 {
@@ -1086,6 +1114,9 @@ impl Search<'_> {
                 pos as usize + 1
             };
             for e in from..range.end {
+                if self.hidden[e] {
+                    continue;
+                }
                 for &x in self.units.event_items(e) {
                     if seen[x as usize] != k as u32 {
                         seen[x as usize] = k as u32;
@@ -1098,6 +1129,86 @@ impl Search<'_> {
         }
         out
     }
+}
+
+/// Do almost none of the units outside a pattern reach the outcome (at most 2% of the
+/// population's rate) while its members reach it more often? Then the pattern is a way to
+/// the outcome, not a predictor of it (`sequence { checkout_start; click }` before a
+/// purchase): see [`outcome_steps`].
+fn restates_outcome(pop_decided: u64, pop_reached: u64, t: &Tally) -> bool {
+    let rest_d = pop_decided.saturating_sub(t.pop_decided);
+    let rest_r = pop_reached.saturating_sub(t.pop_reached);
+    let pop_rate = pop_reached as f64 / pop_decided.max(1) as f64;
+    let members = t.reached as f64 / t.decided.max(1) as f64;
+    rest_d > 0 && members > pop_rate && (rest_r as f64 / rest_d as f64) <= 0.02 * pop_rate
+}
+
+/// Which items are steps of the outcome itself. An item is when the population's units that
+/// never take it almost never reach the outcome (at most 2% of the population's rate): a
+/// pattern with it restates the outcome rather than predicting it (`payment_submit` before
+/// `purchase`). Items that refine such an event (`payment_submit where method == "card"`)
+/// go with it unless their members' rate differs clearly from the event's own (by 5 points
+/// and 3 standard errors): a slow payment step refines a step of the outcome, and predicts.
+fn outcome_steps(
+    units: &Units,
+    vocab: &Vocabulary,
+    pop_decided: u64,
+    pop_reached: u64,
+    min_units: u64,
+) -> Vec<bool> {
+    let n = vocab.items.len();
+    // Decided population units that ever take each item, and of those, the ones that reach.
+    let (mut with_d, mut with_r) = (vec![0u64; n], vec![0u64; n]);
+    let mut seen = vec![u32::MAX; n];
+    for u in 0..units.len() {
+        let out = units.pop_out[u];
+        if out == PENDING {
+            continue;
+        }
+        for e in units.events(u) {
+            for &x in units.event_items(e) {
+                let x = x as usize;
+                if seen[x] != u as u32 {
+                    seen[x] = u as u32;
+                    with_d[x] += 1;
+                    with_r[x] += u64::from(out == YES);
+                }
+            }
+        }
+    }
+    if pop_decided == 0 || pop_reached == 0 {
+        return vec![false; n];
+    }
+    let pop_rate = pop_reached as f64 / pop_decided as f64;
+    let rate = |x: usize| with_r[x] as f64 / with_d[x].max(1) as f64;
+    let is_step = |x: usize| {
+        let rest_d = pop_decided - with_d[x];
+        let rest_r = pop_reached - with_r[x];
+        with_d[x] >= min_units
+            && rest_d >= min_units
+            && rate(x) > pop_rate
+            && (rest_r as f64 / rest_d as f64) <= 0.02 * pop_rate
+    };
+    let step_events: FxHashMap<&str, usize> = (0..n)
+        .filter(|&x| is_step(x))
+        .filter_map(|x| match &vocab.items[x] {
+            ItemDef::Name(e) => Some((e.as_str(), x)),
+            _ => None,
+        })
+        .collect();
+    (0..n)
+        .map(|x| {
+            is_step(x)
+                || vocab.items[x]
+                    .event()
+                    .and_then(|e| step_events.get(e))
+                    .is_some_and(|&parent| {
+                        let p = rate(parent);
+                        let se = (p * (1.0 - p) / with_d[x].max(1) as f64).sqrt();
+                        (rate(x) - p).abs() < (3.0 * se).max(0.05)
+                    })
+        })
+        .collect()
 }
 
 fn definition(
@@ -1236,7 +1347,17 @@ pub fn discover(
         signatures: Default::default(),
         scored: 0,
     });
+    let skip = if opts.keep_outcome_steps {
+        vec![false; vocab.items.len()]
+    } else {
+        outcome_steps(&units, &vocab, pop_decided, pop_reached, opts.min_units)
+    };
+    let hidden: Vec<bool> = (0..units.time.len())
+        .map(|e| units.event_items(e).iter().any(|&x| skip[x as usize]))
+        .collect();
     let search = Search {
+        hidden: &hidden,
+        keep_outcome_steps: opts.keep_outcome_steps,
         units: &units,
         pop_decided,
         pop_reached,
@@ -1350,7 +1471,12 @@ pub fn discover(
         }
         let rest_d = pop_decided - t.pop_decided;
         let rest_r = pop_reached - t.pop_reached;
-        if t.decided == 0 || rest_d == 0 {
+        // The engine matches every event, the steps of the outcome too: a pattern the search
+        // found among the other events can restate the outcome once verified.
+        if t.decided == 0
+            || rest_d == 0
+            || (!opts.keep_outcome_steps && restates_outcome(pop_decided, pop_reached, &t))
+        {
             continue;
         }
         members.sort_unstable();
@@ -1447,6 +1573,10 @@ pub fn discover(
         },
         items: vocab.items.len(),
         candidates_scored: scored,
+        outcome_steps: (0..vocab.items.len())
+            .filter(|&x| skip[x])
+            .map(|x| vocab.items[x].text())
+            .collect(),
         candidates_verified: verified.len(),
         findings,
     })

@@ -511,6 +511,7 @@ pub async fn discover(
                     .filter(|s| !s.is_empty())
                     .map(str::to_string)
                     .collect(),
+                keep_outcome_steps: false,
             },
         )
         .map_err(insight_error)?;

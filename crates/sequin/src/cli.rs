@@ -204,9 +204,14 @@ pub struct DiscoverArgs {
     /// Leave derived signals (`signal.rage_click` …) out of the candidates.
     #[arg(long)]
     pub no_signals: bool,
-    /// Never offer this event as a step, e.g. a step of the outcome itself (repeatable).
+    /// Never offer this event as a step (repeatable).
     #[arg(long, value_name = "EVENT")]
     pub exclude: Vec<String>,
+    /// Offer steps of the outcome itself too (by default, events without which almost no
+    /// unit reaches the outcome, such as the `payment_submit` before every `purchase`, are
+    /// found and left out).
+    #[arg(long)]
+    pub keep_outcome_steps: bool,
 }
 
 /// `sequin explain`.

@@ -462,6 +462,7 @@ pub fn discover(a: DiscoverArgs) -> Result<()> {
             session_gap: gap(&a.session_gap)?,
             signals: !a.no_signals,
             exclude: a.exclude.clone(),
+            keep_outcome_steps: a.keep_outcome_steps,
         },
     )?;
     let mut out = std::io::stdout().lock();
@@ -481,6 +482,19 @@ pub fn discover(a: DiscoverArgs) -> Result<()> {
             d.candidates_verified,
             d.findings.len()
         )?;
+        if !d.outcome_steps.is_empty() {
+            let shown: Vec<&str> = d.outcome_steps.iter().take(8).map(String::as_str).collect();
+            writeln!(
+                out,
+                "# left out as steps of the outcome itself (--keep-outcome-steps offers them): {}{}",
+                shown.join(", "),
+                if d.outcome_steps.len() > shown.len() {
+                    format!(" and {} more", d.outcome_steps.len() - shown.len())
+                } else {
+                    String::new()
+                }
+            )?;
+        }
         for f in &d.findings {
             let c = &f.comparison;
             writeln!(

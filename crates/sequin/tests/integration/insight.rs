@@ -296,6 +296,51 @@ fn discovery_offers_signals_and_their_sizes_match_eval() {
     );
 }
 
+/// Steps of the outcome itself are found without being named: `payment_submit` comes before
+/// every purchase, so it is left out (with its refinements), and no finding restates the
+/// outcome (a rest that almost never reaches it).
+#[test]
+fn discovery_leaves_out_steps_of_the_outcome_by_itself() {
+    let store = golden_store().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join("outcomes.seg");
+    std::fs::write(
+        &seg,
+        "segment checkout of sessions { did checkout_start }\n\
+         outcome purchased of sessions { did purchase }\n",
+    )
+    .unwrap();
+    let args = ["--outcome", "purchased", "--base", "checkout", "--top", "5"];
+    let d = check_findings(store, &seg, &args, Some("checkout"));
+    let left_out: Vec<&str> = d["outcome_steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(left_out.contains(&"payment_submit"), "{left_out:?}");
+    let population_rate = d["population_rate"].as_f64().unwrap();
+    for f in d["findings"].as_array().unwrap() {
+        let def = f["definition"].as_str().unwrap();
+        assert!(!def.contains("payment_submit"), "{def}");
+        let rest = f["comparison"]["non_members"]["rate"].as_f64().unwrap();
+        assert!(rest > 0.02 * population_rate, "restates the outcome: {def}");
+    }
+    // Asked for, they come back.
+    let mut keep = args.to_vec();
+    keep.push("--keep-outcome-steps");
+    let d = check_findings(store, &seg, &keep, Some("checkout"));
+    assert_eq!(d["outcome_steps"], serde_json::json!([]));
+    assert!(
+        d["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["definition"].as_str().unwrap().contains("payment_submit")),
+        "{d}"
+    );
+}
+
 /// BPIC 2012: what predicts cancellation, each finding's size checked against `eval`, and
 /// its rates against counts made here from the raw log.
 #[test]
