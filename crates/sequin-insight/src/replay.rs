@@ -108,7 +108,7 @@ pub struct Replay {
     /// Members replayed (members with events before as-of).
     pub units: u64,
     /// The player's time axis: 0 ..= this, in seconds (the 95th percentile of the sampled
-    /// journeys' lengths, so a few very long ones do not flatten the rest).
+    /// journeys' ends, so a few very long ones do not flatten the rest).
     pub horizon_seconds: f64,
     /// The flow's nodes.
     pub nodes: Vec<FlowNode>,
@@ -116,6 +116,9 @@ pub struct Replay {
     pub links: Vec<FlowLink>,
     /// Sampled journeys, in the order of a hash of the unit key (stable across calls).
     pub journeys: Vec<Vec<JourneyStep>>,
+    /// Per sampled journey, the seconds to its last event: until then the member stands at
+    /// its last step (the stall before a drop-off); after it, it has left.
+    pub journey_ends: Vec<f64>,
 }
 
 /// One member's journey before the flow is built.
@@ -123,6 +126,8 @@ struct Journey {
     key_hash: u64,
     /// (offset µs, step label, signal names)
     steps: Vec<(i64, String, Vec<String>)>,
+    /// Offset of its last event (µs): it stands at its last step until then.
+    end: i64,
 }
 
 /// The label of a row: pages and screens by their name, other events by theirs.
@@ -134,9 +139,10 @@ fn step_label(data: &PartitionData, row: usize) -> String {
             _ => None,
         }
     };
-    match MessageKind::from_u8(data.kind[row]) {
-        MessageKind::Page => named("p.page", "page"),
-        MessageKind::Screen => named("p.screen", "screen"),
+    // Page and screen messages, and tracks named like them (flat imports), by their name.
+    match (MessageKind::from_u8(data.kind[row]), name.as_str()) {
+        (MessageKind::Page, _) | (_, "page_view") => named("p.page", "page"),
+        (MessageKind::Screen, _) | (_, "screen_view") => named("p.screen", "screen"),
         _ => None,
     }
     .unwrap_or_else(|| name.clone())
@@ -162,6 +168,9 @@ fn journey_rows(
     let entry = rows
         .partition_point(|&r| data.time[r] <= entered_at)
         .saturating_sub(1);
+    // An entry by a timer (an absence, a window) has no event of its own: a journey from the
+    // entry starts at the first event after it.
+    let first_after = rows.partition_point(|&r| data.time[r] < entered_at);
     let gap_before =
         |i: usize| i > 0 && data.time[rows[i]] - data.time[rows[i - 1]] > opts.session_gap;
     let (mut start, mut end) = (0, rows.len());
@@ -176,9 +185,20 @@ fn journey_rows(
         }
     }
     if opts.start == ReplayStart::Entry {
-        start = entry;
+        if data.time[rows[entry]] == entered_at {
+            start = entry;
+        } else {
+            start = first_after;
+            end = rows.len();
+            if unit == UnitKind::Users {
+                end = (start + 1).min(rows.len());
+                while end < rows.len() && !gap_before(end) {
+                    end += 1;
+                }
+            }
+        }
     }
-    start..end
+    start..end.max(start)
 }
 
 fn journey_of(
@@ -191,7 +211,11 @@ fn journey_of(
     opts: &ReplayOptions,
 ) -> Option<Journey> {
     let range = journey_rows(data, rows, unit, entered_at, opts);
+    if range.is_empty() {
+        return None;
+    }
     let t0 = data.time[rows[range.start]];
+    let end = data.time[rows[range.end - 1]] - t0;
     let mut steps: Vec<(i64, String, Vec<String>)> = Vec::new();
     // Which step each row of the range belongs to (None: not behaviour, before any step).
     let mut step_of_row: Vec<Option<usize>> = Vec::with_capacity(range.len());
@@ -227,6 +251,7 @@ fn journey_of(
     Some(Journey {
         key_hash: fx(key),
         steps,
+        end,
     })
 }
 
@@ -329,6 +354,7 @@ fn build_flow(
     let mut link_times: FxHashMap<(usize, usize), Vec<i64>> = FxHashMap::default();
     let mut sampled: Vec<Vec<JourneyStep>> = Vec::new();
     let mut lengths: Vec<i64> = Vec::new();
+    let mut ends: Vec<f64> = Vec::new();
     for j in &journeys {
         let mut path: Vec<(i64, usize, Vec<String>)> = Vec::new();
         for (d, (offset, label, sigs)) in j.steps.iter().enumerate() {
@@ -354,7 +380,13 @@ fn build_flow(
             });
             // Past the limit every step is the one `(more)` node: fold them.
             match path.last_mut() {
-                Some(last) if last.1 == id => last.2.extend(sigs.iter().cloned()),
+                Some(last) if last.1 == id => {
+                    for sig in sigs {
+                        if !last.2.contains(sig) {
+                            last.2.push(sig.clone());
+                        }
+                    }
+                }
                 _ => path.push((*offset, id, sigs.clone())),
             }
         }
@@ -376,7 +408,8 @@ fn build_flow(
             }
         }
         if sampled.len() < opts.sample {
-            lengths.push(path.last().map_or(0, |p| p.0));
+            lengths.push(j.end);
+            ends.push(((j.end as f64) / 1e5).round() / 10.0);
             sampled.push(
                 path.into_iter()
                     .map(|(o, id, s)| (((o as f64) / 1e5).round() / 10.0, id, s))
@@ -414,6 +447,7 @@ fn build_flow(
         nodes,
         links,
         journeys: sampled,
+        journey_ends: ends,
     }
 }
 
@@ -434,6 +468,8 @@ mod tests {
                     )
                 })
                 .collect(),
+            // It lingers 5 s at its last step.
+            end: steps.last().map_or(0, |s| (s.0 + 5) * 1_000_000),
         }
     }
 
@@ -460,8 +496,8 @@ mod tests {
                     (0, "land", &[]),
                     (5, "search", &[]),
                     (6, "cart", &[]),
-                    (7, "x", &[]),
-                    (9, "y", &[]),
+                    (7, "x", &["slow_load"]),
+                    (9, "y", &["slow_load"]),
                 ],
             ),
         ];
@@ -482,6 +518,7 @@ mod tests {
         // c's steps 3 and 4 fold into one `(more)` node.
         assert_eq!(node(3, "(more)").units, 1);
         assert_eq!(node(3, "(more)").ended, 1);
+        assert_eq!(node(3, "(more)").signals.get("slow_load"), Some(&1));
         let land_cart = r
             .links
             .iter()
@@ -492,5 +529,9 @@ mod tests {
         assert_eq!(r.nodes.iter().map(|n| n.ended).sum::<u64>(), 3);
         assert_eq!(r.journeys.len(), 3);
         assert_eq!(r.journeys.iter().map(|j| j.len()).max(), Some(4));
+        // Ends come with the journeys; c's 4th and 5th steps fold into one `(more)` node,
+        // each signal counted once.
+        assert_eq!(r.journey_ends.len(), 3);
+        assert!(r.journey_ends.contains(&35.0), "{:?}", r.journey_ends);
     }
 }

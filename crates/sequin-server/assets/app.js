@@ -124,6 +124,12 @@ async function api(path, { method = 'GET', body, as = 'json' } = {}) {
 
 const enc = encodeURIComponent;
 
+// Uncaught errors and unhandled rejections are kept where a test (or a curious user) can
+// read them: window.__sequinErrors.
+window.__sequinErrors = [];
+window.addEventListener('error', (e) => window.__sequinErrors.push(String(e.message)));
+window.addEventListener('unhandledrejection', (e) => window.__sequinErrors.push(String(e.reason && e.reason.message || e.reason)));
+
 // Errors may be multi-line rustc-style diagnostics, so they go in a <pre>.
 function errorBox(err) {
   const msg = err instanceof Error ? err.message : String(err);
@@ -441,6 +447,12 @@ async function viewSegments() {
       fill(saveResult, errorBox('Cannot tell the definition\u2019s name: fix the errors above first.'));
       return;
     }
+    // Saving under an existing name replaces that definition: say so first.
+    if (state.segments.some((x) => x.name === name)
+      && !window.confirm(`Replace the live definition ${name}? Its members are recomputed from history.`)) {
+      fill(saveResult, el('span', { class: 'muted', text: 'Not saved.' }));
+      return;
+    }
     fill(saveResult, el('span', { class: 'muted', text: `Saving ${name}: backfilling from history…` }));
     try {
       const r = await api(`/api/segments/${enc(name)}`, { method: 'PUT', body: editor.value });
@@ -592,7 +604,7 @@ async function viewSegment(name) {
     } else showError(head, e);
   });
 
-  const loadHistory = () => api(`/api/segments/${enc(name)}/history?buckets=60`).then((h) => {
+  const loadHistory = () => api(`/api/segments/${enc(name)}/history?buckets=30`).then((h) => {
     if (stillHere(token)) drawHistory(makeChart(historyChart), h.points || []);
   }).catch((e) => { if (stillHere(token)) showError(historyChart, e); });
 
@@ -701,6 +713,10 @@ function reportSentence(r) {
   }
   const sig = c.p_value < 0.05 ? '' : ' (not statistically significant)';
   const rates = `${fmtPct(c.members.rate)} against ${fmtPct(c.non_members.rate)}${sig}`;
+  if (rr.value == null) {
+    // JSON has no infinity: no non-member reached it.
+    return `${who} reach ${r.outcome} at ${fmtPct(c.members.rate)}; no non-member did (relative risk unbounded): ${rates}.`;
+  }
   if (rr.value >= 2) {
     return `${who} are ${fmtNum(rr.value, 1)} times as likely to reach ${r.outcome} as the rest ` +
       `(95% CI ${fmtNum(rr.low, 1)}–${fmtNum(rr.high, 1)}×): ${rates}.`;
@@ -817,6 +833,8 @@ function escapeHtml(s) {
 // ---------------------------------------------------------------------------------------
 
 const REPLAY_FRAMES = 240;
+// Signals that mark a good turn, not friction (no ⚠ for them).
+const GOOD_SIGNALS = new Set(['resolution']);
 const REPLAY_FPS = 12;
 const REPLAY_K = 4; // curvature of the frame → time map: early seconds get frames too
 
@@ -824,13 +842,16 @@ function viewReplay(name) {
   const token = viewToken;
   const startSel = el('select', { id: 'replay-start' },
     el('option', { value: 'session', text: 'session start' }), el('option', { value: 'entry', text: 'segment entry' }));
+  // Steps shown before the rest folds into "(more)": long sessions need more.
+  const stepsSel = el('select', { id: 'replay-steps' },
+    ['6', '10', '15', '20', '30'].map((n) => el('option', { value: n, text: `${n} steps`, selected: n === '10' })));
   const body = el('div', {}, el('p', { class: 'muted', text: 'Loading journeys…' }));
   fill(main(),
     el('div', { class: 'crumbs' }, el('a', { href: '#/segments', text: 'Segments' }), ' / ',
       el('a', { href: `#/segment/${enc(name)}`, text: name }), ' / Cohort Replay'),
     el('section', { class: 'card' },
       el('div', { class: 'card-head' }, el('h2', { text: `Cohort Replay: ${name}` }), el('span', { class: 'spacer' }),
-        el('label', {}, 'Journeys from ', startSel)),
+        el('label', {}, 'Journeys from ', startSel), el('label', {}, ' showing ', stepsSel)),
       body));
 
   let player = null;
@@ -841,7 +862,7 @@ function viewReplay(name) {
     if (player) player.stop();
     fill(body, el('p', { class: 'muted', text: 'Loading journeys…' }));
     try {
-      const r = await api(`/api/segments/${enc(name)}/replay?start=${enc(startSel.value)}&steps=10&sample=400`);
+      const r = await api(`/api/segments/${enc(name)}/replay?start=${enc(startSel.value)}&steps=${enc(stepsSel.value)}&sample=400`);
       if (!stillHere(token) || mine !== loads) return;
       // The chart of an earlier load is replaced: dispose it.
       if (player) player.dispose();
@@ -849,13 +870,19 @@ function viewReplay(name) {
     } catch (e) { if (stillHere(token)) showError(body, e); }
   };
   startSel.addEventListener('change', load);
+  stepsSel.addEventListener('change', load);
   load();
 }
 
 function buildReplay(container, r) {
   const nodes = r.nodes || [];
   const links = r.links || [];
-  const journeys = (r.journeys || []).filter((j) => Array.isArray(j) && j.length);
+  // Each journey keeps its end (the time of its last event): it stands at its last step
+  // until then, which is where a cohort that abandons stalls.
+  const ends = r.journey_ends || [];
+  const journeys = (r.journeys || [])
+    .map((j, i) => { if (Array.isArray(j)) j.end = ends[i]; return j; })
+    .filter((j) => Array.isArray(j) && j.length);
   const H = Math.max(1, r.horizon_seconds || 0);
   const F = REPLAY_FRAMES;
   const frameTime = (f) => (H * (Math.exp((REPLAY_K * f) / (F - 1)) - 1)) / (Math.exp(REPLAY_K) - 1);
@@ -951,14 +978,19 @@ function buildReplay(container, r) {
     { id: `${prefix}-a1`, x: b.w, y: b.h, symbolSize: 0, label: { show: false }, tooltip: { show: false }, silent: true },
   ];
 
-  const signalsOf = (n) => Object.entries(n.signals || {}).sort((a, b) => b[1] - a[1]);
+  // Friction only: a resolution is a good sign, not a warning.
+  const signalsOf = (n) => Object.entries(n.signals || {})
+    .filter(([k]) => !GOOD_SIGNALS.has(k))
+    .sort((a, b) => b[1] - a[1]);
+  // ECharts rich text takes {style|text}: braces and bars in a step's name would break it.
+  const plainName = (n) => String(n.name).replace(/[{}|]/g, ' ');
   const ghostSize = (n) => 12 + 48 * Math.sqrt(n.units / cohort);
   const liveSize = (here) => (here ? 6 + 48 * Math.sqrt(here / sample) : 0);
 
   // Static label under each step: its name, drop-offs and its main friction signal.
   const staticLabel = (n) => {
     const sig = signalsOf(n);
-    const lines = [`{name|${n.name}}`, `{muted|${fmtInt(n.units)}}${bigDrop(n) ? ` {ended|✕ ${fmtInt(n.ended)} ended}` : ''}`];
+    const lines = [`{name|${plainName(n)}}`, `{muted|${fmtInt(n.units)}}${bigDrop(n) ? ` {ended|✕ ${fmtInt(n.ended)} ended}` : ''}`];
     if (sig.length) lines.push(`{signal|⚠ ${sig[0][0]} ${fmtInt(sig[0][1])}${sig.length > 1 ? ` +${sig.length - 1}` : ''}}`);
     return lines.join('\n');
   };
@@ -975,7 +1007,8 @@ function buildReplay(container, r) {
   const locate = (j, t) => {
     let i = 0;
     while (i + 1 < j.length && j[i + 1][0] <= t) i += 1;
-    return { node: j[i][1], since: Math.min(t, j[i][0]), ended: i === j.length - 1 && t > j[i][0] };
+    const leaves = Math.max(j[i][0], j.end ?? j[i][0]);
+    return { node: j[i][1], since: Math.min(t, j[i][0]), ended: i === j.length - 1 && t > leaves };
   };
 
   let frame = 0;

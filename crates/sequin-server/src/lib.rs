@@ -80,6 +80,8 @@ pub struct AppState {
     pub store: Arc<Mutex<Store>>,
     /// Inactivity that ends a session or conversation (as live evaluation uses it).
     pub session_gap: sequin_core::time::Micros,
+    /// The store's names for the editor's "did you mean", with when they were read.
+    pub catalog: Mutex<Option<(std::time::Instant, sequin_lang::Catalog)>>,
 }
 
 /// How to start a server.
@@ -160,6 +162,7 @@ impl Server {
                 webhooks,
                 store,
                 session_gap: config.live.session_gap,
+                catalog: Mutex::new(None),
             }),
             definitions_from: from,
         })

@@ -75,6 +75,21 @@ fn diagnostic_json(d: &Diagnostic, src: &str) -> Value {
     })
 }
 
+/// The store's names, cached for a few seconds: the editor checks on every pause in typing,
+/// and listing the names reads every partition's footer.
+fn cached_catalog(state: &AppState, reader: &StoreReader) -> Option<sequin_lang::Catalog> {
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(10);
+    let mut cache = state.catalog.lock().expect("catalog lock");
+    if let Some((at, cat)) = cache.as_ref()
+        && at.elapsed() < FRESH
+    {
+        return Some(cat.clone());
+    }
+    let cat = catalog(reader)?;
+    *cache = Some((std::time::Instant::now(), cat.clone()));
+    Some(cat)
+}
+
 /// The store's names, for "did you mean" on events and properties.
 fn catalog(reader: &StoreReader) -> Option<sequin_lang::Catalog> {
     let cat = reader.catalog().ok()?;
@@ -88,8 +103,9 @@ fn catalog(reader: &StoreReader) -> Option<sequin_lang::Catalog> {
     })
 }
 
-/// Checks `text` as it would be saved: its own diagnostics (pointing into it), with
-/// references to live definitions resolved.
+/// Checks `text` as it would be saved: together with the live definitions it does not
+/// replace, so references to them resolve (and unit mismatches, cycles and near-miss names
+/// are caught), with only the diagnostics that point into `text` kept.
 fn check_text(text: &str, live: &SegFile, cat: Option<&sequin_lang::Catalog>) -> Value {
     let file = match parse(text) {
         Ok(f) => f,
@@ -97,19 +113,31 @@ fn check_text(text: &str, live: &SegFile, cat: Option<&sequin_lang::Catalog>) ->
             return json!({ "ok": false, "names": [], "diagnostics": [diagnostic_json(&d, text)] });
         }
     };
-    let live_names: Vec<&str> = live.items.iter().map(|i| i.name.name.as_str()).collect();
-    let refers_to_live = |d: &Diagnostic| {
-        d.message.contains("no segment named")
-            && live_names
-                .iter()
-                .any(|n| d.message.contains(&format!("`{n}`")))
-    };
-    let diags: Vec<Diagnostic> = check(&file, cat)
-        .into_iter()
-        .filter(|d| !refers_to_live(d))
-        .collect();
-    let mut out: Vec<Value> = diags.iter().map(|d| diagnostic_json(d, text)).collect();
     let names: Vec<&str> = file.items.iter().map(|i| i.name.name.as_str()).collect();
+    // The text first, so that its spans stay its own; the rest of the live set after it.
+    let rest = SegFile {
+        items: live
+            .items
+            .iter()
+            .filter(|i| !names.contains(&i.name.name.as_str()))
+            .cloned()
+            .collect(),
+        signals: live
+            .signals
+            .iter()
+            .filter(|b| !file.signals.iter().any(|n| n.signal.name == b.signal.name))
+            .cloned()
+            .collect(),
+    };
+    let combined_text = format!("{text}\n\n{}", sequin_lang::format_file(&rest));
+    let diags: Vec<Diagnostic> = match parse(&combined_text) {
+        Ok(combined) => check(&combined, cat)
+            .into_iter()
+            .filter(|d| d.span.start < text.len())
+            .collect(),
+        Err(_) => check(&file, cat),
+    };
+    let mut out: Vec<Value> = diags.iter().map(|d| diagnostic_json(d, text)).collect();
     if file.items.is_empty() {
         out.push(json!({
             "severity": "error", "message": "no definition yet", "hint": "start with `segment NAME { … }`",
@@ -130,8 +158,9 @@ pub async fn check_definition(
     authorize(&state, &headers, Access::Read)?;
     let live = live_file(&state);
     let reader = reader(&state);
+    let st = state.clone();
     blocking(move || {
-        let cat = catalog(&reader);
+        let cat = cached_catalog(&st, &reader);
         Ok(Json(check_text(&body, &live, cat.as_ref())))
     })
     .await
@@ -200,14 +229,31 @@ pub async fn preview(
     .await
 }
 
-/// Buckets for a history chart.
+/// Points of a history chart.
 #[derive(Deserialize)]
 pub struct Buckets {
     buckets: Option<usize>,
 }
 
-/// `GET /api/segments/{name}/history`: size, entries and exits over event time, from the
-/// change log.
+/// Members entering and leaving between two sorted member lists.
+fn entries_and_exits(before: &[String], after: &[String]) -> (u64, u64) {
+    let (mut i, mut j, mut entries, mut exits) = (0, 0, 0u64, 0u64);
+    while i < before.len() || j < after.len() {
+        match (before.get(i), after.get(j)) {
+            (Some(a), Some(b)) if a == b => (i, j) = (i + 1, j + 1),
+            (Some(a), Some(b)) if a < b => (i, exits) = (i + 1, exits + 1),
+            (Some(_), None) => (i, exits) = (i + 1, exits + 1),
+            _ => (j, entries) = (j + 1, entries + 1),
+        }
+    }
+    (entries, exits)
+}
+
+/// `GET /api/segments/{name}/history`: the membership at `buckets` evenly spaced as-of
+/// times, from the earliest entry of a current member to the latest event, each evaluated
+/// over history by the engine as it would have stood then (so exits count, and a redefined
+/// segment shows its new definition throughout), with the entries and exits between
+/// consecutive points. One batch evaluation per point: the cost grows with the store.
 pub async fn history(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -215,57 +261,62 @@ pub async fn history(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers, Access::Read)?;
-    known_segment(&state, &name)?;
-    let buckets = q.buckets.unwrap_or(60).clamp(1, 1000);
-    let live = state.live.clone();
+    let buckets = q.buckets.unwrap_or(30);
+    if !(2..=120).contains(&buckets) {
+        return Err(ApiError::BadRequest("buckets: 2 to 120 points".into()));
+    }
+    let first_entry = {
+        let engine = state.live.engine.read().expect("engine lock");
+        let members = engine
+            .members(&name)
+            .ok_or_else(|| ApiError::NotFound(format!("no segment named `{name}`")))?;
+        members.values().min().copied()
+    };
+    let program = Program::compile(&live_file(&state), &name)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let reader = reader(&state);
+    let gap = session_gap(&state);
     blocking(move || {
-        let upto = live.changes.last_seq();
-        let mut changes: Vec<(i64, i64)> = live
-            .changes
-            .read_range(0, upto)
-            .map_err(|e| ApiError::Internal(format!("change log: {e}")))?
-            .into_iter()
-            .filter(|c| c.segment == name)
-            .map(|c| {
-                let d = match c.kind {
-                    sequin_engine::live::ChangeKind::Enter => 1,
-                    sequin_engine::live::ChangeKind::Exit => -1,
-                };
-                (c.time, d)
-            })
-            .collect();
-        changes.sort_unstable();
-        let points: Vec<Value> = match (changes.first(), changes.last()) {
-            (Some(&(first, _)), Some(&(last, _))) => {
-                let width = ((last - first) / buckets as i64).max(1);
-                let mut size = 0i64;
-                let mut i = 0;
-                (0..buckets)
-                    .map(|b| {
-                        let end = if b + 1 == buckets { last + 1 } else { first + width * (b as i64 + 1) };
-                        let (mut entries, mut exits) = (0u64, 0u64);
-                        while i < changes.len() && changes[i].0 < end {
-                            size += changes[i].1;
-                            if changes[i].1 > 0 { entries += 1 } else { exits += 1 }
-                            i += 1;
-                        }
-                        json!({ "time": format_rfc3339(end - 1), "size": size, "entries": entries, "exits": exits })
-                    })
-                    .collect()
-            }
-            _ => Vec::new(),
+        let Some(latest) = reader.latest_time() else {
+            return Ok(Json(json!({ "segment": name, "points": [] })));
         };
+        let from = first_entry.unwrap_or(latest).min(latest);
+        let step = ((latest - from) / (buckets as i64 - 1)).max(1);
+        let mut points = Vec::with_capacity(buckets);
+        let mut previous: Vec<String> = Vec::new();
+        for b in 0..buckets {
+            let as_of = if b + 1 == buckets {
+                latest
+            } else {
+                from + step * b as i64
+            };
+            let eval = evaluate(
+                &reader,
+                std::slice::from_ref(&program),
+                &EvalOptions {
+                    as_of: Some(as_of),
+                    session_gap: gap,
+                },
+            )
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let mut members: Vec<String> = eval.segments[0]
+                .members
+                .iter()
+                .map(|m| m.unit.clone())
+                .collect();
+            members.sort_unstable();
+            let (entries, exits) = entries_and_exits(&previous, &members);
+            points.push(json!({
+                "time": format_rfc3339(as_of),
+                "size": members.len(),
+                "entries": entries,
+                "exits": exits,
+            }));
+            previous = members;
+        }
         Ok(Json(json!({ "segment": name, "points": points })))
     })
     .await
-}
-
-fn known_segment(state: &AppState, name: &str) -> Result<(), ApiError> {
-    let engine = state.live.engine.read().expect("engine lock");
-    engine
-        .members(name)
-        .map(|_| ())
-        .ok_or_else(|| ApiError::NotFound(format!("no segment named `{name}`")))
 }
 
 /// Report parameters.
@@ -351,8 +402,14 @@ pub async fn funnel(
     .await
 }
 
-/// A CSV field, quoted when it needs to be.
+/// A CSV field, quoted when it needs to be. A key a spreadsheet would run as a formula
+/// (`=…`, `+…`, `@…`, `-` not followed by a number) gets a leading `'`.
 fn csv_field(s: &str) -> String {
+    let formula =
+        s.starts_with(['=', '+', '@']) || (s.starts_with('-') && s[1..].parse::<f64>().is_err());
+    if formula {
+        return csv_field(&format!("'{s}"));
+    }
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -673,6 +730,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn csv_fields_are_quoted_and_never_formulas() {
+        assert_eq!(csv_field("u1"), "u1");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+        assert_eq!(csv_field("-12"), "-12");
+        assert_eq!(csv_field("-x"), "'-x");
+    }
+
+    #[test]
     fn explain_elements_become_definitions_the_checker_accepts() {
         let d = element_definition("users", "os.name × app.version", "iOS × 17.3").unwrap();
         assert_eq!(
@@ -709,5 +776,18 @@ mod tests {
         );
         assert_eq!(v["ok"], true, "{v}");
         assert_eq!(v["names"], json!(["x"]));
+        // Checked against the live set: a near-miss name gets its hint, a unit mismatch is
+        // caught, and replacing a live definition is not a duplicate.
+        let v = check_text("segment x { in segment buyer }", &live, None);
+        let hint = v["diagnostics"][0]["hint"].as_str().unwrap_or("");
+        assert!(hint.contains("buyers"), "{v}");
+        let v = check_text("segment x of sessions { in segment buyers }", &live, None);
+        assert_eq!(v["ok"], false, "{v}");
+        let v = check_text(
+            "segment buyers during last 1d { did purchase }",
+            &live,
+            None,
+        );
+        assert_eq!(v["ok"], true, "{v}");
     }
 }

@@ -1048,6 +1048,25 @@ async fn ui_endpoints_check_preview_replay_history_funnel_and_export() {
     assert_eq!(points.last().unwrap()["size"], 2, "{v}");
     let entries: u64 = points.iter().map(|p| p["entries"].as_u64().unwrap()).sum();
     assert_eq!(entries, 2);
+    // Exits count: browsing (no purchase yet) shrinks as u1 and then u3 buy.
+    let (_, v) = call(
+        &st,
+        "GET",
+        "/api/segments/browsing/history?buckets=4",
+        Some("rk"),
+        "",
+    )
+    .await;
+    let series = |key: &str| -> Vec<u64> {
+        v["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[key].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(series("size"), [3, 2, 2, 1], "{v}");
+    assert_eq!(series("exits"), [0, 1, 0, 1], "{v}");
 
     // Funnel of the sequence: 3 signed up, 1 bought within 10 minutes.
     let (status, v) = call(

@@ -165,12 +165,6 @@ async fn browser_edits_with_diagnostics_saves_sees_live_counts_replays_and_disco
     c.goto(&format!("http://127.0.0.1:{port}/#key=ak"))
         .await
         .unwrap();
-    c.execute(
-        "window.__errors = []; window.addEventListener('error', e => window.__errors.push(String(e.message)));",
-        vec![],
-    )
-    .await
-    .unwrap();
     eventually(30, "the segment list", || async {
         let rows = c
             .find_all(Locator::Css("#segment-list tr[data-segment]"))
@@ -293,6 +287,7 @@ async fn browser_edits_with_diagnostics_saves_sees_live_counts_replays_and_disco
     })
     .await;
     assert_eq!(frame(&c).await, 0);
+    let status_at_start = text_of(&c, "#replay-status").await.unwrap();
     screenshot(&c, "03-replay-start.png").await;
     c.find(Locator::Css("#replay-play"))
         .await
@@ -325,9 +320,50 @@ async fn browser_edits_with_diagnostics_saves_sees_live_counts_replays_and_disco
     .await
     .unwrap();
     assert_eq!(frame(&c).await, 120, "scrubbing sets the frame");
+    // The cohort moved: members have ended their journeys by the middle of the replay.
+    let status_later = text_of(&c, "#replay-status").await.unwrap();
+    assert_ne!(
+        status_later, status_at_start,
+        "the cohort's state changes over time"
+    );
     let clock = text_of(&c, "#replay-time").await.unwrap();
     assert!(!clock.is_empty());
     screenshot(&c, "05-replay-scrubbed.png").await;
+
+    // The segment page: size over time, the outcome report as charts, the funnel.
+    c.goto(&format!(
+        "http://127.0.0.1:{port}/#/segment/checkout_buyers"
+    ))
+    .await
+    .unwrap();
+    eventually(60, "the history chart", || async {
+        c.find(Locator::Css("#history-chart canvas")).await.ok()
+    })
+    .await;
+    eventually(60, "the funnel chart", || async {
+        c.find(Locator::Css("#funnel-chart canvas")).await.ok()
+    })
+    .await;
+    c.execute(
+        "const s = document.querySelector('#report-outcome'); s.value = 'purchased'; s.dispatchEvent(new Event('change'));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    c.find(Locator::Css("#report-run"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let sentence = eventually(60, "the outcome report", || async {
+        c.find(Locator::Css("#report-chart canvas")).await.ok()?;
+        let t = text_of(&c, "#report-result").await?;
+        t.contains("purchased").then_some(t)
+    })
+    .await;
+    assert!(sentence.contains("sessions"), "{sentence}");
+    screenshot(&c, "06-segment-page.png").await;
 
     // Discovery, and a finding saved as a segment through the editor.
     c.goto(&format!("http://127.0.0.1:{port}/#/discover"))
@@ -365,7 +401,7 @@ async fn browser_edits_with_diagnostics_saves_sees_live_counts_replays_and_disco
     .click()
     .await
     .unwrap();
-    screenshot(&c, "06-discover-saved-to-editor.png").await;
+    screenshot(&c, "07-discover-saved-to-editor.png").await;
     let prefilled = eventually(20, "the editor prefilled", || async {
         let v = c
             .execute(
@@ -393,9 +429,13 @@ async fn browser_edits_with_diagnostics_saves_sees_live_counts_replays_and_disco
             .ok()
     })
     .await;
-    screenshot(&c, "07-agents.png").await;
+    screenshot(&c, "08-agents.png").await;
 
-    let errors = c.execute("return window.__errors;", vec![]).await.unwrap();
+    // The page records uncaught errors and unhandled rejections from its first script on.
+    let errors = c
+        .execute("return window.__sequinErrors;", vec![])
+        .await
+        .unwrap();
     assert_eq!(errors, json!([]), "no script errors");
     c.close().await.unwrap();
 }
