@@ -190,8 +190,9 @@ pub fn demo_live(
                     .await
                     .with_context(|| format!("--serve {addr}"))?;
                 let at = listener.local_addr()?;
+                tokio::spawn(trickle(state.clone(), latest));
                 eprintln!(
-                    "\n== the web UI: open http://{at}/#key=demo-admin\n   (segments, Cohort Replay, discover, explain, agents; write key demo-write, read key demo-read, admin key demo-admin); Ctrl-C stops"
+                    "\n== the web UI: open http://{at}/#key=demo-admin\n   (segments, Cohort Replay, discover, explain, agents; write key demo-write, read key demo-read, admin key demo-admin)\n   live: a new visitor every 2 s views pricing three times (pricing_no_trial grows; every third starts a trial and leaves); Ctrl-C stops"
                 );
                 axum::serve(listener, router(state))
                     .with_graceful_shutdown(async {
@@ -208,4 +209,43 @@ pub fn demo_live(
         }
         Ok(())
     })
+}
+
+/// While the demo serves, a new visitor every two seconds views pricing three times (and
+/// enters `pricing_no_trial`); every third one then starts a trial (and leaves it), so the
+/// UI's live counts move. Event times run on from the generated data's last event.
+async fn trickle(state: std::sync::Arc<sequin_server::AppState>, latest: i64) {
+    use tower::ServiceExt as _;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("demo-write:")
+    );
+    for i in 0..1800i64 {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let minute =
+            |m: i64| sequin_core::time::format_rfc3339(latest + (10 + 3 * i + m) * 60_000_000);
+        let visitor = format!("demo-live-{i}");
+        let mut batch: Vec<serde_json::Value> = (0..3)
+            .map(|k| {
+                serde_json::json!({"type": "page", "name": "pricing", "userId": visitor,
+                    "messageId": format!("{visitor}-view-{k}"), "timestamp": minute(k),
+                    "properties": {"page": "pricing"}})
+            })
+            .collect();
+        if i % 3 == 1 {
+            let earlier = format!("demo-live-{}", i - 1);
+            batch.push(serde_json::json!({"type": "track", "event": "trial_start",
+                "userId": earlier, "messageId": format!("{earlier}-trial"), "timestamp": minute(2)}));
+        }
+        let req = axum::http::Request::post("/v1/batch")
+            .header("authorization", &basic)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                serde_json::json!({ "batch": batch }).to_string(),
+            ))
+            .expect("request");
+        if router(state.clone()).oneshot(req).await.is_err() {
+            return;
+        }
+    }
 }
