@@ -153,6 +153,15 @@ impl ItemDef {
         }
     }
 
+    /// The condition a refinement adds to its event (`element_id == "pay-button"`).
+    fn condition(&self) -> Option<String> {
+        match self {
+            ItemDef::Eq(_, p, v) => Some(format!("{p} == {}", literal(v))),
+            ItemDef::Gt(_, p, t) => Some(format!("{p} > {}", number(*t))),
+            ItemDef::Name(_) | ItemDef::Attr(..) => None,
+        }
+    }
+
     /// The event an event item is about (None for attributes).
     fn event(&self) -> Option<&str> {
         match self {
@@ -874,8 +883,11 @@ struct Search<'a> {
     /// Safety valve: stop refining after this many candidates.
     max_scored: u64,
     top: &'a Mutex<TopK>,
-    /// Events that are steps of the outcome (they carry a skipped item): invisible to the
-    /// search, so that `click` cannot stand for the click on the pay button.
+    /// Items never offered (steps of the outcome itself).
+    skip: &'a [bool],
+    /// Events that are steps of the outcome (they carry a left-out refinement, such as the
+    /// click on the pay button): invisible to the search, so that `click` cannot stand for
+    /// them; definitions say so with `where not (…)` (see [`Guards`]).
     hidden: &'a [bool],
     /// Offer patterns that restate the outcome too.
     keep_outcome_steps: bool,
@@ -1024,7 +1036,7 @@ impl Search<'_> {
                     }
                     for &x in self.units.event_items(e) {
                         let xi = x as usize;
-                        if seen[xi] != k as u32 {
+                        if seen[xi] != k as u32 && !self.skip[xi] {
                             seen[xi] = k as u32;
                             if tally[xi].units == 0 {
                                 touched.push(x);
@@ -1155,7 +1167,7 @@ fn outcome_steps(
     pop_decided: u64,
     pop_reached: u64,
     min_units: u64,
-) -> Vec<bool> {
+) -> (Vec<bool>, Vec<bool>) {
     let n = vocab.items.len();
     // Decided population units that ever take each item, and of those, the ones that reach.
     let (mut with_d, mut with_r) = (vec![0u64; n], vec![0u64; n]);
@@ -1177,7 +1189,7 @@ fn outcome_steps(
         }
     }
     if pop_decided == 0 || pop_reached == 0 {
-        return vec![false; n];
+        return (vec![false; n], vec![false; n]);
     }
     let pop_rate = pop_reached as f64 / pop_decided as f64;
     let rate = |x: usize| with_r[x] as f64 / with_d[x].max(1) as f64;
@@ -1196,9 +1208,10 @@ fn outcome_steps(
             _ => None,
         })
         .collect();
-    (0..n)
+    let own: Vec<bool> = (0..n).map(is_step).collect();
+    let skip = (0..n)
         .map(|x| {
-            is_step(x)
+            own[x]
                 || vocab.items[x]
                     .event()
                     .and_then(|e| step_events.get(e))
@@ -1208,13 +1221,62 @@ fn outcome_steps(
                         (rate(x) - p).abs() < (3.0 * se).max(0.05)
                     })
         })
-        .collect()
+        .collect();
+    (skip, own)
+}
+
+/// Per event, the conditions of its left-out refinements: a step on that event must not be
+/// one of them (`click where not (element_id == "pay-button")`), as in the search.
+struct Guards(FxHashMap<String, Vec<(String, String)>>);
+
+impl Guards {
+    fn new(vocab: &Vocabulary, guarding: &[bool]) -> Guards {
+        let mut map: FxHashMap<String, Vec<(String, String)>> = FxHashMap::default();
+        for (x, item) in vocab.items.iter().enumerate() {
+            if let (true, Some(event), Some(cond)) = (guarding[x], item.event(), item.condition()) {
+                let prop = match item {
+                    ItemDef::Eq(_, p, _) | ItemDef::Gt(_, p, _) => p.clone(),
+                    _ => String::new(),
+                };
+                map.entry(event.to_string()).or_default().push((prop, cond));
+            }
+        }
+        Guards(map)
+    }
+
+    /// A step as written, with the guards of its event.
+    fn step(&self, item: &ItemDef) -> String {
+        let text = item.text();
+        let Some(conds) = item.event().and_then(|e| self.0.get(e)) else {
+            return text;
+        };
+        // `element_id == "back"` already rules out `element_id == "pay-button"`.
+        let own_eq = match item {
+            ItemDef::Eq(_, p, _) => Some(p.as_str()),
+            _ => None,
+        };
+        let nots: Vec<String> = conds
+            .iter()
+            .filter(|(p, c)| !(own_eq == Some(p.as_str()) && c.starts_with(&format!("{p} == "))))
+            .map(|(_, c)| format!("not ({c})"))
+            .collect();
+        if nots.is_empty() {
+            return text;
+        }
+        let joiner = if item.condition().is_some() {
+            " and "
+        } else {
+            " where "
+        };
+        format!("{text}{joiner}{}", nots.join(" and "))
+    }
 }
 
 fn definition(
     name: &str,
     unit: UnitKind,
     vocab: &Vocabulary,
+    guards: &Guards,
     p: &Pattern,
     description: &str,
 ) -> String {
@@ -1226,7 +1288,7 @@ fn definition(
     let steps: Vec<String> = p
         .steps
         .iter()
-        .map(|&s| vocab.items[s as usize].text())
+        .map(|&s| guards.step(&vocab.items[s as usize]))
         .collect();
     match steps.len() {
         0 => {}
@@ -1347,15 +1409,23 @@ pub fn discover(
         signatures: Default::default(),
         scored: 0,
     });
-    let skip = if opts.keep_outcome_steps {
-        vec![false; vocab.items.len()]
+    let (skip, own) = if opts.keep_outcome_steps {
+        let none = vec![false; vocab.items.len()];
+        (none.clone(), none)
     } else {
         outcome_steps(&units, &vocab, pop_decided, pop_reached, opts.min_units)
     };
+    // Refinements that are steps of the outcome on their own (the pay button's click) hide
+    // their events; those left out only with their event (a payment method) need not.
+    let guarding: Vec<bool> = (0..vocab.items.len())
+        .map(|x| own[x] && vocab.items[x].condition().is_some())
+        .collect();
+    let guards = Guards::new(&vocab, &guarding);
     let hidden: Vec<bool> = (0..units.time.len())
-        .map(|e| units.event_items(e).iter().any(|&x| skip[x as usize]))
+        .map(|e| units.event_items(e).iter().any(|&x| guarding[x as usize]))
         .collect();
     let search = Search {
+        skip: &skip,
         hidden: &hidden,
         keep_outcome_steps: opts.keep_outcome_steps,
         units: &units,
@@ -1410,7 +1480,7 @@ pub fn discover(
             slug = slug.replace("__", "_");
         }
         let name = format!("d{:02}_{}", i + 1, slug.trim_matches('_'));
-        let text = definition(&name, unit, &vocab, &c.pattern, "discovered");
+        let text = definition(&name, unit, &vocab, &guards, &c.pattern, "discovered");
         // A candidate the language cannot state is dropped, not guessed at.
         if let Ok(f) = sequin_lang::parse(&text)
             && sequin_lang::check(&f, None).iter().all(|d| !d.is_error())
@@ -1536,7 +1606,7 @@ pub fn discover(
             Finding {
                 rank: rank + 1,
                 name: v.name.clone(),
-                definition: definition(&v.name, unit, &vocab, &v.pattern, &description),
+                definition: definition(&v.name, unit, &vocab, &guards, &v.pattern, &description),
                 attributes: v
                     .pattern
                     .attrs
@@ -1547,7 +1617,7 @@ pub fn discover(
                     .pattern
                     .steps
                     .iter()
-                    .map(|&s| vocab.items[s as usize].text())
+                    .map(|&s| guards.step(&vocab.items[s as usize]))
                     .collect(),
                 members: v.members.len() as u64,
                 after_outcome: v.after_outcome,
