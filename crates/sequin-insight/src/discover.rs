@@ -73,6 +73,9 @@ pub struct DiscoverOptions {
     /// Offer steps of the outcome itself too (see [`Discovery::outcome_steps`]); by
     /// default they are found and left out.
     pub keep_outcome_steps: bool,
+    /// Search a uniform sample of about this many units when the population is larger
+    /// (candidates are still verified on every unit). None: search every unit.
+    pub search_sample: Option<usize>,
 }
 
 /// One finding.
@@ -118,6 +121,9 @@ pub struct Discovery {
     pub population_rate: f64,
     /// Items (event names, name + property value, thresholds, attributes) considered.
     pub items: usize,
+    /// Units the search ran over (a sample of the population when it is large; findings are
+    /// verified on every unit).
+    pub searched_units: u64,
     /// Candidates scored during the search (the hypotheses counted by the FDR control).
     pub candidates_scored: u64,
     /// Candidates verified with the engine.
@@ -1155,6 +1161,11 @@ fn restates_outcome(pop_decided: u64, pop_reached: u64, t: &Tally) -> bool {
     rest_d > 0 && members > pop_rate && (rest_r as f64 / rest_d as f64) <= 0.02 * pop_rate
 }
 
+/// A unit key's position in the search sample (uniform over u64).
+fn sample_hash(key: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+}
+
 /// Which items are steps of the outcome itself. An item is when the population's units that
 /// never take it almost never reach the outcome (at most 2% of the population's rate): a
 /// pattern with it restates the outcome rather than predicting it (`payment_submit` before
@@ -1424,20 +1435,39 @@ pub fn discover(
     let hidden: Vec<bool> = (0..units.time.len())
         .map(|e| units.event_items(e).iter().any(|&x| guarding[x as usize]))
         .collect();
+    // A large population is searched on a uniform sample of its units (by a hash of the key,
+    // so runs agree); the search only proposes candidates: the engine verifies them on every
+    // unit, and every figure reported comes from that verification.
+    let sampled: Vec<u32> = match opts.search_sample {
+        Some(n) if units.len() > n => {
+            let cut = (n as f64 / units.len() as f64 * u64::MAX as f64) as u64;
+            (0..units.len() as u32)
+                .filter(|&u| sample_hash(&units.keys[u as usize]) <= cut)
+                .collect()
+        }
+        _ => (0..units.len() as u32).collect(),
+    };
+    let fraction = sampled.len() as f64 / units.len().max(1) as f64;
+    let count = |want: &dyn Fn(u8) -> bool| {
+        sampled
+            .iter()
+            .filter(|&&u| want(units.pop_out[u as usize]))
+            .count() as u64
+    };
     let search = Search {
         skip: &skip,
         hidden: &hidden,
         keep_outcome_steps: opts.keep_outcome_steps,
         units: &units,
-        pop_decided,
-        pop_reached,
-        min_units: opts.min_units,
+        pop_decided: count(&|o| o != PENDING),
+        pop_reached: count(&|o| o == YES),
+        min_units: ((opts.min_units as f64 * fraction).round() as u64).max(5),
         max_length: opts.max_length,
         n_items: vocab.items.len(),
         max_scored: 5_000_000,
         top: &top,
     };
-    let root: Projection1 = (0..units.len() as u32).map(|u| (u, NONE)).collect();
+    let root: Projection1 = sampled.iter().map(|&u| (u, NONE)).collect();
     search.grow(
         &Pattern {
             attrs: Vec::new(),
@@ -1448,6 +1478,8 @@ pub fn discover(
     );
     let top = top.into_inner().unwrap();
     let scored = top.scored;
+    let searched = sampled.len() as u64;
+    drop(sampled);
     let mut candidates: Vec<Scored> = top.heap.into_vec();
     candidates.sort();
     // A refinement of a better candidate adds nothing it has not said: verify the general
@@ -1642,6 +1674,7 @@ pub fn discover(
             pop_reached as f64 / pop_decided as f64
         },
         items: vocab.items.len(),
+        searched_units: searched,
         candidates_scored: scored,
         outcome_steps: (0..vocab.items.len())
             .filter(|&x| skip[x])

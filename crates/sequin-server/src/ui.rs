@@ -569,6 +569,7 @@ pub async fn discover(
                     .map(str::to_string)
                     .collect(),
                 keep_outcome_steps: false,
+                search_sample: Some(200_000),
             },
         )
         .map_err(insight_error)?;

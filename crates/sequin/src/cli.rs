@@ -212,6 +212,10 @@ pub struct DiscoverArgs {
     /// found and left out).
     #[arg(long)]
     pub keep_outcome_steps: bool,
+    /// Search a uniform sample of about this many units when the population is larger; the
+    /// candidates are still verified on every unit (0: search every unit).
+    #[arg(long, default_value_t = 200_000)]
+    pub search_sample: usize,
 }
 
 /// `sequin explain`.

@@ -463,6 +463,7 @@ pub fn discover(a: DiscoverArgs) -> Result<()> {
             signals: !a.no_signals,
             exclude: a.exclude.clone(),
             keep_outcome_steps: a.keep_outcome_steps,
+            search_sample: (a.search_sample > 0).then_some(a.search_sample),
         },
     )?;
     let mut out = std::io::stdout().lock();
@@ -472,13 +473,18 @@ pub fn discover(a: DiscoverArgs) -> Result<()> {
     } else {
         writeln!(
             out,
-            "# discover `{}` over {} {} (outcome rate {}): {} items, {} candidates scored, {} verified, {} findings",
+            "# discover `{}` over {} {} (outcome rate {}): {} items, {} candidates scored{}, {} verified, {} findings",
             d.outcome,
             thousands(d.population_units),
             d.population,
             pct(d.population_rate),
             thousands(d.items as u64),
             thousands(d.candidates_scored),
+            if d.searched_units < d.population_units {
+                format!(" on a sample of {} units", thousands(d.searched_units))
+            } else {
+                String::new()
+            },
             d.candidates_verified,
             d.findings.len()
         )?;

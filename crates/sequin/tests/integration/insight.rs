@@ -341,6 +341,40 @@ fn discovery_leaves_out_steps_of_the_outcome_by_itself() {
     );
 }
 
+/// A large population is searched on a sample, but every figure reported is the engine's
+/// over every unit (`check_findings` compares each finding's size with `eval`).
+#[test]
+fn discovery_on_a_search_sample_reports_figures_verified_on_every_unit() {
+    let store = golden_store().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join("outcomes.seg");
+    std::fs::write(
+        &seg,
+        "segment checkout of sessions { did checkout_start }\n\
+         outcome purchased of sessions { did purchase }\n",
+    )
+    .unwrap();
+    let args = [
+        "--outcome",
+        "purchased",
+        "--base",
+        "checkout",
+        "--top",
+        "5",
+        "--search-sample",
+        "800",
+    ];
+    let d = check_findings(store, &seg, &args, Some("checkout"));
+    let (searched, population) = (
+        d["searched_units"].as_u64().unwrap(),
+        d["population_units"].as_u64().unwrap(),
+    );
+    assert!(
+        searched < population && searched > 400,
+        "{searched} of {population}"
+    );
+}
+
 /// BPIC 2012: what predicts cancellation, each finding's size checked against `eval`, and
 /// its rates against counts made here from the raw log.
 #[test]
