@@ -68,6 +68,9 @@ pub struct AgentOverview {
     pub examples: Vec<Example>,
 }
 
+/// Conversations kept per signal, so that each signal can show one not shown already.
+const CANDIDATES: usize = 8;
+
 fn text(data: &PartitionData, col: &str, row: usize) -> Option<String> {
     match data.props.get(col) {
         Some(PropColumn::Str(c)) => c.get(row).map(str::to_string),
@@ -79,8 +82,8 @@ fn text(data: &PartitionData, col: &str, row: usize) -> Option<String> {
 struct PartialOverview {
     conversations: u64,
     with_signal: BTreeMap<String, u64>,
-    /// Per signal: the conversation with the smallest key that shows it.
-    examples: BTreeMap<String, Example>,
+    /// Per signal: the few conversations with the smallest keys that show it.
+    examples: BTreeMap<String, Vec<Example>>,
 }
 
 /// Computes the overview over every conversation up to `as_of` (default: the latest event).
@@ -137,10 +140,9 @@ pub fn agent_overview(
                     distinct.dedup();
                     for s in &distinct {
                         *part.with_signal.entry(s.clone()).or_default() += 1;
-                        let better = part
-                            .examples
-                            .get(s)
-                            .is_none_or(|e| key < e.conversation.as_str());
+                        let kept = part.examples.entry(s.clone()).or_default();
+                        let better = kept.len() < CANDIDATES
+                            || kept.last().is_some_and(|e| key < e.conversation.as_str());
                         if better {
                             let events = rows
                                 .iter()
@@ -155,15 +157,15 @@ pub fn agent_overview(
                                     tool: text(&data, "p.tool_name", r),
                                 })
                                 .collect();
-                            part.examples.insert(
-                                s.clone(),
-                                Example {
-                                    conversation: key.to_string(),
-                                    user: user_of(rows[0]),
-                                    signals: names.clone(),
-                                    events,
-                                },
-                            );
+                            let kept = part.examples.get_mut(s).expect("just added");
+                            kept.push(Example {
+                                conversation: key.to_string(),
+                                user: user_of(rows[0]),
+                                signals: names.clone(),
+                                events,
+                            });
+                            kept.sort_by(|a, b| a.conversation.cmp(&b.conversation));
+                            kept.truncate(CANDIDATES);
                         }
                     }
                 },
@@ -173,20 +175,18 @@ pub fn agent_overview(
         .collect();
     let mut conversations = 0;
     let mut with_signal: BTreeMap<String, u64> = BTreeMap::new();
-    let mut examples: BTreeMap<String, Example> = BTreeMap::new();
+    let mut examples: BTreeMap<String, Vec<Example>> = BTreeMap::new();
     for p in parts {
         let p = p?;
         conversations += p.conversations;
         for (s, n) in p.with_signal {
             *with_signal.entry(s).or_default() += n;
         }
-        for (s, e) in p.examples {
-            if examples
-                .get(&s)
-                .is_none_or(|old| e.conversation < old.conversation)
-            {
-                examples.insert(s, e);
-            }
+        for (s, mut e) in p.examples {
+            let kept = examples.entry(s).or_default();
+            kept.append(&mut e);
+            kept.sort_by(|a, b| a.conversation.cmp(&b.conversation));
+            kept.truncate(CANDIDATES);
         }
     }
     let mut signals: Vec<SignalRate> = with_signal
@@ -202,12 +202,16 @@ pub fn agent_overview(
             .cmp(&a.conversations)
             .then(a.signal.cmp(&b.signal))
     });
-    // One example per signal, most common signals first, each conversation once.
+    // One example per signal, most common signals first, each conversation once: a signal
+    // whose first conversation is already shown gets its next one.
     let mut shown: Vec<Example> = Vec::new();
     for s in &signals {
-        if let Some(e) = examples.remove(&s.signal)
-            && !shown.iter().any(|x| x.conversation == e.conversation)
-        {
+        let next = examples
+            .remove(&s.signal)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|e| !shown.iter().any(|x| x.conversation == e.conversation));
+        if let Some(e) = next {
             shown.push(e);
         }
     }
