@@ -161,6 +161,19 @@ async fn browser_edits_with_diagnostics_saves_sees_live_counts_replays_and_disco
         .await
         .expect("a WebDriver session with headless Chromium");
 
+    // The walk runs as its own task so that a failure still leaves a screenshot of the page
+    // as it was (fantoccini clients are handles to one session).
+    let walk = tokio::spawn(walk_through_the_ui(c.clone(), port));
+    if let Err(failure) = walk.await {
+        screenshot(&c, "failure.png").await;
+        let _ = c.close().await;
+        std::panic::resume_unwind(failure.into_panic());
+    }
+    c.close().await.unwrap();
+}
+
+/// What a user does in the UI, step by step, with a screenshot after each.
+async fn walk_through_the_ui(c: Client, port: u16) {
     // The key from the URL, then the list of live definitions.
     c.goto(&format!("http://127.0.0.1:{port}/#key=ak"))
         .await
@@ -437,5 +450,4 @@ async fn browser_edits_with_diagnostics_saves_sees_live_counts_replays_and_disco
         .await
         .unwrap();
     assert_eq!(errors, json!([]), "no script errors");
-    c.close().await.unwrap();
 }
