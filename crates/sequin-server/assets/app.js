@@ -326,7 +326,25 @@ function handleSseBlock(block) {
   try { change = JSON.parse(data.join('\n')); } catch { return; }
   const seq = change.seq ?? Number(id);
   if (seq <= state.countsAsOf) return;
-  applyChange(change.segment, event === 'enter' ? 1 : -1);
+  queueChange(change.segment, event === 'enter' ? 1 : -1);
+}
+
+// A backfill can stream a million changes: they are summed per segment and drawn once per
+// animation frame, not one DOM update each.
+const pendingDeltas = new Map();
+let flushScheduled = false;
+function queueChange(segment, delta) {
+  pendingDeltas.set(segment, (pendingDeltas.get(segment) || 0) + delta);
+  if (flushScheduled) return;
+  flushScheduled = true;
+  const flush = () => {
+    flushScheduled = false;
+    const batch = [...pendingDeltas];
+    pendingDeltas.clear();
+    for (const [seg, d] of batch) if (d !== 0) applyChange(seg, d);
+  };
+  // Hidden tabs get no animation frames: fall back to a timer there.
+  if (document.hidden) setTimeout(flush, 250); else requestAnimationFrame(flush);
 }
 
 function applyChange(segment, delta) {
