@@ -424,17 +424,28 @@ pub async fn members_csv(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, Access::Read)?;
-    let engine = state.live.engine.read().expect("engine lock");
-    let members = engine
-        .members(&name)
-        .ok_or_else(|| ApiError::NotFound(format!("no segment named `{name}`")))?;
-    let mut out = String::from("unit,entered_at\n");
-    for (unit, t) in members {
-        out.push_str(&csv_field(unit));
-        out.push(',');
-        out.push_str(&format_rfc3339(*t));
-        out.push('\n');
-    }
+    // A snapshot under the engine's lock, the text built off it (the evaluator writes
+    // under that lock).
+    let members: Vec<(String, i64)> = {
+        let engine = state.live.engine.read().expect("engine lock");
+        engine
+            .members(&name)
+            .ok_or_else(|| ApiError::NotFound(format!("no segment named `{name}`")))?
+            .iter()
+            .map(|(u, t)| (u.clone(), *t))
+            .collect()
+    };
+    let out = blocking(move || {
+        let mut out = String::from("unit,entered_at\n");
+        for (unit, t) in &members {
+            out.push_str(&csv_field(unit));
+            out.push(',');
+            out.push_str(&format_rfc3339(*t));
+            out.push('\n');
+        }
+        Ok(out)
+    })
+    .await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
