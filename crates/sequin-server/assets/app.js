@@ -326,22 +326,26 @@ function handleSseBlock(block) {
   try { change = JSON.parse(data.join('\n')); } catch { return; }
   const seq = change.seq ?? Number(id);
   if (seq <= state.countsAsOf) return;
-  queueChange(change.segment, event === 'enter' ? 1 : -1);
+  queueChange(seq, change.segment, event === 'enter' ? 1 : -1);
 }
 
 // A backfill can stream a million changes: they are summed per segment and drawn once per
-// animation frame, not one DOM update each.
-const pendingDeltas = new Map();
+// animation frame, not one DOM update each. The check against the counts' own "as of" is
+// made again when drawing: a list reloaded meanwhile already includes them.
+let pendingChanges = [];
 let flushScheduled = false;
-function queueChange(segment, delta) {
-  pendingDeltas.set(segment, (pendingDeltas.get(segment) || 0) + delta);
+function queueChange(seq, segment, delta) {
+  pendingChanges.push([seq, segment, delta]);
   if (flushScheduled) return;
   flushScheduled = true;
   const flush = () => {
     flushScheduled = false;
-    const batch = [...pendingDeltas];
-    pendingDeltas.clear();
-    for (const [seg, d] of batch) if (d !== 0) applyChange(seg, d);
+    const sums = new Map();
+    for (const [q, seg, d] of pendingChanges) {
+      if (q > state.countsAsOf) sums.set(seg, (sums.get(seg) || 0) + d);
+    }
+    pendingChanges = [];
+    for (const [seg, d] of sums) if (d !== 0) applyChange(seg, d);
   };
   // Hidden tabs get no animation frames: fall back to a timer there.
   if (document.hidden) setTimeout(flush, 250); else requestAnimationFrame(flush);
