@@ -121,6 +121,20 @@ pub fn from_epoch_int(x: i64, format: TimeFormat) -> Result<Micros, String> {
     checked(t.ok_or_else(|| format!("time {x} overflows"))?)
 }
 
+/// A period `START..END` (each as [`parse_text`] reads it, end after start), as
+/// `(start, end)`.
+pub fn parse_period(text: &str) -> Result<(Micros, Micros), String> {
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| "expected START..END".to_string())?;
+    let t = |s: &str| parse_text(s.trim(), TimeFormat::Auto).map_err(|e| format!("`{s}`: {e}"));
+    let (start, end) = (t(a)?, t(b)?);
+    if start >= end {
+        return Err("the start is not before the end".into());
+    }
+    Ok((start, end))
+}
+
 /// Parses a time written as text: RFC 3339 (`2024-01-02T03:04:05.678Z`, any offset),
 /// `YYYY-MM-DD HH:MM:SS[.fff]` (UTC), a date `YYYY-MM-DD` (midnight UTC), or — with `Auto` or
 /// an epoch format — a number.

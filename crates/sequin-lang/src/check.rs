@@ -16,6 +16,23 @@ pub struct Catalog {
     pub properties: HashSet<String>,
 }
 
+impl Catalog {
+    /// From a store's event names and namespaced columns (`p.amount`, `c.os.name`,
+    /// `t.plan`): keys are looked up without their namespace.
+    pub fn from_store(
+        names: impl IntoIterator<Item = String>,
+        columns: impl IntoIterator<Item = String>,
+    ) -> Catalog {
+        Catalog {
+            events: names.into_iter().collect(),
+            properties: columns
+                .into_iter()
+                .filter_map(|c| c.get(2..).map(str::to_string))
+                .collect(),
+        }
+    }
+}
+
 /// Names of synthetic end events and the unit they close.
 pub fn end_event_unit(name: &str) -> Option<UnitKind> {
     match name {

@@ -1218,6 +1218,23 @@ function runningNote(text) {
   return { note, done: () => clearInterval(timer) };
 }
 
+// The run button of an insight view: needs an outcome, shows a running note (they can take
+// tens of seconds), then draws the answer if the view is still shown.
+function onRun(run, results, outcome, token, label, render, url) {
+  run.addEventListener('click', async () => {
+    if (!outcome.value) { fill(results, errorBox('No outcome defined: add one in the editor first.')); return; }
+    const running = runningNote(label);
+    fill(results, el('section', { class: 'card' }, running.note));
+    run.disabled = true;
+    try {
+      const answer = await api(url());
+      if (stillHere(token)) render(results, answer);
+    } catch (e) { if (stillHere(token)) showError(results, e); }
+    running.done();
+    run.disabled = false;
+  });
+}
+
 async function viewDiscover() {
   const token = viewToken;
   const outcome = el('select', { id: 'discover-outcome' });
@@ -1243,19 +1260,8 @@ async function viewDiscover() {
       ...(same.length ? same : plainSegments()).map((s) => el('option', { value: s.name, text: `${s.name} (${s.unit})` })));
   };
   outcome.addEventListener('change', fillBases);
-  run.addEventListener('click', async () => {
-    if (!outcome.value) { fill(results, errorBox('No outcome defined: add one in the editor first.')); return; }
-    const q = `outcome=${enc(outcome.value)}${base.value ? `&base=${enc(base.value)}` : ''}&top=${enc(top.value || 10)}${exclude.value.trim() ? `&exclude=${enc(exclude.value)}` : ''}`;
-    const running = runningNote('Running discovery…');
-    fill(results, el('section', { class: 'card' }, running.note));
-    run.disabled = true;
-    try {
-      const d = await api(`/api/discover?${q}`);
-      if (stillHere(token)) renderDiscovery(results, d);
-    } catch (e) { if (stillHere(token)) showError(results, e); }
-    running.done();
-    run.disabled = false;
-  });
+  onRun(run, results, outcome, token, 'Running discovery…', renderDiscovery, () =>
+    `/api/discover?outcome=${enc(outcome.value)}${base.value ? `&base=${enc(base.value)}` : ''}&top=${enc(top.value || 10)}${exclude.value.trim() ? `&exclude=${enc(exclude.value)}` : ''}`);
 
   try {
     await loadSegments();
@@ -1323,19 +1329,8 @@ async function viewExplain() {
       el('label', {}, 'Current ', current), run)),
   results);
 
-  run.addEventListener('click', async () => {
-    if (!outcome.value) { fill(results, errorBox('No outcome defined: add one in the editor first.')); return; }
-    const q = `outcome=${enc(outcome.value)}&baseline=${enc(baseline.value.trim())}&current=${enc(current.value.trim())}`;
-    const running = runningNote('Explaining the change…');
-    fill(results, el('section', { class: 'card' }, running.note));
-    run.disabled = true;
-    try {
-      const x = await api(`/api/explain?${q}`);
-      if (stillHere(token)) renderExplanation(results, x);
-    } catch (e) { if (stillHere(token)) showError(results, e); }
-    running.done();
-    run.disabled = false;
-  });
+  onRun(run, results, outcome, token, 'Explaining the change…', renderExplanation, () =>
+    `/api/explain?outcome=${enc(outcome.value)}&baseline=${enc(baseline.value.trim())}&current=${enc(current.value.trim())}`);
 
   try {
     await loadSegments();

@@ -13,7 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use rustc_hash::FxHashMap;
-use sequin_core::time::{TimeFormat, format_rfc3339, parse_text};
+use sequin_core::time::format_rfc3339;
 use sequin_engine::Program;
 use sequin_engine::batch::{EvalOptions, evaluate};
 use sequin_lang::ast::SegFile;
@@ -93,14 +93,7 @@ fn cached_catalog(state: &AppState, reader: &StoreReader) -> Option<sequin_lang:
 /// The store's names, for "did you mean" on events and properties.
 fn catalog(reader: &StoreReader) -> Option<sequin_lang::Catalog> {
     let cat = reader.catalog().ok()?;
-    Some(sequin_lang::Catalog {
-        events: cat.names.into_iter().collect(),
-        properties: cat
-            .columns
-            .iter()
-            .filter_map(|c| c.get(2..).map(str::to_string))
-            .collect(),
-    })
+    Some(sequin_lang::Catalog::from_store(cat.names, cat.columns))
 }
 
 /// Checks `text` as it would be saved: together with the live definitions it does not
@@ -599,17 +592,8 @@ pub struct ExplainQuery {
 }
 
 fn period(what: &str, text: &str) -> Result<(i64, i64), ApiError> {
-    let bad = |why: String| ApiError::BadRequest(format!("{what}={text}: {why}"));
-    let (a, b) = text
-        .split_once("..")
-        .ok_or_else(|| bad("expected START..END".into()))?;
-    let t =
-        |s: &str| parse_text(s.trim(), TimeFormat::Auto).map_err(|e| bad(format!("`{s}`: {e}")));
-    let (start, end) = (t(a)?, t(b)?);
-    if start >= end {
-        return Err(bad("the start is not before the end".into()));
-    }
-    Ok((start, end))
+    sequin_core::time::parse_period(text)
+        .map_err(|why| ApiError::BadRequest(format!("{what}={text}: {why}")))
 }
 
 /// A saveable definition for an explain element over attributes (`os.name × app.version`

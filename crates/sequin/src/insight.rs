@@ -528,19 +528,7 @@ pub fn discover(a: DiscoverArgs) -> Result<()> {
 
 /// `START..END` → (start, end), µs.
 fn period(flag: &str, text: &str) -> Result<(i64, i64)> {
-    let (a, b) = text
-        .split_once("..")
-        .with_context(|| format!("{flag} {text}: expected START..END"))?;
-    let t = |s: &str| {
-        parse_text(s.trim(), TimeFormat::Auto)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("{flag} {text}: `{s}`"))
-    };
-    let (start, end) = (t(a)?, t(b)?);
-    if start >= end {
-        bail!("{flag} {text}: the start is not before the end");
-    }
-    Ok((start, end))
+    sequin_core::time::parse_period(text).map_err(|why| anyhow::anyhow!("{flag} {text}: {why}"))
 }
 
 pub fn explain(a: ExplainArgs) -> Result<()> {

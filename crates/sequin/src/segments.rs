@@ -32,14 +32,7 @@ pub fn catalog(store: &Path) -> Result<sequin_lang::Catalog> {
     let reader =
         StoreReader::open(store).with_context(|| format!("opening store {}", store.display()))?;
     let cat = reader.catalog()?;
-    Ok(sequin_lang::Catalog {
-        events: cat.names.into_iter().collect(),
-        properties: cat
-            .columns
-            .iter()
-            .filter_map(|c| c.get(2..).map(str::to_string))
-            .collect(),
-    })
+    Ok(sequin_lang::Catalog::from_store(cat.names, cat.columns))
 }
 
 /// Loads and checks; prints every diagnostic; fails on errors.

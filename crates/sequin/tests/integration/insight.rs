@@ -248,19 +248,25 @@ fn discovered_findings_are_valid_segments_of_the_reported_size() {
     assert_eq!(d["unit"], "sessions");
 }
 
-/// Signals are candidates too: with the outcome's own steps excluded, a friction signal is
-/// among the findings, and its size is what `eval` (the engine's own detectors) gives.
-#[test]
-fn discovery_offers_signals_and_their_sizes_match_eval() {
-    let store = golden_store().to_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let seg = dir.path().join("outcomes.seg");
+/// Sessions that start a checkout, and the outcome that they purchase, in `dir`.
+fn checkout_outcomes(dir: &Path) -> std::path::PathBuf {
+    let seg = dir.join("outcomes.seg");
     std::fs::write(
         &seg,
         "segment checkout of sessions { did checkout_start }\n\
          outcome purchased of sessions { did purchase }\n",
     )
     .unwrap();
+    seg
+}
+
+/// Signals are candidates too: with the outcome's own steps excluded, a friction signal is
+/// among the findings, and its size is what `eval` (the engine's own detectors) gives.
+#[test]
+fn discovery_offers_signals_and_their_sizes_match_eval() {
+    let store = golden_store().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let seg = checkout_outcomes(dir.path());
     let d = check_findings(
         store,
         &seg,
@@ -303,13 +309,7 @@ fn discovery_offers_signals_and_their_sizes_match_eval() {
 fn discovery_leaves_out_steps_of_the_outcome_by_itself() {
     let store = golden_store().to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let seg = dir.path().join("outcomes.seg");
-    std::fs::write(
-        &seg,
-        "segment checkout of sessions { did checkout_start }\n\
-         outcome purchased of sessions { did purchase }\n",
-    )
-    .unwrap();
+    let seg = checkout_outcomes(dir.path());
     let args = ["--outcome", "purchased", "--base", "checkout", "--top", "5"];
     let d = check_findings(store, &seg, &args, Some("checkout"));
     let left_out: Vec<&str> = d["outcome_steps"]
@@ -347,13 +347,7 @@ fn discovery_leaves_out_steps_of_the_outcome_by_itself() {
 fn discovery_on_a_search_sample_reports_figures_verified_on_every_unit() {
     let store = golden_store().to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let seg = dir.path().join("outcomes.seg");
-    std::fs::write(
-        &seg,
-        "segment checkout of sessions { did checkout_start }\n\
-         outcome purchased of sessions { did purchase }\n",
-    )
-    .unwrap();
+    let seg = checkout_outcomes(dir.path());
     let args = [
         "--outcome",
         "purchased",

@@ -13,15 +13,7 @@ use sequin_engine::Program;
 use sequin_engine::batch::{EvalOptions, evaluate};
 use sequin_store::{EventSource, Projection, StoreReader};
 
-use crate::util::{run_ok, sequin};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::util::{free_port, run_ok, sequin};
 
 struct Server {
     child: Child,

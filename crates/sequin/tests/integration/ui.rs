@@ -9,15 +9,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::util::{chromium_and_driver, generated_store, sequin};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::util::{chromium_and_driver, free_port, generated_store, sequin};
 
 /// A child process killed when the test ends, however it ends.
 struct Killed(Child);
@@ -63,6 +55,14 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits up to `secs` seconds for an element matching `css`.
+async fn appears(c: &Client, secs: u64, what: &str, css: &str) -> fantoccini::elements::Element {
+    eventually(secs, what, || async {
+        c.find(Locator::Css(css)).await.ok()
+    })
+    .await
 }
 
 async fn text_of(c: &Client, css: &str) -> Option<String> {
@@ -214,10 +214,7 @@ async fn walk_through_the_ui(c: Client, port: u16) {
         "segment checkout_buyers of sessions {\n\"Started checkout and bought within the hour\"\nsequence within 1h { checkout_start; purchase }\n}",
     )
     .await;
-    eventually(20, "the diagnostics to clear", || async {
-        c.find(Locator::Css("#diagnostics-ok")).await.ok()
-    })
-    .await;
+    appears(&c, 20, "the diagnostics to clear", "#diagnostics-ok").await;
     c.find(Locator::Css("#preview-button"))
         .await
         .unwrap()
@@ -295,10 +292,7 @@ async fn walk_through_the_ui(c: Client, port: u16) {
     .click()
     .await
     .unwrap();
-    eventually(60, "the replay chart", || async {
-        c.find(Locator::Css("#replay-chart canvas")).await.ok()
-    })
-    .await;
+    appears(&c, 60, "the replay chart", "#replay-chart canvas").await;
     assert_eq!(frame(&c).await, 0);
     let status_at_start = text_of(&c, "#replay-status").await.unwrap();
     screenshot(&c, "03-replay-start.png").await;
@@ -349,14 +343,8 @@ async fn walk_through_the_ui(c: Client, port: u16) {
     ))
     .await
     .unwrap();
-    eventually(60, "the history chart", || async {
-        c.find(Locator::Css("#history-chart canvas")).await.ok()
-    })
-    .await;
-    eventually(60, "the funnel chart", || async {
-        c.find(Locator::Css("#funnel-chart canvas")).await.ok()
-    })
-    .await;
+    appears(&c, 60, "the history chart", "#history-chart canvas").await;
+    appears(&c, 60, "the funnel chart", "#funnel-chart canvas").await;
     c.execute(
         "const s = document.querySelector('#report-outcome'); s.value = 'purchased'; s.dispatchEvent(new Event('change'));",
         vec![],
@@ -427,10 +415,7 @@ async fn walk_through_the_ui(c: Client, port: u16) {
     })
     .await;
     assert!(prefilled.starts_with("segment "), "{prefilled}");
-    eventually(20, "the finding to check clean", || async {
-        c.find(Locator::Css("#diagnostics-ok")).await.ok()
-    })
-    .await;
+    appears(&c, 20, "the finding to check clean", "#diagnostics-ok").await;
 
     // The agent view: conversations, signal rates, transcripts.
     c.goto(&format!("http://127.0.0.1:{port}/#/agents"))

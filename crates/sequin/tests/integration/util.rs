@@ -210,3 +210,12 @@ pub fn chromium_and_driver() -> (PathBuf, PathBuf) {
         })
         .clone()
 }
+
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
