@@ -177,6 +177,12 @@ impl RecentIds {
 
 const IDENTITY: &str = "identity.jsonl";
 
+/// Puts an event into the memtable unless its message id was accepted already (in the
+/// window or in the memtable). Returns whether it went in.
+fn push_new(memtable: &mut Memtable, recent: &RecentIds, e: &Event, seq: u64) -> bool {
+    !e.message_id.as_deref().is_some_and(|m| recent.contains(m)) && memtable.push(e, seq)
+}
+
 impl Store {
     /// Opens the store in `dir`, replaying its log.
     pub fn open(dir: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
@@ -308,24 +314,23 @@ impl Store {
     /// Adds an accepted event to the memtable and the identity map. Returns whether it was
     /// new (not a duplicate message id) and whether it made a new identity link.
     fn accept(&mut self, e: &Event, seq: u64) -> (bool, bool) {
-        if e.message_id
-            .as_deref()
-            .is_some_and(|m| self.recent.contains(m))
-            || !self.memtable.push(e, seq)
-        {
-            return (false, false);
-        }
+        let new = push_new(&mut self.memtable, &self.recent, e, seq);
+        (new, new && self.note_accepted(e))
+    }
+
+    /// What follows an event's entry into the memtable: its message id joins the window
+    /// and its identity link (if any) is made. Returns whether the link is new.
+    fn note_accepted(&mut self, e: &Event) -> bool {
         if let Some(m) = &e.message_id {
             self.recent.insert(m);
         }
-        let mut linked = false;
         if let Some((from, to)) = e.identity_link()
             && self.identity.link(from, to)
         {
             self.new_links.push((from.to_string(), to.to_string()));
-            linked = true;
+            return true;
         }
-        (true, linked)
+        false
     }
 
     /// Appends events; when this returns `Ok`, they are durable (in the synced log).
@@ -344,7 +349,7 @@ impl Store {
         events: Vec<Event>,
         sizes: &[usize],
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        let outcomes = self.append_logged(events, sizes)?.0;
+        let outcomes = self.append_inner(events, sizes, false)?.0;
         self.flush_if_full()?;
         Ok(outcomes)
     }
@@ -357,6 +362,17 @@ impl Store {
         &mut self,
         events: Vec<Event>,
         sizes: &[usize],
+    ) -> Result<(Vec<AppendOutcome>, Vec<Accepted>), StoreError> {
+        self.append_inner(events, sizes, true)
+    }
+
+    /// Appends; hands the accepted events back only when `hand_back` (a bulk import has no
+    /// use for them, and building them costs a unit string per event).
+    fn append_inner(
+        &mut self,
+        events: Vec<Event>,
+        sizes: &[usize],
+        hand_back: bool,
     ) -> Result<(Vec<AppendOutcome>, Vec<Accepted>), StoreError> {
         let mut outcomes = vec![AppendOutcome::default(); sizes.len()];
         let mut group_of = Vec::with_capacity(events.len());
@@ -382,16 +398,40 @@ impl Store {
             }
         }
         let first = self.manifest.next_seq;
-        if !kept.is_empty() {
-            self.wal.append(first, &kept)?;
-            self.wal.sync()?;
+        // The log write and sync run beside the memtable's intake (two cores at work on
+        // one batch). Nothing reads the memtable meanwhile (`&mut self`), and if the log
+        // fails the intake is rolled back, so only durable events are ever visible.
+        let rows_before = self.memtable.len();
+        let bytes_before = self.memtable.approx_bytes();
+        let (wal, memtable, recent) = (&mut self.wal, &mut self.memtable, &self.recent);
+        let (logged, new): (Result<(), StoreError>, Vec<bool>) = rayon::join(
+            || {
+                if kept.is_empty() {
+                    return Ok(());
+                }
+                wal.append(first, &kept)?;
+                wal.sync()
+            },
+            || {
+                kept.iter()
+                    .enumerate()
+                    .map(|(i, e)| push_new(memtable, recent, e, first + i as u64))
+                    .collect()
+            },
+        );
+        if let Err(e) = logged {
+            self.memtable.truncate(rows_before, bytes_before);
+            return Err(e);
         }
         self.manifest.next_seq += kept.len() as u64;
-        let mut accepted = Vec::with_capacity(kept.len());
-        for (i, (e, &g)) in kept.into_iter().zip(&kept_group).enumerate() {
-            let (new, linked) = self.accept(&e, first + i as u64);
+        let mut accepted = Vec::with_capacity(if hand_back { kept.len() } else { 0 });
+        for (i, ((e, &g), new)) in kept.into_iter().zip(&kept_group).zip(new).enumerate() {
             if new {
+                let linked = self.note_accepted(&e);
                 outcomes[g].accepted += 1;
+                if !hand_back {
+                    continue;
+                }
                 if let Some(key) = e.unit_key() {
                     let unit = self.identity.resolve(key).to_string();
                     accepted.push(Accepted {

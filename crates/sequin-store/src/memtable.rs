@@ -51,13 +51,17 @@ pub struct Memtable {
     prop_key: Vec<u32>,
     prop_val: Vec<Value>,
     message_ids: HashSet<u32>,
-    /// Rows of each unit key (user id, else anonymous id), for reading one user back.
-    rows_of_key: HashMap<u32, Vec<u32>>,
+    /// Rows of each unit key (user id, else anonymous id), for reading one user back, as
+    /// chains through the rows: the last row of each interned key (indexed by the key's id)
+    /// and, per row, the previous row with the same key. No allocation per key.
+    last_row_of_key: Vec<u32>,
+    prev_row_same_key: Vec<u32>,
     bytes: usize,
 }
 
 const USER: usize = 0;
 const ANON: usize = 1;
+const MESSAGE: usize = 5;
 
 impl Memtable {
     /// Number of events held.
@@ -113,9 +117,16 @@ impl Memtable {
             NULL_KEY => self.ids[ANON][row as usize],
             k => k,
         };
+        let mut prev = NULL_KEY;
         if key != NULL_KEY {
-            self.rows_of_key.entry(key).or_default().push(row);
+            let k = key as usize;
+            if self.last_row_of_key.len() <= k {
+                self.last_row_of_key
+                    .resize(self.strings.strings.len(), NULL_KEY);
+            }
+            prev = std::mem::replace(&mut self.last_row_of_key[k], row);
         }
+        self.prev_row_same_key.push(prev);
         let mut prop_bytes = 0;
         let mut key_buf = String::new();
         for (ns, list) in [("p.", &e.properties), ("c.", &e.context), ("t.", &e.traits)] {
@@ -138,8 +149,43 @@ impl Memtable {
             .iter()
             .map(|s| s.len() * 2 + 48)
             .sum();
-        self.bytes += 8 + 4 + 1 + 24 + 4 + prop_bytes + new_strings;
+        self.bytes += 8 + 4 + 1 + 24 + 4 + 8 + prop_bytes + new_strings;
         true
+    }
+
+    /// Drops the rows from `rows` on, as if they had never been pushed (their interned
+    /// strings stay, unused), and sets the byte count back to `bytes`. For an append whose
+    /// log write failed.
+    pub fn truncate(&mut self, rows: usize, bytes: usize) {
+        for r in (rows..self.len()).rev() {
+            let key = match self.ids[USER][r] {
+                NULL_KEY => self.ids[ANON][r],
+                k => k,
+            };
+            if key != NULL_KEY {
+                self.last_row_of_key[key as usize] = self.prev_row_same_key[r];
+            }
+            if self.ids[MESSAGE][r] != NULL_KEY {
+                self.message_ids.remove(&self.ids[MESSAGE][r]);
+            }
+        }
+        let props = if rows == 0 {
+            0
+        } else {
+            self.prop_end[rows - 1] as usize
+        };
+        self.kind.truncate(rows);
+        self.name.truncate(rows);
+        self.time.truncate(rows);
+        self.seq.truncate(rows);
+        for col in &mut self.ids {
+            col.truncate(rows);
+        }
+        self.prop_end.truncate(rows);
+        self.prop_key.truncate(props);
+        self.prop_val.truncate(props);
+        self.prev_row_same_key.truncate(rows);
+        self.bytes = bytes;
     }
 
     /// The held events with an arrival number of at least `from`, with their numbers.
@@ -152,13 +198,18 @@ impl Memtable {
     /// arrival order with their sequence numbers, rebuilt in full (for re-evaluating one
     /// unit).
     pub fn events_of(&self, keys: &[&str]) -> Vec<(u64, Event)> {
-        let mut rows: Vec<u32> = keys
-            .iter()
-            .filter_map(|k| self.strings.index.get(*k))
-            .filter_map(|k| self.rows_of_key.get(k))
-            .flatten()
-            .copied()
-            .collect();
+        let mut rows: Vec<u32> = Vec::new();
+        for &k in keys.iter().filter_map(|k| self.strings.index.get(*k)) {
+            let mut r = self
+                .last_row_of_key
+                .get(k as usize)
+                .copied()
+                .unwrap_or(NULL_KEY);
+            while r != NULL_KEY {
+                rows.push(r);
+                r = self.prev_row_same_key[r as usize];
+            }
+        }
         rows.sort_unstable();
         self.rebuild_rows(rows)
     }
@@ -495,6 +546,32 @@ mod tests {
             total += data.len();
         }
         assert_eq!(total, 200);
+    }
+
+    #[test]
+    fn truncate_undoes_pushes() {
+        let mut m = Memtable::default();
+        let event = |i: i64| {
+            let mut e = Event::new(format!("u{}", i % 3), i, "x");
+            e.message_id = Some(format!("m{i}"));
+            e.properties.push(("k".into(), Value::Int(i)));
+            e
+        };
+        for i in 0..5 {
+            assert!(m.push(&event(i), i as u64));
+        }
+        let bytes = m.approx_bytes();
+        for i in 5..9 {
+            assert!(m.push(&event(i), i as u64));
+        }
+        m.truncate(5, bytes);
+        assert_eq!((m.len(), m.approx_bytes()), (5, bytes));
+        // The dropped message ids are free again, the kept ones are not.
+        assert!(m.push(&event(6), 6));
+        assert!(!m.push(&event(4), 7));
+        let rows: Vec<u64> = m.events_of(&["u0"]).iter().map(|(s, _)| *s).collect();
+        assert_eq!(rows, [0, 3, 6]);
+        assert_eq!(m.events_from(5)[0].1, event(6));
     }
 
     #[test]
