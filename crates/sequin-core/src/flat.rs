@@ -76,6 +76,29 @@ pub struct FlatMapping {
     pub time_format: TimeFormat,
 }
 
+/// The roles one column of a flat input plays, as bits (none: a property).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Roles(u8);
+
+impl Roles {
+    const UNIT: u8 = 1;
+    const TIME: u8 = 2;
+    const EVENT: u8 = 4;
+    const ANONYMOUS: u8 = 8;
+    const SESSION: u8 = 16;
+    const CONVERSATION: u8 = 32;
+    const MESSAGE_ID: u8 = 64;
+
+    fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// No role: the column is a property.
+    pub fn is_property(self) -> bool {
+        self.0 == 0
+    }
+}
+
 /// One cell of a flat record.
 #[derive(Debug, Clone, Copy)]
 pub enum Cell<'a> {
@@ -98,20 +121,11 @@ pub enum Cell<'a> {
 }
 
 impl Cell<'_> {
-    fn is_missing(&self) -> bool {
-        match self {
-            Cell::Missing => true,
-            Cell::Text(s) => s.is_empty(),
-            Cell::Json(v) => v.is_null(),
-            _ => false,
-        }
-    }
-
     fn key(&self, column: &str) -> Result<Option<String>, MapError> {
         Ok(match self {
             Cell::Missing => None,
             Cell::Text(s) | Cell::Str(s) => (!s.is_empty()).then(|| s.to_string()),
-            Cell::Int(i) | Cell::Micros(i) => Some(i.to_string()),
+            Cell::Int(i) | Cell::Micros(i) => Some(itoa::Buffer::new().format(*i).to_string()),
             Cell::Json(serde_json::Value::String(s)) => (!s.is_empty()).then(|| s.clone()),
             Cell::Json(serde_json::Value::Number(n)) => Some(n.to_string()),
             Cell::Json(serde_json::Value::Null) => None,
@@ -259,19 +273,46 @@ impl FlatMapping {
 
     /// Is this column one of the roles (and so not a property)?
     pub fn is_role(&self, column: &str) -> bool {
-        column == self.unit
-            || column == self.time
-            || self.event.as_deref() == Some(column)
-            || self.anonymous.as_deref() == Some(column)
-            || self.session.as_deref() == Some(column)
-            || self.conversation.as_deref() == Some(column)
-            || self.message_id.as_deref() == Some(column)
+        !self.roles(column).is_property()
+    }
+
+    /// The roles `column` plays (none: it is a property). Resolve once per input and use
+    /// [`FlatMapping::map_resolved`] to keep name comparisons out of the per-row work.
+    pub fn roles(&self, column: &str) -> Roles {
+        let is = |c: &Option<String>| c.as_deref() == Some(column);
+        let mut bits = 0;
+        for (on, bit) in [
+            (column == self.unit, Roles::UNIT),
+            (column == self.time, Roles::TIME),
+            (is(&self.event), Roles::EVENT),
+            (is(&self.anonymous), Roles::ANONYMOUS),
+            (is(&self.session), Roles::SESSION),
+            (is(&self.conversation), Roles::CONVERSATION),
+            (is(&self.message_id), Roles::MESSAGE_ID),
+        ] {
+            if on {
+                bits |= bit;
+            }
+        }
+        Roles(bits)
     }
 
     /// Maps one record given as `(column, cell)` pairs.
     pub fn map<'a>(
         &self,
         cells: impl IntoIterator<Item = (&'a str, Cell<'a>)>,
+    ) -> Result<Event, MapError> {
+        self.map_resolved(
+            cells
+                .into_iter()
+                .map(|(col, cell)| (col, self.roles(col), cell)),
+        )
+    }
+
+    /// [`FlatMapping::map`] with each column's roles already resolved.
+    pub fn map_resolved<'a>(
+        &self,
+        cells: impl IntoIterator<Item = (&'a str, Roles, Cell<'a>)>,
     ) -> Result<Event, MapError> {
         let mut unit = None;
         let mut anonymous = None;
@@ -281,34 +322,30 @@ impl FlatMapping {
         let mut conversation = None;
         let mut message_id = None;
         let mut properties = Vec::new();
-        for (col, cell) in cells {
-            if !self.is_role(col) {
+        for (col, roles, cell) in cells {
+            if roles.is_property() {
                 cell.push_props(col, &mut properties);
                 continue;
             }
-            if col == self.unit {
+            if roles.has(Roles::UNIT) {
                 unit = cell.key(col)?;
             }
-            if self.anonymous.as_deref() == Some(col) {
+            if roles.has(Roles::ANONYMOUS) {
                 anonymous = cell.key(col)?;
             }
-            if col == self.time {
+            if roles.has(Roles::TIME) {
                 time = Some(cell.time(col, self.time_format)?);
             }
-            if self.event.as_deref() == Some(col) {
-                name = match cell.key(col)? {
-                    Some(n) => Some(n),
-                    None if cell.is_missing() => None,
-                    None => None,
-                };
+            if roles.has(Roles::EVENT) {
+                name = cell.key(col)?;
             }
-            if self.session.as_deref() == Some(col) {
+            if roles.has(Roles::SESSION) {
                 session = cell.key(col)?;
             }
-            if self.conversation.as_deref() == Some(col) {
+            if roles.has(Roles::CONVERSATION) {
                 conversation = cell.key(col)?;
             }
-            if self.message_id.as_deref() == Some(col) {
+            if roles.has(Roles::MESSAGE_ID) {
                 message_id = cell.key(col)?;
             }
         }

@@ -254,6 +254,7 @@ fn read_csv(
         path: path.to_path_buf(),
         reason,
     })?;
+    let roles: Vec<_> = cols.iter().map(|c| mapping.roles(c)).collect();
     let mut record = csv::StringRecord::new();
     let mut chunk = Chunk {
         events: Vec::new(),
@@ -295,7 +296,8 @@ fn read_csv(
             );
             chunk.errors.push(row_error(&file, line, e, raw()));
         } else {
-            match mapping.map(cols.iter().copied().zip(record.iter().map(Cell::Text))) {
+            let cells = cols.iter().zip(&roles).zip(record.iter());
+            match mapping.map_resolved(cells.map(|((c, &r), v)| (*c, r, Cell::Text(v)))) {
                 Ok(ev) => chunk.events.push(ev),
                 Err(e) => chunk.errors.push(row_error(&file, line, e, raw())),
             }
@@ -487,6 +489,7 @@ fn read_parquet(
         .collect();
     let cols: Vec<&str> = names.iter().map(String::as_str).collect();
     let mapping = FlatMapping::resolve(flat, &cols).map_err(fmt_err)?;
+    let roles: Vec<_> = cols.iter().map(|c| mapping.roles(c)).collect();
     let total_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let total_rows = builder.metadata().file_metadata().num_rows().max(1) as u64;
     let reader = builder
@@ -503,11 +506,12 @@ fn read_parquet(
         let results: Vec<Result<Event, RowError>> = (0..n)
             .into_par_iter()
             .with_min_len(4096)
-            .map(|r| {
-                let mut cells = Vec::with_capacity(columns.len());
-                for (name, c) in cols.iter().zip(&columns) {
+            .map_init(Vec::new, |cells, r| {
+                // One cell buffer per task, not one allocation per row.
+                cells.clear();
+                for ((name, c), &role) in cols.iter().zip(&columns).zip(&roles) {
                     match c.cell(r) {
-                        Ok(cell) => cells.push((*name, cell)),
+                        Ok(cell) => cells.push((*name, role, cell)),
                         Err(reason) => {
                             return Err(row_error(
                                 &file_name,
@@ -519,7 +523,7 @@ fn read_parquet(
                     }
                 }
                 mapping
-                    .map(cells)
+                    .map_resolved(cells.drain(..))
                     .map_err(|e| row_error(&file_name, row_base + r as u64 + 1, e, None))
             })
             .collect();

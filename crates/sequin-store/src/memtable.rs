@@ -38,24 +38,137 @@ impl Interner {
     }
 }
 
+/// A column kept in blocks of [`Chunked::BLOCK`] values: growing never moves what is
+/// held (a doubling `Vec` of 10M rows copies, and the kernel zeroes, hundreds of MB).
+struct Chunked<T> {
+    blocks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Chunked {
+            blocks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Chunked<T> {
+    const BLOCK: usize = 1 << 16;
+
+    fn push(&mut self, v: T) {
+        match self.blocks.last_mut() {
+            Some(b) if b.len() < Self::BLOCK => b.push(v),
+            _ => {
+                let mut b = Vec::with_capacity(Self::BLOCK);
+                b.push(v);
+                self.blocks.push(b);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        self.blocks.truncate(len.div_ceil(Self::BLOCK));
+        if let Some(b) = self.blocks.last_mut() {
+            b.truncate(len - (len.div_ceil(Self::BLOCK) - 1) * Self::BLOCK);
+        }
+        self.len = len;
+    }
+
+    /// The values, contiguous.
+    fn to_vec(&self) -> Vec<T>
+    where
+        T: Clone,
+    {
+        let mut out = Vec::with_capacity(self.len);
+        for b in &self.blocks {
+            out.extend_from_slice(b);
+        }
+        out
+    }
+
+    /// The first index whose value fails `pred` (values must be partitioned by it).
+    fn partition_point(&self, pred: impl Fn(&T) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(&self[mid]) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
+impl<T> std::ops::Index<usize> for Chunked<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        &self.blocks[i / Self::BLOCK][i % Self::BLOCK]
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Chunked<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        &mut self.blocks[i / Self::BLOCK][i % Self::BLOCK]
+    }
+}
+
+/// Contiguous copies of the memtable's row columns, for the flush's random access.
+struct Flat {
+    /// What every row has, side by side: one cache miss per row when gathering at random.
+    core: Vec<Core>,
+    /// Empty when the column holds no value at all.
+    ids: [Vec<u32>; 6],
+    /// Empty when no row has a property.
+    prop_end: Vec<u32>,
+}
+
+struct Core {
+    time: i64,
+    seq: u64,
+    name: u32,
+    kind: u8,
+}
+
+impl Flat {
+    fn id(&self, column: usize, row: usize) -> u32 {
+        self.ids[column].get(row).copied().unwrap_or(NULL_KEY)
+    }
+}
+
 /// Accepted, not yet flushed events.
 #[derive(Default)]
 pub struct Memtable {
     strings: Interner,
-    kind: Vec<u8>,
-    name: Vec<u32>,
-    time: Vec<i64>,
-    seq: Vec<u64>,
-    ids: [Vec<u32>; 6],
-    prop_end: Vec<u32>,
-    prop_key: Vec<u32>,
-    prop_val: Vec<Value>,
+    kind: Chunked<u8>,
+    name: Chunked<u32>,
+    time: Chunked<i64>,
+    seq: Chunked<u64>,
+    ids: [Chunked<u32>; 6],
+    prop_end: Chunked<u32>,
+    prop_key: Chunked<u32>,
+    prop_val: Chunked<Value>,
     message_ids: HashSet<u32>,
     /// Rows of each unit key (user id, else anonymous id), for reading one user back, as
     /// chains through the rows: the last row of each interned key (indexed by the key's id)
     /// and, per row, the previous row with the same key. No allocation per key.
     last_row_of_key: Vec<u32>,
-    prev_row_same_key: Vec<u32>,
+    prev_row_same_key: Chunked<u32>,
     bytes: usize,
 }
 
@@ -255,6 +368,51 @@ impl Memtable {
         out
     }
 
+    /// The columns that sorting and gathering read at random, copied into contiguous
+    /// vectors (in parallel); an id column that holds no value becomes all-null.
+    fn flat(&self) -> Flat {
+        let ids_of = |c: &Chunked<u32>| -> Vec<u32> {
+            if c.blocks.iter().all(|b| b.iter().all(|&k| k == NULL_KEY)) {
+                return Vec::new();
+            }
+            c.to_vec()
+        };
+        let (core, (ids, prop_end)) = rayon::join(
+            || {
+                let mut core = Vec::with_capacity(self.len());
+                for (((time, seq), name), kind) in (self.time.blocks.iter())
+                    .zip(&self.seq.blocks)
+                    .zip(&self.name.blocks)
+                    .zip(&self.kind.blocks)
+                {
+                    core.extend((time.iter().zip(seq)).zip(name.iter().zip(kind)).map(
+                        |((&time, &seq), (&name, &kind))| Core {
+                            time,
+                            seq,
+                            name,
+                            kind,
+                        },
+                    ));
+                }
+                core
+            },
+            || {
+                let ids: Vec<Vec<u32>> = self.ids.par_iter().map(ids_of).collect();
+                let prop_end = if self.prop_key.is_empty() {
+                    Vec::new()
+                } else {
+                    self.prop_end.to_vec()
+                };
+                (ids, prop_end)
+            },
+        );
+        Flat {
+            core,
+            ids: ids.try_into().expect("six id columns"),
+            prop_end,
+        }
+    }
+
     /// Sorts the held events into per-partition data, resolving each event's unit through
     /// `identity`. Returns `(partition, data)` for every non-empty partition.
     pub fn to_partitions(
@@ -266,6 +424,11 @@ impl Memtable {
         if rows == 0 {
             return Vec::new();
         }
+        let t_flat = std::time::Instant::now();
+        let f = &self.flat();
+        if std::env::var_os("SEQUIN_TRACE").is_some() {
+            eprintln!("  columns copied {:?}", t_flat.elapsed());
+        }
         // Unit of each row: canonical(user id, else anonymous id), as a string id. Ids at or
         // above `n` name canonical ids that are not interned here (`extra`).
         let n = self.strings.strings.len() as u32;
@@ -275,10 +438,10 @@ impl Memtable {
         let mut canon_of: HashMap<u32, u32> = HashMap::default();
         let mut row_unit = Vec::with_capacity(rows);
         for r in 0..rows {
-            let k = if self.ids[USER][r] != NULL_KEY {
-                self.ids[USER][r]
+            let k = if f.id(USER, r) != NULL_KEY {
+                f.id(USER, r)
             } else {
-                self.ids[ANON][r]
+                f.id(ANON, r)
             };
             if identity.is_empty() {
                 row_unit.push(k);
@@ -354,18 +517,8 @@ impl Memtable {
             order[*slot as usize] = r as u32;
             *slot += 1;
         }
-        // Within a unit, order by time (stable: arrival breaks ties).
-        for w in start.windows(2) {
-            let slice = &mut order[w[0] as usize..w[1] as usize];
-            if !slice
-                .windows(2)
-                .all(|p| self.time[p[0] as usize] <= self.time[p[1] as usize])
-            {
-                slice.sort_by_key(|&r| self.time[r as usize]);
-            }
-        }
         if trace {
-            eprintln!("  rows sorted {:?}", t0.elapsed());
+            eprintln!("  rows sorted by unit {:?}", t0.elapsed());
         }
         // Cut into partitions.
         let mut ranges = Vec::new();
@@ -382,13 +535,16 @@ impl Memtable {
         // Event names are few: map interned ids to dense name ids once for all partitions.
         let mut name_dense = vec![NULL_KEY; self.strings.strings.len()];
         let mut name_list: Vec<String> = Vec::new();
-        for &k in &self.name {
+        for k in f.core.iter().map(|c| c.name) {
             if name_dense[k as usize] == NULL_KEY {
                 name_dense[k as usize] = name_list.len() as u32;
                 name_list.push(self.strings.get(k).to_string());
             }
         }
-        ranges
+        if trace {
+            eprintln!("  names mapped {:?}", t0.elapsed());
+        }
+        let out = ranges
             .into_par_iter()
             .map(|(p, r0, r1)| {
                 let units: Vec<String> = by_rank[r0..r1]
@@ -397,17 +553,29 @@ impl Memtable {
                     .collect();
                 let base = start[r0];
                 let unit_start: Vec<u32> = start[r0..=r1].iter().map(|s| s - base).collect();
-                let rows = &order[start[r0] as usize..start[r1] as usize];
+                let mut rows = order[start[r0] as usize..start[r1] as usize].to_vec();
+                // Within a unit, order by time (stable: arrival breaks ties).
+                for w in unit_start.windows(2) {
+                    let unit = &mut rows[w[0] as usize..w[1] as usize];
+                    if !unit
+                        .windows(2)
+                        .all(|p| f.core[p[0] as usize].time <= f.core[p[1] as usize].time)
+                    {
+                        unit.sort_by_key(|&r| f.core[r as usize].time);
+                    }
+                }
+                let rows = &rows[..];
                 // Is the user id of every row its unit? Then the file needs no user_id column.
                 let user_is_unit = |rows: &[u32]| {
                     rows.iter().all(|&r| {
-                        let k = self.ids[USER][r as usize];
+                        let k = f.id(USER, r as usize);
                         k != NULL_KEY && k == distinct[row_unit[r as usize] as usize]
                     })
                 };
                 (
                     p,
                     self.gather(
+                        f,
                         units,
                         unit_start,
                         rows,
@@ -417,12 +585,17 @@ impl Memtable {
                     ),
                 )
             })
-            .collect()
+            .collect();
+        if trace {
+            eprintln!("  gathered {:?}", t0.elapsed());
+        }
+        out
     }
 
     #[allow(clippy::too_many_arguments)]
     fn gather(
         &self,
+        f: &Flat,
         units: Vec<String>,
         unit_start: Vec<u32>,
         rows: &[u32],
@@ -433,22 +606,27 @@ impl Memtable {
         // Local name dictionary: the global dense ids used in this partition, in first-use order.
         let mut local = vec![NULL_KEY; name_list.len()];
         let mut names = Vec::new();
-        let name = rows
-            .iter()
-            .map(|&r| {
-                let g = name_dense[self.name[r as usize] as usize] as usize;
-                if local[g] == NULL_KEY {
-                    local[g] = names.len() as u32;
-                    names.push(name_list[g].clone());
-                }
-                local[g]
-            })
-            .collect();
+        let mut name = Vec::with_capacity(rows.len());
+        let mut time = Vec::with_capacity(rows.len());
+        let mut seq = Vec::with_capacity(rows.len());
+        let mut kind = Vec::with_capacity(rows.len());
+        for &r in rows {
+            let core = &f.core[r as usize];
+            let g = name_dense[core.name as usize] as usize;
+            if local[g] == NULL_KEY {
+                local[g] = names.len() as u32;
+                names.push(name_list[g].clone());
+            }
+            name.push(local[g]);
+            time.push(core.time);
+            seq.push(core.seq);
+            kind.push(core.kind);
+        }
         let mut ids = BTreeMap::new();
         let user_is_unit = user_is_unit(rows);
         for (c, col_name) in ID_COLUMNS.iter().enumerate() {
             // An absent user_id column means "the unit"; one with no values is kept (all null).
-            if (c != USER && !rows.iter().any(|&r| self.ids[c][r as usize] != NULL_KEY))
+            if (c != USER && !rows.iter().any(|&r| f.id(c, r as usize) != NULL_KEY))
                 || (c == USER && user_is_unit)
             {
                 continue;
@@ -457,7 +635,7 @@ impl Memtable {
             let mut local: HashMap<u32, u32> = HashMap::default();
             col.keys = rows
                 .iter()
-                .map(|&r| match self.ids[c][r as usize] {
+                .map(|&r| match f.id(c, r as usize) {
                     NULL_KEY => NULL_KEY,
                     k => {
                         let next = local.len() as u32;
@@ -471,14 +649,14 @@ impl Memtable {
             ids.insert(col_name.to_string(), col);
         }
         let mut props: HashMap<u32, Vec<Option<Value>>> = HashMap::default();
-        for (i, &r) in rows.iter().enumerate() {
+        for (i, &r) in rows.iter().enumerate().filter(|_| !f.prop_end.is_empty()) {
             let r = r as usize;
             let from = if r == 0 {
                 0
             } else {
-                self.prop_end[r - 1] as usize
+                f.prop_end[r - 1] as usize
             };
-            for p in from..self.prop_end[r] as usize {
+            for p in from..f.prop_end[r] as usize {
                 let col = props.entry(self.prop_key[p]).or_default();
                 col.resize(i, None);
                 col.push(Some(self.prop_val[p].clone()));
@@ -494,11 +672,11 @@ impl Memtable {
         PartitionData {
             units,
             unit_start,
-            time: rows.iter().map(|&r| self.time[r as usize]).collect(),
-            seq: rows.iter().map(|&r| self.seq[r as usize]).collect(),
+            time,
+            seq,
             name,
             names,
-            kind: rows.iter().map(|&r| self.kind[r as usize]).collect(),
+            kind,
             ids,
             props,
         }
