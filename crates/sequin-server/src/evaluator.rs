@@ -221,13 +221,25 @@ pub fn start(
         members.into_iter().map(|((s, u), t)| (s, u, t)).collect();
     let checkpoint_path = dir.join("live").join("checkpoint.bin");
     let restored = read_checkpoint(&checkpoint_path, &source, &programs, &opts.live);
-    let mut engine = match restored {
-        Some(mut engine) => {
-            // The checkpoint, then the log tail it does not cover.
+    // The checkpoint and the log tail it does not cover; no tail if part of it was imported
+    // in bulk since (history written without arrival numbers): then rebuild from history.
+    let restored = match restored {
+        Some(engine) => {
             let s = store.lock().expect("store lock");
-            let tail = s
-                .events_since(engine.processed_seq())
-                .map_err(|e| e.to_string())?;
+            match s.events_since(engine.processed_seq()) {
+                Ok(tail) => Some((engine, tail)),
+                Err(e @ sequin_store::StoreError::TailUnavailable(_)) => {
+                    eprintln!("live: {e}; rebuilding live state from history");
+                    None
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        None => None,
+    };
+    let mut engine = match restored {
+        Some((mut engine, tail)) => {
+            let s = store.lock().expect("store lock");
             for chunk in tail.chunks(10_000) {
                 engine.on_accepted(chunk, &*s).map_err(|e| e.to_string())?;
             }

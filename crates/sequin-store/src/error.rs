@@ -34,6 +34,10 @@ pub enum StoreError {
     /// Another process holds the store.
     #[error("{0} is in use by another sequin process")]
     Locked(PathBuf),
+    /// Events after an arrival number are in a history file written without arrival
+    /// numbers (a bulk import), so they cannot be told apart from older ones.
+    #[error("history file {0} holds no arrival numbers: the log tail cannot be read from it")]
+    TailUnavailable(String),
 }
 
 impl StoreError {

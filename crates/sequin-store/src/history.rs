@@ -83,8 +83,9 @@ fn json_text(v: &Value) -> String {
     }
 }
 
-/// Writes one run file (via a temporary file, synced, then renamed into place).
-pub fn write_run(path: &Path, data: &PartitionData) -> Result<(), StoreError> {
+/// Writes one run file (via a temporary file, synced, then renamed into place), with the
+/// arrival numbers when `keep_arrival` and the data has them.
+pub fn write_run(path: &Path, data: &PartitionData, keep_arrival: bool) -> Result<(), StoreError> {
     let rows = data.len();
     let mut fields = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
@@ -128,7 +129,7 @@ pub fn write_run(path: &Path, data: &PartitionData) -> Result<(), StoreError> {
     )?));
     fields.push(Field::new("kind", DataType::UInt8, false));
     columns.push(Arc::new(UInt8Array::from(data.kind.clone())));
-    if data.seq.len() == data.len() {
+    if keep_arrival && data.seq.len() == data.len() {
         fields.push(Field::new("seq", DataType::UInt64, false));
         columns.push(Arc::new(UInt64Array::from(data.seq.clone())));
     }
@@ -530,7 +531,7 @@ mod tests {
         let data = PartitionData::from_events(&events, &units);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.parquet");
-        write_run(&path, &data).unwrap();
+        write_run(&path, &data, true).unwrap();
         let back = read_run(&path, &Projection::All).unwrap();
         assert_eq!(back.units, data.units);
         assert_eq!(back.len(), data.len());

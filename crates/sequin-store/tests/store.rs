@@ -9,6 +9,7 @@ fn opts() -> StoreOptions {
         memtable_bytes: usize::MAX,
         create: true,
         read_only: false,
+        keep_arrival: true,
     }
 }
 
@@ -164,6 +165,52 @@ fn events_since_reads_the_log_tail_from_history_and_memtable() {
         assert_eq!(seqs, (from..30).collect::<Vec<_>>(), "from {from}");
         assert!(tail.iter().all(|a| a.event.time == a.seq as i64));
     }
+}
+
+/// History written without arrival numbers (a bulk import) cannot give back a log tail
+/// that reaches into it: `events_since` says so instead of silently leaving those events
+/// out, and still reads tails that start after it. Compaction keeps the bound.
+#[test]
+fn events_since_refuses_a_tail_inside_bulk_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = |from: i64| -> Vec<Event> {
+        (from..from + 10)
+            .map(|i| Event::new(format!("u{}", i % 3), i, "e"))
+            .collect()
+    };
+    let bulk = StoreOptions {
+        keep_arrival: false,
+        ..opts()
+    };
+    let mut store = Store::open(dir.path(), &bulk).unwrap();
+    store.append(evs(0)).unwrap();
+    store.flush().unwrap();
+    store.append(evs(10)).unwrap();
+    store.compact().unwrap();
+    drop(store);
+    let mut store = Store::open(dir.path(), &opts()).unwrap();
+    store.append(evs(20)).unwrap();
+    store.flush().unwrap();
+    for from in [0u64, 5, 19] {
+        assert!(
+            matches!(
+                store.events_since(from),
+                Err(sequin_store::StoreError::TailUnavailable(_))
+            ),
+            "from {from}"
+        );
+    }
+    for from in [20u64, 25, 30] {
+        let seqs: Vec<u64> = store
+            .events_since(from)
+            .unwrap()
+            .iter()
+            .map(|a| a.seq)
+            .collect();
+        assert_eq!(seqs, (from..30).collect::<Vec<_>>(), "from {from}");
+    }
+    // Batch reads are unaffected: every event, in time order per unit.
+    assert_eq!(all_events(&store.reader()).len(), 30);
 }
 
 /// Regression: a crash between rotating the log and saving the manifest left an empty

@@ -84,6 +84,8 @@ fn import(a: ImportArgs) -> Result<()> {
             memtable_bytes: a.memtable_mb << 20,
             create: true,
             read_only: false,
+            // Bulk history: no arrival numbers (see StoreOptions::keep_arrival).
+            keep_arrival: false,
         },
     )
     .with_context(|| format!("opening store {}", a.store.display()))?;

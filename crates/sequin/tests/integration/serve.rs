@@ -237,7 +237,18 @@ fn kill_9_under_load_loses_no_acknowledged_event_and_live_equals_batch() {
     assert_eq!(counts.len(), distinct.len(), "every event stored");
     assert!(counts.values().all(|&c| c == 1), "and only once");
 
-    let src = std::fs::read_to_string(&segments).unwrap();
+    assert_live_equals_batch(&store, &segments, &watermark, &live);
+}
+
+/// Live membership (as listed by the server at `watermark`) equals batch evaluation of the
+/// same definitions over the store at that as-of, and some segment has members.
+fn assert_live_equals_batch(
+    store: &Path,
+    segments: &Path,
+    watermark: &str,
+    live: &BTreeMap<String, Vec<(String, String)>>,
+) {
+    let src = std::fs::read_to_string(segments).unwrap();
     let parsed = sequin_lang::parse(&src).unwrap();
     let programs: Vec<Program> = parsed
         .items
@@ -246,8 +257,8 @@ fn kill_9_under_load_loses_no_acknowledged_event_and_live_equals_batch() {
         .map(|i| Program::compile(&parsed, &i.name.name).unwrap())
         .collect();
     let as_of =
-        sequin_core::time::parse_text(&watermark, sequin_core::time::TimeFormat::Auto).unwrap();
-    let reader = StoreReader::open(&store).unwrap();
+        sequin_core::time::parse_text(watermark, sequin_core::time::TimeFormat::Auto).unwrap();
+    let reader = StoreReader::open(store).unwrap();
     let batch = evaluate(
         &reader,
         &programs,
@@ -273,6 +284,64 @@ fn kill_9_under_load_loses_no_acknowledged_event_and_live_equals_batch() {
         assert_eq!(live[&seg.name], expected, "segment {}", seg.name);
     }
     assert!(any > 0, "the segments have members");
+}
+
+/// A bulk import writes history without arrival numbers, so a restarted server cannot read
+/// its checkpoint's log tail from it: it rebuilds its live state from history instead, and
+/// live membership still equals batch.
+#[test]
+fn a_bulk_import_between_restarts_rebuilds_live_state_and_live_equals_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, seed: &str| {
+        let f = dir.path().join(name);
+        run_ok(&[
+            "gen",
+            "--out",
+            f.to_str().unwrap(),
+            "--users",
+            "150",
+            "--days",
+            "5",
+            "--seed",
+            seed,
+        ]);
+        f
+    };
+    let (first, second) = (file("a.ndjson", "31"), file("b.ndjson", "32"));
+    let segments = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/segments/funnels.seg");
+    let store = dir.path().join("store");
+    let port = free_port();
+
+    let server = Server::start(&store, &segments, port, &dir.path().join("serve1.log"));
+    let status = load(&first, port, &dir.path().join("acked1.txt"), "0")
+        .wait()
+        .unwrap();
+    assert!(status.success());
+    json(port, "POST", "/api/admin/sync");
+    std::thread::sleep(Duration::from_millis(700)); // past a checkpoint
+    server.kill_9();
+
+    run_ok(&[
+        "import",
+        "--store",
+        store.to_str().unwrap(),
+        second.to_str().unwrap(),
+    ]);
+
+    let server = Server::start(&store, &segments, port, &dir.path().join("serve2.log"));
+    let log2 = std::fs::read_to_string(dir.path().join("serve2.log")).unwrap();
+    assert!(
+        log2.contains("rebuilding live state from history"),
+        "{log2}"
+    );
+    json(port, "POST", "/api/admin/sync");
+    let watermark = json(port, "GET", "/api/segments")["watermark"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let live = live_members(port);
+    server.kill_9();
+    assert_live_equals_batch(&store, &segments, &watermark, &live);
 }
 
 #[test]
