@@ -15,7 +15,7 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    tune_allocator();
+    tune_memory();
     let cli = cli::Cli::parse();
     if let Err(e) = commands::run(cli) {
         eprintln!("error: {e:#}");
@@ -23,23 +23,25 @@ fn main() {
     }
 }
 
-/// Allocator settings for bulk work. Import and flush allocate and free hundreds of MB at a
-/// time:
+/// Memory settings for bulk work. Import, flush and ingest allocate and free hundreds of
+/// MB at a time:
 /// - freed memory goes back to the OS after 1 s instead of 10 ms, so it is not handed back
 ///   and zeroed again by the kernel between one batch and the next;
-/// - no transparent huge pages: with THP on request ("madvise", this machine's setting), a
-///   fault in a fragmented memory can stall in the kernel's compaction, and each fault zeroes
-///   2 MB. Together these took 20-30% of a 10M-event import's time.
+/// - no transparent huge pages for this process: mimalloc asks for them ("madvise", this
+///   machine's setting), each fault then zeroes 2 MB, and in a fragmented memory it stalls
+///   in the kernel's compaction. Measured: 10M-event import ~1 s faster, live ingest
+///   117k → 149k events/s.
 #[allow(unsafe_code)]
-fn tune_allocator() {
-    // Option numbers of mimalloc v3's mimalloc.h (libmimalloc-sys builds v3 unless its
-    // `v2` feature is on; it exports no constants for these).
+fn tune_memory() {
+    // Option number of mimalloc v3's mimalloc.h (libmimalloc-sys builds v3 unless its `v2`
+    // feature is on; it exports no constant for it).
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    const ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
-    // SAFETY: sets process-wide allocator options; called first thing in `main`, before
-    // any other thread exists.
+    // SAFETY: sets a process-wide allocator option and a process flag; called first thing
+    // in `main`, before any other thread exists. The prctl takes plain integers; failing
+    // (an old kernel) only leaves huge pages on.
     unsafe {
         libmimalloc_sys::mi_option_set(PURGE_DELAY, 1000);
-        libmimalloc_sys::mi_option_set(ALLOW_THP, 0);
+        #[cfg(target_os = "linux")]
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
