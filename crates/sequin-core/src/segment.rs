@@ -17,6 +17,138 @@ use crate::event::{Event, MessageKind};
 use crate::time::{Micros, TimeFormat, parse_text};
 use crate::value::{Value, flatten_into};
 
+mod stream;
+
+/// The top-level keys of a message that mapping reads as plain JSON values.
+const FIELD_KEYS: [&str; 13] = [
+    "type",
+    "event",
+    "name",
+    "category",
+    "userId",
+    "anonymousId",
+    "messageId",
+    "previousId",
+    "groupId",
+    "timestamp",
+    "originalTimestamp",
+    "sentAt",
+    "receivedAt",
+];
+
+/// What mapping reads of one message: the [`FIELD_KEYS`] values and the three objects,
+/// already flattened. Built from a parsed tree ([`Fields::from_map`]) or straight from the
+/// text ([`stream`]); [`map_fields`] is the one mapping of both.
+#[derive(Default)]
+struct Fields {
+    scalars: [Option<Json>; FIELD_KEYS.len()],
+    properties: Object,
+    context: Object,
+    traits: Object,
+    /// A `batch` key was present (read as a tree instead: it is an envelope).
+    batch: bool,
+}
+
+/// An object field: absent (or null), flattened, or the JSON type it had instead.
+#[derive(Default)]
+enum Object {
+    #[default]
+    Absent,
+    /// The flattened entries; for `context`, also its `traits` (flattened apart).
+    Flat(Vec<(String, Value)>, Vec<(String, Value)>),
+    Not(&'static str),
+}
+
+impl Fields {
+    /// What [`is_segment_message`] asks of a message that is not a batch.
+    fn is_message(&self) -> bool {
+        self.get("type")
+            .and_then(Json::as_str)
+            .is_some_and(|t| MESSAGE_TYPES.contains(&t))
+            && ["userId", "anonymousId", "messageId"]
+                .iter()
+                .any(|k| self.get(k).is_some())
+    }
+
+    fn get(&self, key: &str) -> Option<&Json> {
+        let i = FIELD_KEYS.iter().position(|k| *k == key)?;
+        self.scalars[i].as_ref()
+    }
+
+    fn from_map(mut obj: Map<String, Json>) -> Fields {
+        let mut fields = Fields::default();
+        for (slot, key) in fields.scalars.iter_mut().zip(FIELD_KEYS) {
+            *slot = obj.remove(key);
+        }
+        let object = |v: Option<Json>, context: bool| match v {
+            None | Some(Json::Null) => Object::Absent,
+            Some(Json::Object(m)) => {
+                let (mut flat, mut traits) = (Vec::new(), Vec::new());
+                for (k, v) in &m {
+                    if context && k == "traits" {
+                        flatten_into("", v, &mut traits);
+                    } else {
+                        flatten_into(k, v, &mut flat);
+                    }
+                }
+                Object::Flat(flat, traits)
+            }
+            Some(other) => Object::Not(json_type(&other)),
+        };
+        fields.properties = object(obj.remove("properties"), false);
+        fields.context = object(obj.remove("context"), true);
+        fields.traits = object(obj.remove("traits"), false);
+        fields
+    }
+}
+
+/// Maps one message given as JSON text (not a batch) to its event, reading the text
+/// straight into the fields mapping needs: the same event as parsing the text and calling
+/// [`map_message_owned`], faster. `sent_at` is used when the message has no `sentAt` (a
+/// batch's). On any problem the text is read the ordinary way, so errors are reported as
+/// [`map_message_owned`] reports them.
+pub fn map_message_text(
+    text: &str,
+    sent_at: Option<&Json>,
+    received_at: Option<Micros>,
+) -> Result<Event, MapError> {
+    if let Some(mut fields) = stream::read_fields(text) {
+        let sent = FIELD_KEYS
+            .iter()
+            .position(|k| *k == "sentAt")
+            .expect("a key");
+        if fields.scalars[sent].is_none() {
+            fields.scalars[sent] = sent_at.cloned();
+        }
+        if let Ok(event) = map_fields(fields, received_at) {
+            return Ok(event);
+        }
+    }
+    let msg: Json = serde_json::from_str(text)
+        .map_err(|e| MapError::new("$", format!("malformed JSON: {e}")))?;
+    let Json::Object(mut obj) = msg else {
+        return Err(MapError::new("$", "a message must be a JSON object"));
+    };
+    if let Some(sent) = sent_at
+        && !obj.contains_key("sentAt")
+    {
+        obj.insert("sentAt".into(), sent.clone());
+    }
+    map_fields(Fields::from_map(obj), received_at)
+}
+
+/// Maps a line that may hold a Segment message, reading it straight from its text:
+/// `Some` with its event (or its error, as [`map_message_owned`] words it) when it is one
+/// message; `None` when it is not (a flat record, a batch, not an object), for the caller
+/// to read the ordinary way.
+pub fn map_line_text(text: &str) -> Option<Result<Event, MapError>> {
+    let fields = stream::read_fields(text)?;
+    if fields.batch || !fields.is_message() {
+        return None;
+    }
+    Some(map_fields(fields, None))
+}
+
 /// The message types this module understands (plus `batch`).
 pub const MESSAGE_TYPES: [&str; 6] = ["track", "page", "screen", "identify", "alias", "group"];
 
@@ -89,7 +221,7 @@ pub fn map_message_owned(
             {
                 item_obj.insert("sentAt".into(), sent.clone());
             }
-            match map_single(&item_obj, received_at) {
+            match map_fields(Fields::from_map(item_obj), received_at) {
                 Ok(ev) => out.push(ev),
                 Err(e) => {
                     out.truncate(start);
@@ -99,7 +231,7 @@ pub fn map_message_owned(
         }
         return Ok(());
     }
-    out.push(map_single(&obj, received_at)?);
+    out.push(map_fields(Fields::from_map(obj), received_at)?);
     Ok(())
 }
 
@@ -115,7 +247,7 @@ fn deep_merge(base: &mut Map<String, Json>, own: &Map<String, Json>) {
     }
 }
 
-fn id_field(obj: &Map<String, Json>, key: &str) -> Result<Option<String>, MapError> {
+fn id_field(obj: &Fields, key: &str) -> Result<Option<String>, MapError> {
     match obj.get(key) {
         None | Some(Json::Null) => Ok(None),
         Some(Json::String(s)) if s.is_empty() => Ok(None),
@@ -139,7 +271,7 @@ fn json_type(v: &Json) -> &'static str {
     }
 }
 
-fn time_field(obj: &Map<String, Json>, key: &str) -> Result<Option<Micros>, MapError> {
+fn time_field(obj: &Fields, key: &str) -> Result<Option<Micros>, MapError> {
     match obj.get(key) {
         None | Some(Json::Null) => Ok(None),
         Some(Json::String(s)) => parse_text(s, TimeFormat::Auto)
@@ -159,18 +291,7 @@ fn time_field(obj: &Map<String, Json>, key: &str) -> Result<Option<Micros>, MapE
     }
 }
 
-fn object_field<'a>(obj: &'a Map<String, Json>, key: &str) -> Result<Option<&'a Json>, MapError> {
-    match obj.get(key) {
-        None | Some(Json::Null) => Ok(None),
-        Some(v @ Json::Object(_)) => Ok(Some(v)),
-        Some(other) => Err(MapError::new(
-            key,
-            format!("must be an object, found {}", json_type(other)),
-        )),
-    }
-}
-
-fn event_time(obj: &Map<String, Json>, received_at: Option<Micros>) -> Result<Micros, MapError> {
+fn event_time(obj: &Fields, received_at: Option<Micros>) -> Result<Micros, MapError> {
     let original = time_field(obj, "originalTimestamp")?;
     let sent = time_field(obj, "sentAt")?;
     let received = time_field(obj, "receivedAt")?.or(received_at);
@@ -188,7 +309,7 @@ fn event_time(obj: &Map<String, Json>, received_at: Option<Micros>) -> Result<Mi
     })
 }
 
-fn map_single(obj: &Map<String, Json>, received_at: Option<Micros>) -> Result<Event, MapError> {
+fn map_fields(mut obj: Fields, received_at: Option<Micros>) -> Result<Event, MapError> {
     let ty = match obj.get("type") {
         Some(Json::String(s)) => s.as_str(),
         Some(other) => {
@@ -215,36 +336,30 @@ fn map_single(obj: &Map<String, Json>, received_at: Option<Micros>) -> Result<Ev
             ));
         }
     };
-    let user_id = id_field(obj, "userId")?;
-    let anonymous_id = id_field(obj, "anonymousId")?;
+    let user_id = id_field(&obj, "userId")?;
+    let anonymous_id = id_field(&obj, "anonymousId")?;
     if user_id.is_none() && anonymous_id.is_none() {
         return Err(MapError::new(
             "userId",
             "missing: a message needs userId or anonymousId",
         ));
     }
-    let time = event_time(obj, received_at)?;
-    let message_id = id_field(obj, "messageId")?;
+    let time = event_time(&obj, received_at)?;
+    let message_id = id_field(&obj, "messageId")?;
 
-    let mut properties = Vec::new();
-    if let Some(p) = object_field(obj, "properties")? {
-        flatten_into("", p, &mut properties);
-    }
-    let mut context = Vec::new();
-    let mut traits = Vec::new();
-    if let Some(Json::Object(ctx)) = object_field(obj, "context")? {
-        // `context.traits` are traits; everything else is context (no copy of the map).
-        for (k, v) in ctx {
-            if k == "traits" {
-                flatten_into("", v, &mut traits);
-            } else {
-                flatten_into(k, v, &mut context);
-            }
-        }
-    }
-    if let Some(t) = object_field(obj, "traits")? {
-        flatten_into("", t, &mut traits);
-    }
+    let object = |field: &mut Object, key: &str| match std::mem::take(field) {
+        Object::Absent => Ok((Vec::new(), Vec::new())),
+        Object::Flat(flat, traits) => Ok((flat, traits)),
+        Object::Not(found) => Err(MapError::new(
+            key,
+            format!("must be an object, found {found}"),
+        )),
+    };
+    let (mut properties, _) = object(&mut obj.properties, "properties")?;
+    // `context.traits` are traits; everything else is context.
+    let (context, mut traits) = object(&mut obj.context, "context")?;
+    traits.extend(object(&mut obj.traits, "traits")?.0);
+    let obj = &obj;
 
     let name_field = |key: &str| -> Result<Option<String>, MapError> {
         match obj.get(key) {
@@ -348,6 +463,7 @@ fn map_single(obj: &Map<String, Json>, received_at: Option<Micros>) -> Result<Ev
 mod tests {
     use super::*;
     use crate::time::SECOND;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn one(msg: Json) -> Result<Event, MapError> {
@@ -431,5 +547,164 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.field, "batch[1].type");
         assert!(out.is_empty(), "a failing batch adds nothing");
+    }
+
+    #[test]
+    fn a_typical_message_is_read_straight_from_its_text() {
+        let t = r#"{"type":"track","event":"search","messageId":"m-0-2","anonymousId":"anon-1","originalTimestamp":"2024-03-17T15:37:56.725Z","sentAt":"2024-03-17T15:38:15.264Z","receivedAt":"2024-03-17T15:38:14.358Z","properties":{"query":"rain jacket","results":16,"tags":["a",1]},"context":{"device":{"type":"desktop"},"traits":{"plan":"pro"},"os":{"name":"Windows","version":"11"},"locale":"de-DE"}}"#;
+        let fields = stream::read_fields(t).expect("read straight");
+        let ev = map_fields(fields, None).unwrap();
+        assert_eq!(ev, one(serde_json::from_str(t).unwrap()).unwrap());
+        assert_eq!(ev.name, "search");
+        assert_eq!(ev.property("tags"), Some(&Value::Json(r#"["a",1]"#.into())));
+        assert_eq!(
+            ev.traits,
+            vec![("plan".to_string(), Value::Str("pro".into()))]
+        );
+        let keys: Vec<&str> = ev.context.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["device.type", "locale", "os.name", "os.version"]);
+    }
+
+    /// Random JSON, written as text by hand so that keys can repeat.
+    #[derive(Debug, Clone)]
+    enum J {
+        Null,
+        Bool(bool),
+        Int(i64),
+        Big(u64),
+        Float(f64),
+        Str(String),
+        Arr(Vec<J>),
+        Obj(Vec<(String, J)>),
+    }
+
+    fn text(j: &J) -> String {
+        match j {
+            J::Null => "null".into(),
+            J::Bool(b) => b.to_string(),
+            J::Int(i) => i.to_string(),
+            J::Big(u) => u.to_string(),
+            J::Float(f) => serde_json::to_string(f).unwrap(),
+            J::Str(s) => serde_json::to_string(s).unwrap(),
+            J::Arr(items) => format!(
+                "[{}]",
+                items.iter().map(text).collect::<Vec<_>>().join(", ")
+            ),
+            J::Obj(entries) => format!(
+                "{{{}}}",
+                entries
+                    .iter()
+                    .map(|(k, v)| format!("{}: {}", serde_json::to_string(k).unwrap(), text(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    fn key_s() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("traits".to_string()),
+            Just("a.b".to_string()),
+            Just("session_id".to_string()),
+            Just("conversation_id".to_string()),
+            "[a-c]{1,2}",
+        ]
+    }
+
+    fn json_s() -> impl Strategy<Value = J> {
+        let leaf = prop_oneof![
+            Just(J::Null),
+            any::<bool>().prop_map(J::Bool),
+            any::<i64>().prop_map(J::Int),
+            ((i64::MAX as u64 + 1)..=u64::MAX).prop_map(J::Big),
+            (-1e9f64..1e9).prop_map(J::Float),
+            "[a-z\\\\\"é ]{0,4}".prop_map(J::Str),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(J::Arr),
+                prop::collection::vec((key_s(), inner), 0..5).prop_map(J::Obj),
+            ]
+        })
+    }
+
+    fn message_s() -> impl Strategy<Value = J> {
+        let id = prop_oneof![
+            Just(J::Str("u1".into())),
+            Just(J::Str(String::new())),
+            Just(J::Int(42)),
+            Just(J::Arr(vec![])),
+            Just(J::Null),
+        ];
+        let time = prop_oneof![
+            Just(J::Str("2024-01-01T00:00:00Z".into())),
+            Just(J::Int(1_704_067_200_000)),
+            Just(J::Str("soon".into())),
+            Just(J::Null),
+        ];
+        let ty = prop_oneof![
+            Just("track"),
+            Just("page"),
+            Just("screen"),
+            Just("identify"),
+            Just("alias"),
+            Just("group"),
+            Just("nope"),
+        ];
+        let field = |k: &'static str, v: BoxedStrategy<J>| {
+            prop::option::weighted(0.7, v).prop_map(move |v| v.map(|v| (k.to_string(), v)))
+        };
+        let small = prop_oneof![Just(J::Str("x".into())), Just(J::Int(1)), Just(J::Null)].boxed();
+        (
+            ty,
+            prop::collection::vec(
+                prop_oneof![
+                    field("userId", id.clone().boxed()),
+                    field("anonymousId", id.clone().boxed()),
+                    field("previousId", id.clone().boxed()),
+                    field("messageId", id.clone().boxed()),
+                    field("groupId", id.boxed()),
+                    field("timestamp", time.clone().boxed()),
+                    field("originalTimestamp", time.clone().boxed()),
+                    field("sentAt", time.clone().boxed()),
+                    field("receivedAt", time.boxed()),
+                    field("event", small.clone()),
+                    field("name", small.clone()),
+                    field("category", small),
+                    field("properties", json_s().boxed()),
+                    field("context", json_s().boxed()),
+                    field("traits", json_s().boxed()),
+                    field("extra", json_s().boxed()),
+                ],
+                0..12,
+            ),
+        )
+            .prop_map(|(ty, fields)| {
+                let mut entries = vec![("type".to_string(), J::Str(ty.into()))];
+                entries.extend(fields.into_iter().flatten());
+                J::Obj(entries)
+            })
+    }
+
+    proptest::proptest! {
+        /// Reading a message straight from its text maps it exactly as parsing it first:
+        /// same event, or the same error.
+        #[test]
+        fn reading_from_text_equals_reading_the_parsed_tree(msg in message_s()) {
+            let t = text(&msg);
+            let received = Some(1_704_067_300 * SECOND);
+            // The text is read straight (no fallback) and maps as the tree does, errors
+            // included; `map_message_text` (which falls back on errors) agrees too.
+            let fields = stream::read_fields(&t);
+            proptest::prop_assert!(fields.is_some(), "not read: {}", t);
+            let direct = map_fields(fields.unwrap(), received);
+            let streamed = map_message_text(&t, None, received);
+            let mut out = Vec::new();
+            let parsed = map_message_owned(serde_json::from_str(&t).unwrap(), received, &mut out)
+                .map(|()| out.remove(0));
+            proptest::prop_assert_eq!(&direct, &parsed, "{}", t);
+            proptest::prop_assert_eq!(streamed, parsed, "{}", t);
+        }
     }
 }

@@ -114,6 +114,14 @@ pub(crate) fn read(
     }
 }
 
+/// One NDJSON line, read.
+enum Line {
+    /// One Segment message, mapped straight from its text.
+    Mapped(Result<Event, MapError>),
+    /// Anything else, as a JSON tree.
+    Tree(serde_json::Value),
+}
+
 fn read_ndjson(
     path: &Path,
     flat: &FlatOptions,
@@ -147,10 +155,18 @@ fn read_ndjson(
         if lines.is_empty() {
             return Ok(());
         }
-        let values: Vec<Result<serde_json::Value, RowError>> = lines
+        // A line holding one Segment message is mapped straight from its text; any other
+        // line (flat record, batch, bad JSON) is parsed into a tree first.
+        let values: Vec<Result<Line, RowError>> = lines
             .par_iter()
             .map(|(n, l)| {
-                serde_json::from_slice(l).map_err(|e| {
+                if memchr::memmem::find(l, b"\"type\"").is_some()
+                    && let Ok(text) = std::str::from_utf8(l)
+                    && let Some(mapped) = sequin_core::segment::map_line_text(text)
+                {
+                    return Ok(Line::Mapped(mapped));
+                }
+                serde_json::from_slice(l).map(Line::Tree).map_err(|e| {
                     row_error(
                         &file,
                         *n,
@@ -164,7 +180,10 @@ fn read_ndjson(
             // Resolve flat-record roles from the first flat object, deterministically.
             let first_flat = values
                 .iter()
-                .filter_map(|v| v.as_ref().ok()?.as_object())
+                .filter_map(|v| match v {
+                    Ok(Line::Tree(tree)) => tree.as_object(),
+                    _ => None,
+                })
                 .find(|o| !sequin_core::segment::is_segment_message(o));
             if let Some(obj) = first_flat {
                 let cols: Vec<&str> = obj.keys().map(String::as_str).collect();
@@ -176,7 +195,14 @@ fn read_ndjson(
             .zip(lines.par_iter())
             .map(|(v, (n, l))| {
                 let raw = || Some(String::from_utf8_lossy(l).into_owned());
-                let v = v?;
+                let v = match v? {
+                    Line::Mapped(mapped) => {
+                        return mapped
+                            .map(|e| vec![e])
+                            .map_err(|e| row_error(&file, *n, e, raw()));
+                    }
+                    Line::Tree(tree) => tree,
+                };
                 let obj = v.as_object().ok_or_else(|| {
                     row_error(
                         &file,

@@ -213,7 +213,11 @@ async fn accept(state: &AppState, msg: Json_) -> Result<Json<Json_>, ApiError> {
     let mut events = Vec::new();
     sequin_core::segment::map_message_owned(msg, Some(received_now()), &mut events)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let outcome = append_counted(state, events).await?;
+    accepted(append_counted(state, events).await?)
+}
+
+/// The answer to an ingest request whose events are durable.
+fn accepted(outcome: AppendOutcome) -> Result<Json<Json_>, ApiError> {
     Ok(Json(serde_json::json!({
         "success": true,
         "accepted": outcome.accepted,
@@ -257,11 +261,15 @@ pub async fn batch(
     let r = async {
         check_write_key(&headers, &state.keys.write)?;
         let bytes = read_bounded(&headers, body, MAX_BATCH_BYTES, "batch").await?;
-        // Sizes of the items as sent, without building them: each must fit Segment's limit.
+        // The items as sent, without building them: each must fit Segment's limit.
         #[derive(serde::Deserialize)]
         struct RawBatch<'a> {
             #[serde(borrow)]
             batch: Vec<&'a serde_json::value::RawValue>,
+            #[serde(borrow, default)]
+            context: Option<&'a serde_json::value::RawValue>,
+            #[serde(default, rename = "sentAt")]
+            sent_at: Option<Json_>,
         }
         let raw: RawBatch<'_> = serde_json::from_slice(&bytes).map_err(|e| {
             if e.is_syntax() || e.is_eof() {
@@ -276,6 +284,22 @@ pub async fn batch(
                 return Err(ApiError::BadRequest(format!(
                     "batch[{i}]: event of {size} bytes exceeds 32 KB (Segment's limit)"
                 )));
+            }
+        }
+        // Items are read straight from their text (no JSON tree), unless the batch has a
+        // context of its own to merge into them, or an item is bad: then the whole batch
+        // takes the ordinary path, which merges and reports the error.
+        if raw.context.is_none_or(|c| c.get() == "null") {
+            let now = Some(received_now());
+            let events: Result<Vec<Event>, _> = raw
+                .batch
+                .iter()
+                .map(|item| {
+                    sequin_core::segment::map_message_text(item.get(), raw.sent_at.as_ref(), now)
+                })
+                .collect();
+            if let Ok(events) = events {
+                return accepted(append_counted(&state, events).await?);
             }
         }
         let msg = parse_json(&bytes)?;

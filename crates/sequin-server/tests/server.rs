@@ -150,6 +150,10 @@ async fn bad_input_is_400_with_a_reason_and_nothing_is_stored() {
         ("/v1/batch", Body::from(serde_json::json!({"batch": (0..20).map(|i| serde_json::json!({"type": "track", "event": "x", "userId": "u", "messageId": format!("b{i}"), "properties": {"pad": "a".repeat(30_000)}})).collect::<Vec<_>>()}).to_string()), "batch exceeds 500 KB"),
         ("/v1/batch", Body::from(serde_json::json!({"batch": [track("ok", "u1"), {"type": "track", "event": "x", "userId": "u", "properties": {"pad": "a".repeat(33_000)}}]}).to_string()), "batch[1]: event of"),
         ("/v1/batch", Body::from("[1, 2]"), "expected an object with a `batch` array"),
+        // Items read straight from their text still fail as a whole batch, with the place.
+        ("/v1/batch", Body::from(serde_json::json!({"batch": [track("ok2", "u1"), {"type": "nope", "userId": "u"}]}).to_string()), "batch[1].type"),
+        ("/v1/batch", Body::from(serde_json::json!({"batch": [track("ok3", "u1"), 7]}).to_string()), "batch[1]: must be a JSON object"),
+        ("/v1/batch", Body::from(serde_json::json!({"batch": [track("ok4", "u1"), {"type": "track", "event": "x", "userId": "u", "timestamp": "soon"}]}).to_string()), "batch[1].timestamp"),
     ];
     for (path, body, reason) in cases {
         let (status, json) = post(&st, path, Some("wk"), body).await;

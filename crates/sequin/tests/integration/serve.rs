@@ -224,12 +224,7 @@ fn kill_9_under_load_loses_no_acknowledged_event_and_live_equals_batch() {
     let acked2 = dir.path().join("acked2.txt");
     let status = load(&file, port, &acked2, "0").wait().unwrap();
     assert!(status.success());
-    json(port, "POST", "/api/admin/sync");
-    let watermark = json(port, "GET", "/api/segments")["watermark"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let live = live_members(port);
+    let (watermark, live) = synced_live_members(port);
     server.kill_9();
 
     let counts = stored_ids(&store);
@@ -238,6 +233,16 @@ fn kill_9_under_load_loses_no_acknowledged_event_and_live_equals_batch() {
     assert!(counts.values().all(|&c| c == 1), "and only once");
 
     assert_live_equals_batch(&store, &segments, &watermark, &live);
+}
+
+/// Once the server has evaluated everything it accepted: its watermark and live members.
+fn synced_live_members(port: u16) -> (String, BTreeMap<String, Vec<(String, String)>>) {
+    json(port, "POST", "/api/admin/sync");
+    let watermark = json(port, "GET", "/api/segments")["watermark"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (watermark, live_members(port))
 }
 
 /// Live membership (as listed by the server at `watermark`) equals batch evaluation of the
@@ -334,12 +339,7 @@ fn a_bulk_import_between_restarts_rebuilds_live_state_and_live_equals_batch() {
         log2.contains("rebuilding live state from history"),
         "{log2}"
     );
-    json(port, "POST", "/api/admin/sync");
-    let watermark = json(port, "GET", "/api/segments")["watermark"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let live = live_members(port);
+    let (watermark, live) = synced_live_members(port);
     server.kill_9();
     assert_live_equals_batch(&store, &segments, &watermark, &live);
 }
