@@ -524,16 +524,17 @@ impl Store {
         let partitions: std::collections::BTreeSet<usize> =
             ids.iter().map(|k| (unit_hash(k) % n) as usize).collect();
         let mut events: Vec<(u64, Event)> = Vec::new();
-        let mut position = 0u64;
         for p in partitions {
             for run in self.manifest.runs_of(p) {
                 let data = history::read_run(&self.dir.join(&run.file), &Projection::All)?;
                 for (unit, rows) in data.unit_rows() {
                     if self.identity.resolve(unit) == user {
                         for r in rows {
-                            // Runs written before arrival numbers were kept: file order.
-                            let seq = data.seq.get(r).copied().unwrap_or(position);
-                            position += 1;
+                            // A run without arrival numbers (written before they were kept,
+                            // or by a bulk import) stands at its largest one, after every
+                            // earlier run; the stable sort below keeps its rows in file
+                            // order, which is arrival order within a unit.
+                            let seq = data.seq.get(r).copied().or(run.max_seq).unwrap_or(0);
                             events.push((seq, data.event(r)));
                         }
                     }
