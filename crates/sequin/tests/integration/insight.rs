@@ -260,30 +260,23 @@ fn checkout_outcomes(dir: &Path) -> std::path::PathBuf {
     seg
 }
 
+/// `discover --outcome purchased --base checkout --top 5` plus `extra` over the golden
+/// store, every finding checked against `eval` (see [`check_findings`]).
+fn discover_purchases_from_checkout(extra: &[&str]) -> serde_json::Value {
+    let store = golden_store().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let seg = checkout_outcomes(dir.path());
+    let mut args = vec!["--outcome", "purchased", "--base", "checkout", "--top", "5"];
+    args.extend_from_slice(extra);
+    check_findings(store, &seg, &args, Some("checkout"))
+}
+
 /// Signals are candidates too: with the outcome's own steps excluded, a friction signal is
 /// among the findings, and its size is what `eval` (the engine's own detectors) gives.
 #[test]
 fn discovery_offers_signals_and_their_sizes_match_eval() {
-    let store = golden_store().to_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let seg = checkout_outcomes(dir.path());
-    let d = check_findings(
-        store,
-        &seg,
-        &[
-            "--outcome",
-            "purchased",
-            "--base",
-            "checkout",
-            "--top",
-            "5",
-            "--exclude",
-            "payment_submit",
-            "--exclude",
-            "click",
-        ],
-        Some("checkout"),
-    );
+    let d =
+        discover_purchases_from_checkout(&["--exclude", "payment_submit", "--exclude", "click"]);
     let steps: Vec<&str> = d["findings"]
         .as_array()
         .unwrap()
@@ -307,11 +300,7 @@ fn discovery_offers_signals_and_their_sizes_match_eval() {
 /// outcome (a rest that almost never reaches it).
 #[test]
 fn discovery_leaves_out_steps_of_the_outcome_by_itself() {
-    let store = golden_store().to_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let seg = checkout_outcomes(dir.path());
-    let args = ["--outcome", "purchased", "--base", "checkout", "--top", "5"];
-    let d = check_findings(store, &seg, &args, Some("checkout"));
+    let d = discover_purchases_from_checkout(&[]);
     let left_out: Vec<&str> = d["outcome_steps"]
         .as_array()
         .unwrap()
@@ -327,9 +316,7 @@ fn discovery_leaves_out_steps_of_the_outcome_by_itself() {
         assert!(rest > 0.02 * population_rate, "restates the outcome: {def}");
     }
     // Asked for, they come back.
-    let mut keep = args.to_vec();
-    keep.push("--keep-outcome-steps");
-    let d = check_findings(store, &seg, &keep, Some("checkout"));
+    let d = discover_purchases_from_checkout(&["--keep-outcome-steps"]);
     assert_eq!(d["outcome_steps"], serde_json::json!([]));
     assert!(
         d["findings"]
@@ -345,20 +332,7 @@ fn discovery_leaves_out_steps_of_the_outcome_by_itself() {
 /// over every unit (`check_findings` compares each finding's size with `eval`).
 #[test]
 fn discovery_on_a_search_sample_reports_figures_verified_on_every_unit() {
-    let store = golden_store().to_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let seg = checkout_outcomes(dir.path());
-    let args = [
-        "--outcome",
-        "purchased",
-        "--base",
-        "checkout",
-        "--top",
-        "5",
-        "--search-sample",
-        "800",
-    ];
-    let d = check_findings(store, &seg, &args, Some("checkout"));
+    let d = discover_purchases_from_checkout(&["--search-sample", "800"]);
     let (searched, population) = (
         d["searched_units"].as_u64().unwrap(),
         d["population_units"].as_u64().unwrap(),

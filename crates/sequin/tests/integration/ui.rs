@@ -65,6 +65,16 @@ async fn appears(c: &Client, secs: u64, what: &str, css: &str) -> fantoccini::el
     .await
 }
 
+/// Clicks the element matching `css` (it must be there).
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
 async fn text_of(c: &Client, css: &str) -> Option<String> {
     c.find(Locator::Css(css)).await.ok()?.text().await.ok()
 }
@@ -215,12 +225,7 @@ async fn walk_through_the_ui(c: Client, port: u16) {
     )
     .await;
     appears(&c, 20, "the diagnostics to clear", "#diagnostics-ok").await;
-    c.find(Locator::Css("#preview-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#preview-button").await;
     let previewed = eventually(60, "the preview", || async {
         leading_count(&text_of(&c, "#preview-result").await?)
     })
@@ -231,12 +236,7 @@ async fn walk_through_the_ui(c: Client, port: u16) {
     );
 
     // Save: backfilled, live, and listed with the same count.
-    c.find(Locator::Css("#save-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#save-button").await;
     let saved = eventually(60, "the save", || async {
         let t = text_of(&c, "#save-result").await?;
         t.starts_with("Saved").then_some(t)
@@ -284,24 +284,12 @@ async fn walk_through_the_ui(c: Client, port: u16) {
     .await;
 
     // Cohort Replay: the flow is drawn; play advances frames, pause holds, scrub jumps.
-    c.find(Locator::Css(
-        "tr[data-segment=\"checkout_buyers\"] .replay-link",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click(&c, "tr[data-segment=\"checkout_buyers\"] .replay-link").await;
     appears(&c, 60, "the replay chart", "#replay-chart canvas").await;
     assert_eq!(frame(&c).await, 0);
     let status_at_start = text_of(&c, "#replay-status").await.unwrap();
     screenshot(&c, "03-replay-start.png").await;
-    c.find(Locator::Css("#replay-play"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#replay-play").await;
     let first = eventually(10, "frames to advance", || async {
         let f = frame(&c).await;
         (f > 0).then_some(f)
@@ -311,12 +299,7 @@ async fn walk_through_the_ui(c: Client, port: u16) {
     let later = frame(&c).await;
     assert!(later > first, "still playing: frame {first} then {later}");
     screenshot(&c, "04-replay-playing.png").await;
-    c.find(Locator::Css("#replay-pause"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#replay-pause").await;
     let held = frame(&c).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(frame(&c).await, held, "paused");
@@ -351,12 +334,7 @@ async fn walk_through_the_ui(c: Client, port: u16) {
     )
     .await
     .unwrap();
-    c.find(Locator::Css("#report-run"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#report-run").await;
     let sentence = eventually(60, "the outcome report", || async {
         c.find(Locator::Css("#report-chart canvas")).await.ok()?;
         let t = text_of(&c, "#report-result").await?;
@@ -387,12 +365,7 @@ async fn walk_through_the_ui(c: Client, port: u16) {
         .send_keys("payment_submit")
         .await
         .unwrap();
-    c.find(Locator::Css("#discover-run"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#discover-run").await;
     eventually(120, "discovery findings", || async {
         c.find(Locator::Css("#discover-results .save-as-segment"))
             .await
