@@ -424,16 +424,15 @@ impl Memtable {
         if rows == 0 {
             return Vec::new();
         }
-        let t_flat = std::time::Instant::now();
+        let trace = std::env::var_os("SEQUIN_TRACE").is_some();
+        let t0 = std::time::Instant::now();
         let f = &self.flat();
-        if std::env::var_os("SEQUIN_TRACE").is_some() {
-            eprintln!("  columns copied {:?}", t_flat.elapsed());
+        if trace {
+            eprintln!("  columns copied {:?}", t0.elapsed());
         }
         // Unit of each row: canonical(user id, else anonymous id), as a string id. Ids at or
         // above `n` name canonical ids that are not interned here (`extra`).
         let n = self.strings.strings.len() as u32;
-        let trace = std::env::var_os("SEQUIN_TRACE").is_some();
-        let t0 = std::time::Instant::now();
         let mut extra: Vec<String> = Vec::new();
         let mut canon_of: HashMap<u32, u32> = HashMap::default();
         let mut row_unit = Vec::with_capacity(rows);
