@@ -2,13 +2,48 @@
 //! (unit, time, arrival). It is what the memtable flushes, what history files hold, and what
 //! readers (stats, evaluation) iterate unit by unit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::ops::Range;
 
 use sequin_core::{Event, MessageKind, Value};
 
 /// Marks a missing entry in a [`StrColumn`].
 pub const NULL_KEY: u32 = u32::MAX;
+
+/// Builds a string dictionary: each distinct string is stored once, in the dictionary
+/// itself, and found again by its hash (a map from `String` would store and hash it twice,
+/// which dominates merging columns of unique ids or message text).
+#[derive(Default)]
+pub(crate) struct DictBuilder {
+    table: hashbrown::HashTable<u32>,
+}
+
+fn text_hash(s: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(s.as_bytes())
+}
+
+impl DictBuilder {
+    /// Room for `more` new strings without rehashing.
+    pub(crate) fn reserve(&mut self, more: usize, dict: &[String]) {
+        self.table
+            .reserve(more, |&k| text_hash(&dict[k as usize]));
+    }
+
+    /// The key of `s` in `dict`, adding it if new.
+    pub(crate) fn intern(&mut self, dict: &mut Vec<String>, s: &str) -> u32 {
+        let h = text_hash(s);
+        if let Some(&k) = self.table.find(h, |&k| dict[k as usize] == s) {
+            return k;
+        }
+        let k = dict.len() as u32;
+        dict.push(s.to_owned());
+        self.table
+            .insert_unique(h, k, |&k| text_hash(&dict[k as usize]));
+        k
+    }
+}
 
 /// A dictionary-encoded, nullable text column.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -40,39 +75,37 @@ impl StrColumn {
         }
     }
 
-    fn append(&mut self, other: &StrColumn) {
-        let mut index: HashMap<&str, u32> = HashMap::with_capacity(self.dict.len());
-        for (i, s) in self.dict.iter().enumerate() {
-            index.insert(s, i as u32);
-        }
-        let mut remap = Vec::with_capacity(other.dict.len());
-        let mut added = Vec::new();
-        for s in &other.dict {
-            let k = match index.get(s.as_str()) {
-                Some(&k) => k,
-                None => {
-                    let k = (self.dict.len() + added.len()) as u32;
-                    added.push(s.clone());
-                    k
-                }
-            };
-            remap.push(k);
-        }
-        self.dict.extend(added);
-        self.keys.extend(other.keys.iter().map(|&k| {
-            if k == NULL_KEY {
-                NULL_KEY
-            } else {
-                remap[k as usize]
-            }
-        }));
-    }
-
-    fn nulls(rows: usize) -> StrColumn {
-        StrColumn {
+    /// The rows of `pieces` one after another (`None`: that many missing values), with one
+    /// dictionary.
+    fn concat<'a>(pieces: impl Iterator<Item = (Option<&'a StrColumn>, usize)>) -> StrColumn {
+        let pieces: Vec<(Option<&StrColumn>, usize)> = pieces.collect();
+        let mut out = StrColumn {
             dict: Vec::new(),
-            keys: vec![NULL_KEY; rows],
+            keys: Vec::with_capacity(pieces.iter().map(|p| p.1).sum()),
+        };
+        let mut dict = DictBuilder::default();
+        let entries: usize = pieces.iter().filter_map(|p| p.0).map(|c| c.dict.len()).sum();
+        dict.reserve(entries, &out.dict);
+        out.dict.reserve(entries);
+        for (piece, rows) in pieces {
+            let Some(piece) = piece else {
+                out.keys.resize(out.keys.len() + rows, NULL_KEY);
+                continue;
+            };
+            let remap: Vec<u32> = piece
+                .dict
+                .iter()
+                .map(|s| dict.intern(&mut out.dict, s))
+                .collect();
+            out.keys.extend(piece.keys.iter().map(|&k| {
+                if k == NULL_KEY {
+                    NULL_KEY
+                } else {
+                    remap[k as usize]
+                }
+            }));
         }
+        out
     }
 }
 
@@ -153,7 +186,7 @@ impl PropColumn {
             ),
             [false, false, false, _, false] => {
                 let mut col = StrColumn::default();
-                let mut index: HashMap<String, u32> = HashMap::new();
+                let mut index: HashMap<String, u32> = HashMap::default();
                 for v in values {
                     col.keys.push(match v {
                         Some(Value::Str(s)) => {
@@ -189,22 +222,87 @@ impl PropColumn {
         }
     }
 
-    fn append(&mut self, other: &PropColumn) {
-        match (&mut *self, other) {
-            (PropColumn::Int(a), PropColumn::Int(b)) => a.extend_from_slice(b),
-            (PropColumn::Float(a), PropColumn::Float(b)) => a.extend_from_slice(b),
-            (PropColumn::Bool(a), PropColumn::Bool(b)) => a.extend_from_slice(b),
-            (PropColumn::Str(a), PropColumn::Str(b)) => a.append(b),
-            _ => {
-                let mut all = self.values();
-                all.extend(other.values());
-                *self = PropColumn::from_values(all);
-            }
+    /// Does any row have a value?
+    fn any(&self) -> bool {
+        match self {
+            PropColumn::Int(v) => v.iter().any(Option::is_some),
+            PropColumn::Float(v) => v.iter().any(Option::is_some),
+            PropColumn::Bool(v) => v.iter().any(Option::is_some),
+            PropColumn::Str(c) => c.any(),
+            PropColumn::Mixed(v) => v.iter().any(Option::is_some),
         }
     }
 
-    fn nulls(rows: usize) -> PropColumn {
-        PropColumn::Int(vec![None; rows])
+    /// The rows of `pieces` one after another (`None`: that many missing values). Pieces of
+    /// one type (or whole numbers with numbers) stay typed; a piece with no value takes any
+    /// type. Only genuinely different types make a `Mixed` column.
+    fn concat(pieces: &[(Option<&PropColumn>, usize)]) -> PropColumn {
+        #[derive(PartialEq, Clone, Copy)]
+        enum Kind {
+            Int,
+            Float,
+            Bool,
+            Str,
+            Mixed,
+        }
+        let mut kind: Option<Kind> = None;
+        for col in pieces.iter().filter_map(|p| p.0).filter(|c| c.any()) {
+            let k = match col {
+                PropColumn::Int(_) => Kind::Int,
+                PropColumn::Float(_) => Kind::Float,
+                PropColumn::Bool(_) => Kind::Bool,
+                PropColumn::Str(_) => Kind::Str,
+                PropColumn::Mixed(_) => Kind::Mixed,
+            };
+            kind = Some(match (kind, k) {
+                (None, k) => k,
+                (Some(a), b) if a == b => a,
+                (Some(Kind::Int | Kind::Float), Kind::Int | Kind::Float) => Kind::Float,
+                _ => Kind::Mixed,
+            });
+        }
+        let rows: usize = pieces.iter().map(|p| p.1).sum();
+        // Each typed arm: a piece of that type extends, any other piece (all missing) pads.
+        macro_rules! typed {
+            ($variant:ident, $conv:expr) => {{
+                let mut out = Vec::with_capacity(rows);
+                for &(piece, n) in pieces {
+                    match piece {
+                        Some(PropColumn::$variant(v)) => out.extend_from_slice(v),
+                        #[allow(clippy::redundant_closure_call)]
+                        Some(other) => out.extend((0..n).map(|r| ($conv)(other, r))),
+                        None => out.resize(out.len() + n, None),
+                    }
+                }
+                PropColumn::$variant(out)
+            }};
+        }
+        match kind {
+            None | Some(Kind::Int) => typed!(Int, |_: &PropColumn, _: usize| -> Option<i64> { None }),
+            Some(Kind::Float) => typed!(Float, |c: &PropColumn, r: usize| -> Option<f64> {
+                match c {
+                    PropColumn::Int(v) => v[r].map(|i| i as f64),
+                    _ => None,
+                }
+            }),
+            Some(Kind::Bool) => typed!(Bool, |_: &PropColumn, _: usize| -> Option<bool> { None }),
+            Some(Kind::Str) => PropColumn::Str(StrColumn::concat(pieces.iter().map(
+                |&(piece, n)| match piece {
+                    Some(PropColumn::Str(c)) => (Some(c), n),
+                    _ => (None, n),
+                },
+            ))),
+            Some(Kind::Mixed) => {
+                let mut all = Vec::with_capacity(rows);
+                for &(piece, n) in pieces {
+                    match piece {
+                        Some(c) => all.extend(c.values()),
+                        None => all.resize(all.len() + n, None),
+                    }
+                }
+                PropColumn::from_values(all)
+            }
+        }
     }
 }
 
@@ -347,7 +445,7 @@ impl PartitionData {
                 .then(a.cmp(&b))
         });
         let mut data = PartitionData::default();
-        let mut name_index: HashMap<&str, u32> = HashMap::new();
+        let mut name_index: HashMap<&str, u32> = HashMap::default();
         let mut ids: Vec<Vec<Option<&str>>> =
             vec![Vec::with_capacity(events.len()); ID_COLUMNS.len()];
         let mut props: BTreeMap<String, Vec<Option<Value>>> = BTreeMap::new();
@@ -393,7 +491,7 @@ impl PartitionData {
             // user_id is always kept: an absent column would mean "the unit".
             if *name == "user_id" || vals.iter().any(Option::is_some) {
                 let mut col = StrColumn::default();
-                let mut index: HashMap<&str, u32> = HashMap::new();
+                let mut index: HashMap<&str, u32> = HashMap::default();
                 for v in vals {
                     col.keys.push(match v {
                         None => NULL_KEY,
@@ -433,40 +531,40 @@ impl PartitionData {
                 .iter_mut()
                 .for_each(PartitionData::materialize_user_ids);
         }
-        // Concatenate, then sort a permutation by (unit, time, concatenated position).
-        let mut all = PartitionData::empty();
+        // Concatenate, then sort a permutation by (unit, time, arrival, concatenated
+        // position), units by their rank in name order.
         let mut row_unit: Vec<u32> = Vec::new();
-        let mut unit_index: HashMap<String, u32> = HashMap::new();
-        let mut unit_names: Vec<String> = Vec::new();
+        let mut unit_index: HashMap<&str, u32> = HashMap::default();
+        let mut unit_names: Vec<&str> = Vec::new();
         for p in &parts {
             for (u, range) in p.unit_rows() {
                 let next = unit_index.len() as u32;
-                let id = *unit_index.entry(u.to_string()).or_insert_with(|| {
-                    unit_names.push(u.to_string());
+                let id = *unit_index.entry(u).or_insert_with(|| {
+                    unit_names.push(u);
                     next
                 });
                 row_unit.extend(std::iter::repeat_n(id, range.len()));
             }
-            all.append_columns(p);
         }
-        let mut order: Vec<u32> = (0..all.len() as u32).collect();
+        let mut by_name: Vec<u32> = (0..unit_names.len() as u32).collect();
+        by_name.sort_unstable_by_key(|&i| unit_names[i as usize]);
+        let mut rank = vec![0u32; unit_names.len()];
+        for (r, &i) in by_name.iter().enumerate() {
+            rank[i as usize] = r as u32;
+        }
+        let all = PartitionData::concat(&parts);
         let by_seq = all.seq.len() == all.len();
-        order.sort_by(|&a, &b| {
-            let (ua, ub) = (
-                &unit_names[row_unit[a as usize] as usize],
-                &unit_names[row_unit[b as usize] as usize],
-            );
-            ua.cmp(ub)
-                .then(all.time[a as usize].cmp(&all.time[b as usize]))
-                .then_with(|| {
-                    if by_seq {
-                        all.seq[a as usize].cmp(&all.seq[b as usize])
-                    } else {
-                        std::cmp::Ordering::Equal
-                    }
-                })
-                .then(a.cmp(&b))
+        let mut order: Vec<u32> = (0..all.len() as u32).collect();
+        order.sort_unstable_by_key(|&a| {
+            let a = a as usize;
+            (
+                rank[row_unit[a] as usize],
+                all.time[a],
+                if by_seq { all.seq[a] } else { 0 },
+                a,
+            )
         });
+        let unit_names: Vec<String> = unit_names.iter().map(|u| u.to_string()).collect();
         let mut out = all.take(&order);
         out.units.clear();
         out.unit_start.clear();
@@ -488,63 +586,43 @@ impl PartitionData {
         }
     }
 
-    /// Appends `other`'s rows (not its unit index) to self's columns.
-    fn append_columns(&mut self, other: &PartitionData) {
-        let rows = self.len();
-        let mut name_index: HashMap<&str, u32> = HashMap::new();
-        for (i, n) in self.names.iter().enumerate() {
-            name_index.insert(n, i as u32);
+    /// `parts`' rows one after another (not their unit index), with one dictionary per
+    /// text column.
+    fn concat(parts: &[PartitionData]) -> PartitionData {
+        let rows: usize = parts.iter().map(PartitionData::len).sum();
+        let mut all = PartitionData::empty();
+        all.time.reserve(rows);
+        all.name.reserve(rows);
+        all.kind.reserve(rows);
+        let mut names = DictBuilder::default();
+        for p in parts {
+            let remap: Vec<u32> = p
+                .names
+                .iter()
+                .map(|n| names.intern(&mut all.names, n))
+                .collect();
+            all.name.extend(p.name.iter().map(|&k| remap[k as usize]));
+            all.time.extend_from_slice(&p.time);
+            all.kind.extend_from_slice(&p.kind);
         }
-        let mut remap = Vec::with_capacity(other.names.len());
-        let mut added = Vec::new();
-        for n in &other.names {
-            remap.push(match name_index.get(n.as_str()) {
-                Some(&k) => k,
-                None => {
-                    added.push(n.clone());
-                    (self.names.len() + added.len() - 1) as u32
-                }
-            });
-        }
-        self.names.extend(added);
-        self.name
-            .extend(other.name.iter().map(|&k| remap[k as usize]));
         // Sequence numbers survive only if every part has them.
-        if (rows == 0 || self.seq.len() == rows) && other.seq.len() == other.len() {
-            self.seq.extend_from_slice(&other.seq);
-        } else {
-            self.seq.clear();
+        if parts.iter().all(|p| p.seq.len() == p.len()) {
+            all.seq = parts.iter().flat_map(|p| p.seq.iter().copied()).collect();
         }
-        self.time.extend_from_slice(&other.time);
-        self.kind.extend_from_slice(&other.kind);
-        let keys: std::collections::BTreeSet<String> =
-            self.ids.keys().chain(other.ids.keys()).cloned().collect();
-        for k in keys {
-            let col = self
-                .ids
-                .entry(k.clone())
-                .or_insert_with(|| StrColumn::nulls(rows));
-            match other.ids.get(&k) {
-                Some(o) => col.append(o),
-                None => col.keys.extend(std::iter::repeat_n(NULL_KEY, other.len())),
-            }
+        let id_keys: std::collections::BTreeSet<&String> =
+            parts.iter().flat_map(|p| p.ids.keys()).collect();
+        for k in id_keys {
+            let col = StrColumn::concat(parts.iter().map(|p| (p.ids.get(k), p.len())));
+            all.ids.insert(k.clone(), col);
         }
-        let keys: std::collections::BTreeSet<String> = self
-            .props
-            .keys()
-            .chain(other.props.keys())
-            .cloned()
-            .collect();
-        for k in keys {
-            let col = self
-                .props
-                .entry(k.clone())
-                .or_insert_with(|| PropColumn::nulls(rows));
-            match other.props.get(&k) {
-                Some(o) => col.append(o),
-                None => col.append(&PropColumn::nulls(other.len())),
-            }
+        let prop_keys: std::collections::BTreeSet<&String> =
+            parts.iter().flat_map(|p| p.props.keys()).collect();
+        for k in prop_keys {
+            let pieces: Vec<(Option<&PropColumn>, usize)> =
+                parts.iter().map(|p| (p.props.get(k), p.len())).collect();
+            all.props.insert(k.clone(), PropColumn::concat(&pieces));
         }
+        all
     }
 
     /// Reorders rows (the unit index is left for the caller to rebuild).

@@ -30,7 +30,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use sequin_core::Value;
 
-use crate::data::{ID_COLUMNS, NULL_KEY, PartitionData, PropColumn, StrColumn};
+use crate::data::{DictBuilder, ID_COLUMNS, NULL_KEY, PartitionData, PropColumn, StrColumn};
 use crate::error::{IoContext, StoreError};
 
 const KIND_META: &str = "sequin.kind";
@@ -229,20 +229,18 @@ fn append_units(array: &dyn Array, data: &mut PartitionData) -> Result<(), Store
 fn append_strings(
     array: &dyn Array,
     out: &mut StrColumn,
-    index: &mut HashMap<String, u32>,
+    index: &mut DictBuilder,
 ) -> Result<(), StoreError> {
+    // Room for every new entry up front: rehashing a growing table of unique ids is slow.
+    if let Some(d) = array.as_any().downcast_ref::<DictionaryArray<UInt32Type>>() {
+        index.reserve(d.values().len().min(d.len()), &out.dict);
+    } else if let Some(s) = array.as_any().downcast_ref::<StringArray>() {
+        index.reserve(s.len(), &out.dict);
+    }
     let mut push_value = |s: Option<&str>, out: &mut StrColumn| match s {
         None => out.keys.push(NULL_KEY),
         Some(s) => {
-            let k = match index.get(s) {
-                Some(&k) => k,
-                None => {
-                    let k = out.dict.len() as u32;
-                    out.dict.push(s.to_string());
-                    index.insert(s.to_string(), k);
-                    k
-                }
-            };
+            let k = index.intern(&mut out.dict, s);
             out.keys.push(k);
         }
     };
@@ -362,14 +360,16 @@ pub fn read_run(path: &Path, projection: &Projection) -> Result<PartitionData, S
         time: Vec::with_capacity(rows),
         ..PartitionData::default()
     };
-    let mut name_index = HashMap::new();
+    let mut name_index = DictBuilder::default();
     let mut names = StrColumn {
         dict: Vec::new(),
         keys: Vec::with_capacity(rows),
     };
-    let mut id_cols: HashMap<String, (StrColumn, HashMap<String, u32>)> = HashMap::new();
+    let mut id_cols: HashMap<String, (StrColumn, DictBuilder)> = HashMap::new();
+    // Mixed columns value by value; typed ones straight into their column.
     let mut prop_vals: HashMap<String, Vec<Option<Value>>> = HashMap::new();
     let mut typed: HashMap<String, PropColumn> = HashMap::new();
+    let mut str_dicts: HashMap<String, DictBuilder> = HashMap::new();
     for batch in reader {
         let batch = batch?;
         let schema = batch.schema();
@@ -425,50 +425,53 @@ pub fn read_run(path: &Path, projection: &Projection) -> Result<PartitionData, S
                         .metadata()
                         .get(KIND_META)
                         .is_some_and(|k| k == "mixed");
-                    let vals = prop_vals.entry(key.to_string()).or_default();
                     if mixed {
                         let a = array
                             .as_any()
                             .downcast_ref::<StringArray>()
                             .ok_or_else(|| bad_type(key))?;
+                        let vals = prop_vals.entry(key.to_string()).or_default();
                         vals.extend(a.iter().map(|v| v.map(parse_mixed)));
                         continue;
                     }
+                    let col = typed.entry(key.to_string());
                     match field.data_type() {
                         DataType::Int64 => {
                             let a = array
                                 .as_any()
                                 .downcast_ref::<Int64Array>()
                                 .ok_or_else(|| bad_type(key))?;
-                            vals.extend(a.iter().map(|v| v.map(Value::Int)));
+                            match col.or_insert_with(|| PropColumn::Int(Vec::with_capacity(rows))) {
+                                PropColumn::Int(v) => v.extend(a.iter()),
+                                _ => return Err(bad_type(key)),
+                            }
                         }
                         DataType::Float64 => {
                             let a = array
                                 .as_any()
                                 .downcast_ref::<Float64Array>()
                                 .ok_or_else(|| bad_type(key))?;
-                            vals.extend(a.iter().map(|v| v.map(Value::Float)));
+                            match col.or_insert_with(|| PropColumn::Float(Vec::with_capacity(rows))) {
+                                PropColumn::Float(v) => v.extend(a.iter()),
+                                _ => return Err(bad_type(key)),
+                            }
                         }
                         DataType::Boolean => {
                             let a = array
                                 .as_any()
                                 .downcast_ref::<BooleanArray>()
                                 .ok_or_else(|| bad_type(key))?;
-                            vals.extend(a.iter().map(|v| v.map(Value::Bool)));
+                            match col.or_insert_with(|| PropColumn::Bool(Vec::with_capacity(rows))) {
+                                PropColumn::Bool(v) => v.extend(a.iter()),
+                                _ => return Err(bad_type(key)),
+                            }
                         }
                         _ => {
                             // Strings: keep them dictionary-encoded, no per-row allocation.
-                            let entry = typed
-                                .entry(key.to_string())
-                                .or_insert_with(|| PropColumn::Str(StrColumn::default()));
-                            if let PropColumn::Str(col) = entry {
-                                let mut index: HashMap<String, u32> = col
-                                    .dict
-                                    .iter()
-                                    .enumerate()
-                                    .map(|(i, s)| (s.clone(), i as u32))
-                                    .collect();
-                                append_strings(array.as_ref(), col, &mut index)?;
+                            let index = str_dicts.entry(key.to_string()).or_default();
+                            match col.or_insert_with(|| PropColumn::Str(StrColumn::default())) {
+                                PropColumn::Str(c) => append_strings(array.as_ref(), c, index)?,
+                                _ => return Err(bad_type(key)),
                             }
                         }
                     }

@@ -653,7 +653,10 @@ impl Store {
         let pieces: Vec<Vec<(usize, PartitionData)>> = dirty
             .par_iter()
             .map(|&p| {
-                let data = reader.read_partition(p, &Projection::All)?;
+                // Each partition's files are read once here and their rows scattered below
+                // (reading through the view would re-read every partition a linked id
+                // came from, once per partition).
+                let data = reader.read_runs(p, &Projection::All)?;
                 let new_units: Vec<String> = data
                     .units
                     .iter()
@@ -819,6 +822,16 @@ impl StoreReader {
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
+
+    /// A partition's history files merged, units as they were filed (no relabelling of
+    /// linked ids, no memtable).
+    fn read_runs(&self, p: usize, projection: &Projection) -> Result<PartitionData, StoreError> {
+        let mut parts = Vec::new();
+        for run in self.manifest.runs_of(p) {
+            parts.push(history::read_run(&self.dir.join(&run.file), projection)?);
+        }
+        Ok(PartitionData::merge(parts))
+    }
 }
 
 fn project(mut data: PartitionData, projection: &Projection) -> PartitionData {
@@ -848,13 +861,7 @@ impl EventSource for StoreReader {
             }
             other => other.clone(),
         };
-        let runs = |p: usize| -> Result<PartitionData, StoreError> {
-            let mut parts = Vec::new();
-            for run in self.manifest.runs_of(p) {
-                parts.push(history::read_run(&self.dir.join(&run.file), &with_seq)?);
-            }
-            Ok(PartitionData::merge(parts))
-        };
+        let runs = |p: usize| self.read_runs(p, &with_seq);
         let mut parts = Vec::new();
         if self.pending.is_empty() {
             parts.push(runs(partition)?);
