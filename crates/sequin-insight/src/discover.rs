@@ -25,7 +25,6 @@
 //!    refinements or restatements. The rest are ranked by impact (members × rate gap).
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -811,6 +810,197 @@ struct Scored {
     pattern: Pattern,
     /// Counts that, when two candidates share them, say they hold the same members.
     signature: (u64, u64, u64, u64),
+    /// Members' rate minus the rest's.
+    gap: f64,
+    /// Members, one bit per searched unit.
+    members: Members,
+}
+
+/// A candidate's members as bitsets over an index of units (the searched units during the
+/// search, the population in verification): kept candidates are compared with every
+/// newcomer, and bitwise operations count the members of one outside the other exactly.
+#[derive(Debug, Clone, Default)]
+struct Members {
+    all: Vec<u64>,
+    /// Members whose outcome is decided from their entry (they count in the rate) …
+    decided: Vec<u64>,
+    /// … and of those, the ones that reach it.
+    reached: Vec<u64>,
+    /// The candidate's own figures.
+    tally: Tally,
+}
+
+/// Which indexed units are decided / reach the outcome at the population anchor (the rest
+/// of a group is counted with these).
+struct PopulationBits {
+    decided: Vec<u64>,
+    reached: Vec<u64>,
+    /// Decided and reaching units of the whole index.
+    n_decided: u64,
+    n_reached: u64,
+    min_units: u64,
+}
+
+fn set_bit(bits: &mut [u64], i: usize) {
+    bits[i / 64] |= 1 << (i % 64);
+}
+
+impl Members {
+    fn new(n: usize) -> Members {
+        let words = n.div_ceil(64);
+        Members {
+            all: vec![0; words],
+            decided: vec![0; words],
+            reached: vec![0; words],
+            tally: Tally::default(),
+        }
+    }
+
+    /// Adds unit `i` of the index, which entered with outcome `outcome` (None: undecided,
+    /// or reached before it entered); `tally` is the caller's count including it.
+    fn add(&mut self, i: usize, outcome: Option<bool>) {
+        set_bit(&mut self.all, i);
+        if let Some(reached) = outcome {
+            set_bit(&mut self.decided, i);
+            if reached {
+                set_bit(&mut self.reached, i);
+            }
+        }
+    }
+
+    /// The figures of the members that are not `other`'s.
+    fn outside(&self, other: &Members, pop: &PopulationBits) -> Tally {
+        let mut t = Tally::default();
+        let ones = |x: u64| u64::from(x.count_ones());
+        for w in 0..self.all.len() {
+            let not_other = !other.all[w];
+            let m = self.all[w] & not_other;
+            t.units += ones(m);
+            t.decided += ones(self.decided[w] & not_other);
+            t.reached += ones(self.reached[w] & not_other);
+            t.pop_decided += ones(m & pop.decided[w]);
+            t.pop_reached += ones(m & pop.reached[w]);
+        }
+        t
+    }
+}
+
+impl PopulationBits {
+    /// The population outcomes of `index`'s units, bit `i` for unit `index[i]`.
+    fn of(units: &Units, index: &[u32], min_units: u64) -> PopulationBits {
+        let words = index.len().div_ceil(64);
+        let mut p = PopulationBits {
+            decided: vec![0; words],
+            reached: vec![0; words],
+            n_decided: 0,
+            n_reached: 0,
+            min_units,
+        };
+        for (i, &u) in index.iter().enumerate() {
+            match units.pop_out[u as usize] {
+                YES => {
+                    set_bit(&mut p.decided, i);
+                    set_bit(&mut p.reached, i);
+                    p.n_decided += 1;
+                    p.n_reached += 1;
+                }
+                NO => {
+                    set_bit(&mut p.decided, i);
+                    p.n_decided += 1;
+                }
+                _ => {}
+            }
+        }
+        p
+    }
+
+    /// Quality of a group (see [`Search::quality`]); 0 when too small to have a rate.
+    fn quality(&self, t: &Tally) -> f64 {
+        quality(self.n_decided, self.n_reached, self.min_units, t).unwrap_or(0.0)
+    }
+
+    /// Of two candidates, the one that says little beyond the other, if either does.
+    ///
+    /// A candidate has an effect of its own beside another when its members outside the
+    /// other still score at least half its quality. When both do, both stay (two effects).
+    /// When only one does, the other lies within it: a subgroup, kept only if it sharpens
+    /// the group (a rate gap 1.5 times as strong, same direction: slow payments among
+    /// Android users). When neither does, they are one effect: the sharper (1.5 times the
+    /// gap) stays, else the better. So variants of one effect take one place, and a wide
+    /// pattern whose effect is all its core's gives way to the core.
+    fn redundant_of(&self, x: &Scoring<'_>, y: &Scoring<'_>) -> Option<Side> {
+        let own = |a: &Scoring<'_>, b: &Scoring<'_>| {
+            self.quality(&a.members.outside(b.members, self)) >= 0.5 * self.quality(&a.members.tally)
+        };
+        let sharper = |a: &Scoring<'_>, b: &Scoring<'_>| {
+            a.gap.signum() == b.gap.signum() && a.gap.abs() >= 1.5 * b.gap.abs()
+        };
+        match (own(x, y), own(y, x)) {
+            (true, true) => None,
+            (false, true) => (!sharper(x, y)).then_some(Side::First),
+            (true, false) => (!sharper(y, x)).then_some(Side::Second),
+            (false, false) => Some(if sharper(x, y) {
+                Side::Second
+            } else if sharper(y, x) || y.quality > x.quality {
+                Side::First
+            } else {
+                Side::Second
+            }),
+        }
+    }
+}
+
+/// One side of a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    First,
+    Second,
+}
+
+/// What [`PopulationBits::redundant_of`] weighs of a candidate.
+struct Scoring<'m> {
+    members: &'m Members,
+    gap: f64,
+    quality: f64,
+}
+
+/// Keeps, in `order` (best first), the candidates that no other kept one makes redundant
+/// ([`PopulationBits::redundant_of`]): a newcomer that loses to a kept one is left out; kept
+/// ones that lose to a newcomer give way to it.
+fn keep_distinct<'m>(
+    population: &PopulationBits,
+    order: impl IntoIterator<Item = (usize, Scoring<'m>)>,
+) -> Vec<usize> {
+    let mut kept: Vec<(usize, Scoring<'m>)> = Vec::new();
+    for (i, s) in order {
+        let verdicts: Vec<Option<Side>> = kept
+            .iter()
+            .map(|(_, k)| population.redundant_of(&s, k))
+            .collect();
+        if verdicts.contains(&Some(Side::First)) {
+            continue;
+        }
+        let mut v = verdicts.into_iter();
+        kept.retain(|_| v.next().flatten() != Some(Side::Second));
+        kept.push((i, s));
+    }
+    kept.into_iter().map(|(i, _)| i).collect()
+}
+
+/// N·|WRAcc| of a group with figures `t` in a population of `pop_decided` decided units of
+/// which `pop_reached` reach the outcome: the gap between its rate and the rest's, weighted
+/// by its coverage and by what is left outside (a pattern nearly everyone matches says
+/// little). None when it or its rest has fewer than `min_units` decided units.
+fn quality(pop_decided: u64, pop_reached: u64, min_units: u64, t: &Tally) -> Option<f64> {
+    let rest_d = pop_decided.checked_sub(t.pop_decided)?;
+    let rest_r = pop_reached.checked_sub(t.pop_reached)?;
+    if t.decided < min_units || rest_d < min_units {
+        return None;
+    }
+    let pm = t.reached as f64 / t.decided as f64;
+    let pr = rest_r as f64 / rest_d as f64;
+    let d = t.decided as f64;
+    Some(d * (1.0 - d / pop_decided as f64) * (pm - pr).abs())
 }
 
 impl PartialEq for Scored {
@@ -825,7 +1015,7 @@ impl PartialOrd for Scored {
     }
 }
 impl Ord for Scored {
-    // Reversed, so the heap's top is the worst kept candidate.
+    // Better first: higher quality, then shorter, then by items.
     fn cmp(&self, o: &Self) -> Ordering {
         o.quality
             .total_cmp(&self.quality)
@@ -837,39 +1027,73 @@ impl Ord for Scored {
     }
 }
 
-/// The best `k` candidates seen so far, one per member set.
-struct TopK {
+/// The best `k` candidates seen so far that do not repeat a better one (see [`repeats`]):
+/// diversity enters during the search, so that variants of one strong effect cannot fill
+/// every place and set a bar that prunes a different, smaller effect away.
+struct TopK<'p> {
     k: usize,
-    heap: BinaryHeap<Scored>,
+    population: &'p PopulationBits,
+    /// Best first.
+    kept: Vec<Scored>,
     signatures: rustc_hash::FxHashSet<(u64, u64, u64, u64)>,
     scored: u64,
 }
 
-impl TopK {
+impl TopK<'_> {
     fn threshold(&self) -> f64 {
-        if self.heap.len() < self.k {
+        if self.kept.len() < self.k {
             0.0
         } else {
-            self.heap.peek().map_or(0.0, |s| s.quality)
+            self.kept.last().map_or(0.0, |s| s.quality)
         }
     }
 
+    /// Would a candidate of this quality take a place?
+    fn admits(&self, quality: f64) -> bool {
+        self.kept.len() < self.k || quality > self.threshold()
+    }
+
     fn offer(&mut self, s: Scored) {
-        self.scored += 1;
         // The same members described another way take no second place (the first found,
         // which is never longer, stays).
         if self.signatures.contains(&s.signature) {
             return;
         }
-        if self.heap.len() < self.k {
-            self.signatures.insert(s.signature);
-            self.heap.push(s);
-        } else if self.heap.peek().is_some_and(|w| s < *w) {
-            if let Some(w) = self.heap.pop() {
-                self.signatures.remove(&w.signature);
+        let at = self.kept.partition_point(|k| *k < s);
+        if at >= self.k {
+            return;
+        }
+        fn scoring(c: &Scored) -> Scoring<'_> {
+            Scoring {
+                members: &c.members,
+                gap: c.gap,
+                quality: c.quality,
             }
-            self.signatures.insert(s.signature);
-            self.heap.push(s);
+        }
+        let verdicts: Vec<Option<Side>> = self
+            .kept
+            .iter()
+            .map(|k| self.population.redundant_of(&scoring(&s), &scoring(k)))
+            .collect();
+        if verdicts.contains(&Some(Side::First)) {
+            return;
+        }
+        let mut v = verdicts.into_iter();
+        let signatures = &mut self.signatures;
+        self.kept.retain(|k| {
+            let gone = v.next().flatten() == Some(Side::Second);
+            if gone {
+                signatures.remove(&k.signature);
+            }
+            !gone
+        });
+        let at = self.kept.partition_point(|k| *k < s);
+        self.signatures.insert(s.signature);
+        self.kept.insert(at, s);
+        if self.kept.len() > self.k
+            && let Some(w) = self.kept.pop()
+        {
+            self.signatures.remove(&w.signature);
         }
     }
 }
@@ -878,7 +1102,7 @@ impl TopK {
 type Projection1 = Vec<(u32, u32)>;
 const NONE: u32 = u32::MAX;
 
-struct Search<'a> {
+struct Search<'a, 'p> {
     units: &'a Units,
     /// Population decided / reached at the population anchor.
     pop_decided: u64,
@@ -888,7 +1112,7 @@ struct Search<'a> {
     n_items: usize,
     /// Safety valve: stop refining after this many candidates.
     max_scored: u64,
-    top: &'a Mutex<TopK>,
+    top: &'a Mutex<TopK<'p>>,
     /// Items never offered (steps of the outcome itself).
     skip: &'a [bool],
     /// Events that are steps of the outcome (they carry a left-out refinement, such as the
@@ -897,9 +1121,12 @@ struct Search<'a> {
     hidden: &'a [bool],
     /// Offer patterns that restate the outcome too.
     keep_outcome_steps: bool,
+    /// Unit → its index among the searched units (member bitsets).
+    dense: &'a [u32],
+    searched: usize,
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Tally {
     units: u64,
     decided: u64,
@@ -936,19 +1163,31 @@ impl Tally {
     }
 }
 
-impl Search<'_> {
+/// A member's outcome as it counts in its group's rate: None when undecided from its entry,
+/// or when it reached the outcome before entering (see [`Tally::add`]).
+fn decided_outcome(units: &Units, u: usize, entry: i64, at: u8) -> Option<bool> {
+    (units.pop_time[u] > entry && at != PENDING).then_some(at == YES)
+}
+
+impl Search<'_, '_> {
     fn quality(&self, t: &Tally) -> Option<f64> {
-        let rest_d = self.pop_decided.checked_sub(t.pop_decided)?;
-        let rest_r = self.pop_reached.checked_sub(t.pop_reached)?;
-        if t.decided < self.min_units || rest_d < self.min_units {
-            return None;
+        quality(self.pop_decided, self.pop_reached, self.min_units, t)
+    }
+
+    /// A child's members as bitsets over the searched units.
+    fn members(&self, proj: &Projection1, tally: Tally) -> Members {
+        let mut m = Members::new(self.searched);
+        for &(u, pos) in proj {
+            let u = u as usize;
+            let (entry, at) = if pos == NONE {
+                (i64::MIN, self.units.pop_out[u])
+            } else {
+                (self.units.time[pos as usize], self.units.out_at[pos as usize])
+            };
+            m.add(self.dense[u] as usize, decided_outcome(self.units, u, entry, at));
         }
-        let pm = t.reached as f64 / t.decided as f64;
-        let pr = rest_r as f64 / rest_d as f64;
-        // N·|WRAcc|: the gap, weighted by coverage, and by what is left outside (a pattern
-        // nearly everyone matches says little).
-        let d = t.decided as f64;
-        Some(d * (1.0 - d / self.pop_decided as f64) * (pm - pr).abs())
+        m.tally = tally;
+        m
     }
 
     /// The best quality any refinement can reach: a refinement keeps a subset of the
@@ -973,19 +1212,27 @@ impl Search<'_> {
         (g(t.can_reach) * (1.0 - low)).max(g(t.can_miss) * high)
     }
 
-    /// Keeps `pattern` if it scores better than its parent did (a refinement that does not
-    /// improve on what it refines is redundant).
-    fn offer(&self, pattern: &Pattern, tally: &Tally, parent: f64) {
-        if let Some(q) = self.quality(tally)
-            && q > parent
-            && !self.restates_outcome(tally)
-        {
-            self.top.lock().unwrap().offer(Scored {
-                quality: q,
-                pattern: pattern.clone(),
-                signature: (tally.units, tally.decided, tally.reached, tally.pop_reached),
-            });
+    /// Members' rate minus the rest's (0 when either is undecided).
+    fn gap(&self, t: &Tally) -> f64 {
+        let rest_d = self.pop_decided.saturating_sub(t.pop_decided);
+        let rest_r = self.pop_reached.saturating_sub(t.pop_reached);
+        if t.decided == 0 || rest_d == 0 {
+            return 0.0;
         }
+        t.reached as f64 / t.decided as f64 - rest_r as f64 / rest_d as f64
+    }
+
+    /// Counts `tally` as scored, and says whether it may take a place among the best: it
+    /// must score better than its parent (a refinement that does not improve on what it
+    /// refines is redundant), and better than the current bar.
+    fn scores(&self, tally: &Tally, parent: f64) -> Option<f64> {
+        let q = self.quality(tally)?;
+        if q <= parent || self.restates_outcome(tally) {
+            return None;
+        }
+        let mut top = self.top.lock().unwrap();
+        top.scored += 1;
+        top.admits(q).then_some(q)
     }
 
     fn restates_outcome(&self, t: &Tally) -> bool {
@@ -1063,43 +1310,73 @@ impl Search<'_> {
                 children.push((p, tally[x as usize]));
             }
         }
-        for (p, t) in &children {
-            self.offer(p, t, quality);
-        }
-        // Most promising first, so the bar rises early.
-        let mut expand: Vec<(Pattern, Tally)> = children
-            .into_iter()
-            .filter(|(p, t)| {
+        // Children that may take a place need their members (to compare with the kept
+        // ones); children worth refining need them to grow.
+        let admitted: Vec<Option<f64>> =
+            children.iter().map(|(_, t)| self.scores(t, quality)).collect();
+        let refine: Vec<bool> = children
+            .iter()
+            .map(|(p, t)| {
                 (p.steps.len() < self.max_length || p.steps.is_empty()) && self.worth_refining(t)
             })
             .collect();
+        let wanted: Vec<usize> = (0..children.len())
+            .filter(|&i| admitted[i].is_some() || refine[i])
+            .collect();
+        let mut projections: Vec<Option<Projection1>> = self
+            .project(pattern, proj, wanted.iter().map(|&i| &children[i]))
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut expand: Vec<((Pattern, Tally), Projection1)> = Vec::new();
+        for (child, (i, members)) in children
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| admitted[*i].is_some() || refine[*i])
+            .zip(wanted.iter().zip(projections.iter_mut()))
+        {
+            let (p, t) = child.1;
+            let members = members.take().expect("one projection per wanted child");
+            if let Some(q) = admitted[*i] {
+                self.top.lock().unwrap().offer(Scored {
+                    quality: q,
+                    pattern: p.clone(),
+                    signature: (t.units, t.decided, t.reached, t.pop_reached),
+                    gap: self.gap(&t),
+                    members: self.members(&members, t),
+                });
+            }
+            if refine[*i] {
+                expand.push(((p, t), members));
+            }
+        }
+        // Most promising first, so the bar rises early.
         expand.sort_by(|a, b| {
-            self.bound(&b.1)
-                .total_cmp(&self.bound(&a.1))
-                .then_with(|| (&a.0.attrs, &a.0.steps).cmp(&(&b.0.attrs, &b.0.steps)))
+            self.bound(&b.0.1)
+                .total_cmp(&self.bound(&a.0.1))
+                .then_with(|| (&a.0.0.attrs, &a.0.0.steps).cmp(&(&b.0.0.attrs, &b.0.0.steps)))
         });
-        let projections = self.project(pattern, proj, &expand);
         let run = |((p, t), members): ((Pattern, Tally), Projection1)| {
             // The bar may have risen since the tally was taken.
             if self.worth_refining(&t) {
                 self.grow(&p, &members, self.quality(&t).unwrap_or(0.0).max(quality));
             }
         };
-        let work = expand.into_iter().zip(projections);
         if pattern.attrs.is_empty() && pattern.steps.is_empty() {
-            work.collect::<Vec<_>>().into_par_iter().for_each(run);
+            expand.into_par_iter().for_each(run);
         } else {
-            work.for_each(run);
+            expand.into_iter().for_each(run);
         }
     }
 
     /// The members of each child of `pattern` (one pass over the members' events).
-    fn project(
+    fn project<'c>(
         &self,
         pattern: &Pattern,
         proj: &Projection1,
-        children: &[(Pattern, Tally)],
+        children: impl Iterator<Item = &'c (Pattern, Tally)>,
     ) -> Vec<Projection1> {
+        let children: Vec<&(Pattern, Tally)> = children.collect();
         let mut out: Vec<Projection1> = children
             .iter()
             .map(|(_, t)| Vec::with_capacity(t.units as usize))
@@ -1413,13 +1690,6 @@ pub fn discover(
     // 2. Search.
     let pop_decided = units.pop_out.iter().filter(|&&o| o != PENDING).count() as u64;
     let pop_reached = units.pop_out.iter().filter(|&&o| o == YES).count() as u64;
-    let keep = (opts.top * 10).max(100);
-    let top = Mutex::new(TopK {
-        k: keep,
-        heap: BinaryHeap::new(),
-        signatures: Default::default(),
-        scored: 0,
-    });
     let (skip, own) = if opts.keep_outcome_steps {
         let none = vec![false; vocab.items.len()];
         (none.clone(), none)
@@ -1448,20 +1718,32 @@ pub fn discover(
         _ => (0..units.len() as u32).collect(),
     };
     let fraction = sampled.len() as f64 / units.len().max(1) as f64;
-    let count = |want: &dyn Fn(u8) -> bool| {
-        sampled
-            .iter()
-            .filter(|&&u| want(units.pop_out[u as usize]))
-            .count() as u64
-    };
+    let mut dense = vec![u32::MAX; units.len()];
+    for (d, &u) in sampled.iter().enumerate() {
+        dense[u as usize] = d as u32;
+    }
+    let searched_population = PopulationBits::of(
+        &units,
+        &sampled,
+        ((opts.min_units as f64 * fraction).round() as u64).max(5),
+    );
+    let top = Mutex::new(TopK {
+        k: (opts.top * 3).max(30),
+        population: &searched_population,
+        kept: Vec::new(),
+        signatures: Default::default(),
+        scored: 0,
+    });
     let search = Search {
+        dense: &dense,
+        searched: sampled.len(),
         skip: &skip,
         hidden: &hidden,
         keep_outcome_steps: opts.keep_outcome_steps,
         units: &units,
-        pop_decided: count(&|o| o != PENDING),
-        pop_reached: count(&|o| o == YES),
-        min_units: ((opts.min_units as f64 * fraction).round() as u64).max(5),
+        pop_decided: searched_population.n_decided,
+        pop_reached: searched_population.n_reached,
+        min_units: searched_population.min_units,
         max_length: opts.max_length,
         n_items: vocab.items.len(),
         max_scored: 5_000_000,
@@ -1476,12 +1758,30 @@ pub fn discover(
         &root,
         0.0,
     );
+    drop(search);
     let top = top.into_inner().unwrap();
     let scored = top.scored;
     let searched = sampled.len() as u64;
     drop(sampled);
-    let mut candidates: Vec<Scored> = top.heap.into_vec();
-    candidates.sort();
+    let candidates: Vec<Scored> = top.kept;
+    if std::env::var_os("SEQUIN_TRACE").is_some() {
+        for c in &candidates {
+            let text: Vec<String> = c
+                .pattern
+                .attrs
+                .iter()
+                .chain(&c.pattern.steps)
+                .map(|&x| vocab.items[x as usize].text())
+                .collect();
+            eprintln!(
+                "kept {:.1} members {} gap {:.3}: {}",
+                c.quality,
+                c.members.tally.units,
+                c.gap,
+                text.join(" ; ")
+            );
+        }
+    }
     // A refinement of a better candidate adds nothing it has not said: verify the general
     // one only.
     let mut general: Vec<Scored> = Vec::new();
@@ -1547,15 +1847,17 @@ pub fn discover(
     struct Verified {
         name: String,
         pattern: Pattern,
-        members: Vec<u32>,
+        members: Members,
         comparison: Comparison,
         decided: u64,
         after_outcome: u64,
     }
+    let everyone_index: Vec<u32> = (0..units.len() as u32).collect();
+    let everyone = PopulationBits::of(&units, &everyone_index, opts.min_units);
     let mut verified: Vec<Verified> = Vec::new();
     for ((name, pattern), seg) in named.into_iter().zip(&eval.segments) {
         let mut t = Tally::default();
-        let mut members = Vec::new();
+        let mut members = Members::new(units.len());
         for m in &seg.members {
             let Some(&u) = index.get(m.unit.as_str()) else {
                 continue;
@@ -1569,8 +1871,12 @@ pub fn discover(
                 units.out_at[range.start + k - 1]
             };
             t.add(&units, u as usize, m.entered_at, at);
-            members.push(u);
+            members.add(
+                u as usize,
+                decided_outcome(&units, u as usize, m.entered_at, at),
+            );
         }
+        members.tally = t;
         let rest_d = pop_decided - t.pop_decided;
         let rest_r = pop_reached - t.pop_reached;
         // The engine matches every event, the steps of the outcome too: a pattern the search
@@ -1581,7 +1887,6 @@ pub fn discover(
         {
             continue;
         }
-        members.sort_unstable();
         verified.push(Verified {
             name,
             pattern,
@@ -1600,24 +1905,27 @@ pub fn discover(
     let impact = |v: &Verified| {
         v.decided as f64
             * v.comparison.difference.value.abs()
-            * (1.0 - v.members.len() as f64 / population.max(1) as f64)
+            * (1.0 - v.members.tally.units as f64 / population.max(1) as f64)
     };
     let mut ranked: Vec<usize> = (0..verified.len()).filter(|&i| q[i] <= opts.fdr).collect();
     ranked.sort_by(|&a, &b| impact(&verified[b]).total_cmp(&impact(&verified[a])));
-    let mut kept: Vec<usize> = Vec::new();
-    for i in ranked {
-        // Mostly the same units as a finding already kept (either way round): a restatement
-        // or a refinement of it.
-        let redundant = kept
-            .iter()
-            .any(|&j| containment(&verified[i].members, &verified[j].members) >= 0.8);
-        if !redundant {
-            kept.push(i);
-        }
-        if kept.len() == opts.top {
-            break;
-        }
-    }
+    // Findings that say little beyond a better one give way (the search's rule, on the
+    // engine's members and rates).
+    let mut kept = keep_distinct(
+        &everyone,
+        ranked.into_iter().map(|i| {
+            let v = &verified[i];
+            (
+                i,
+                Scoring {
+                    members: &v.members,
+                    gap: v.comparison.difference.value,
+                    quality: impact(v),
+                },
+            )
+        }),
+    );
+    kept.truncate(opts.top);
     let findings = kept
         .into_iter()
         .enumerate()
@@ -1651,9 +1959,9 @@ pub fn discover(
                     .iter()
                     .map(|&s| guards.step(&vocab.items[s as usize]))
                     .collect(),
-                members: v.members.len() as u64,
+                members: v.members.tally.units,
                 after_outcome: v.after_outcome,
-                share: v.members.len() as f64 / population.max(1) as f64,
+                share: v.members.tally.units as f64 / population.max(1) as f64,
                 comparison: *c,
                 q_value: q[i],
                 impact: impact(v),
@@ -1691,26 +1999,4 @@ fn generalizes(g: &Pattern, p: &Pattern) -> bool {
     let attrs = g.attrs.iter().all(|a| p.attrs.contains(a));
     let mut it = p.steps.iter();
     attrs && g.steps.iter().all(|s| it.any(|x| x == s))
-}
-
-/// |a ∩ b| / min(|a|, |b|) of two sorted lists.
-fn containment(a: &[u32], b: &[u32]) -> f64 {
-    let (mut i, mut j, mut both) = (0, 0, 0usize);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            Ordering::Less => i += 1,
-            Ordering::Greater => j += 1,
-            Ordering::Equal => {
-                both += 1;
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    let smaller = a.len().min(b.len());
-    if smaller == 0 {
-        0.0
-    } else {
-        both as f64 / smaller as f64
-    }
 }

@@ -1,6 +1,6 @@
 //! Insights on the command line: `mine` against SPMF's counts and against `eval`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::segments::golden_store;
@@ -204,28 +204,36 @@ fn check_findings(
         .collect()
     });
     for f in findings {
-        let file = dir.path().join("finding.seg");
-        std::fs::write(&file, f["definition"].as_str().unwrap()).unwrap();
-        run_ok(&["check", file.to_str().unwrap()]);
-        let members = run_ok(&[
-            "eval",
-            "--store",
-            store,
-            "--segments",
-            file.to_str().unwrap(),
-        ]);
-        let n = members
-            .lines()
-            .skip(1)
-            .filter(|l| {
-                base.as_ref()
-                    .is_none_or(|b| b.contains(l.split(',').nth(1).unwrap()))
-            })
+        let n = finding_members(store, f, dir.path())
+            .iter()
+            .filter(|u| base.as_ref().is_none_or(|b| b.contains(*u)))
             .count() as u64;
         assert_eq!(n, f["members"].as_u64().unwrap(), "{}", f["definition"]);
         assert!(f["q_value"].as_f64().unwrap() <= 0.05);
     }
     d
+}
+
+/// A finding's definition, checked by `check`, then its `eval` members (unit keys).
+fn finding_members(
+    store: &str,
+    finding: &serde_json::Value,
+    dir: &Path,
+) -> std::collections::BTreeSet<String> {
+    let file = dir.join("finding.seg");
+    std::fs::write(&file, finding["definition"].as_str().unwrap()).unwrap();
+    run_ok(&["check", file.to_str().unwrap()]);
+    run_ok(&[
+        "eval",
+        "--store",
+        store,
+        "--segments",
+        file.to_str().unwrap(),
+    ])
+    .lines()
+    .skip(1)
+    .map(|l| l.split(',').nth(1).unwrap().to_string())
+    .collect()
 }
 
 #[test]
@@ -269,6 +277,92 @@ fn discover_purchases_from_checkout(extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["--outcome", "purchased", "--base", "checkout", "--top", "5"];
     args.extend_from_slice(extra);
     check_findings(store, &seg, &args, Some("checkout"))
+}
+
+/// The generator plants two behaviours between checkout and purchase: a slow payment widget
+/// (sessions) and error 4022 on iOS 17.3 (users). Discovery names each in its top 5 as a
+/// finding whose members are the planted ones: precision and recall of at least 0.8 against
+/// the generator's ground truth (checkout sessions; for 4022, the sessions' users).
+#[test]
+fn discovery_finds_the_planted_slow_payment_and_error_4022_in_its_top_5() {
+    let d = discover_purchases_from_checkout(&[]);
+    let store = golden_store();
+    let truth: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(store.parent().unwrap().join("gen.ndjson.truth.json")).unwrap(),
+    )
+    .unwrap();
+    let planted = |id: &str| -> BTreeSet<String> {
+        truth["behaviours"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .unwrap()["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let seg = checkout_outcomes(dir.path());
+    let checkout: BTreeSet<String> = run_ok(&[
+        "eval",
+        "--store",
+        store.to_str().unwrap(),
+        "--segments",
+        seg.to_str().unwrap(),
+        "--segment",
+        "checkout",
+    ])
+    .lines()
+    .skip(1)
+    .map(|l| l.split(',').nth(1).unwrap().to_string())
+    .collect();
+    // A session key is `user@start`.
+    let user = |session: &str| session.split('@').next().unwrap().to_string();
+    let slow: BTreeSet<String> = planted("slow_payment_android")
+        .intersection(&checkout)
+        .cloned()
+        .collect();
+    let with_4022: BTreeSet<String> = planted("error_4022_ios173");
+    let findings: Vec<BTreeSet<String>> = d["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            finding_members(store.to_str().unwrap(), f, dir.path())
+                .intersection(&checkout)
+                .cloned()
+                .collect()
+        })
+        .collect();
+    let best = |truth: &BTreeSet<String>, key: &dyn Fn(&str) -> String| -> (f64, f64) {
+        findings
+            .iter()
+            .map(|members| {
+                let keys: BTreeSet<String> = members.iter().map(|m| key(m)).collect();
+                let hits = members.iter().filter(|m| truth.contains(&key(m))).count();
+                let found = truth.iter().filter(|t| keys.contains(*t)).count();
+                (
+                    hits as f64 / members.len().max(1) as f64,
+                    found as f64 / truth.len().max(1) as f64,
+                )
+            })
+            .max_by(|a, b| (a.0 + a.1).total_cmp(&(b.0 + b.1)))
+            .unwrap()
+    };
+    assert!(slow.len() >= 20 && with_4022.len() >= 20, "too little planted");
+    let (p, r) = best(&slow, &|s: &str| s.to_string());
+    assert!(p >= 0.8 && r >= 0.8, "slow payment: precision {p:.2}, recall {r:.2}: {d}");
+    // Users with error 4022 that reached checkout are found through their sessions.
+    let reached: BTreeSet<String> = with_4022
+        .iter()
+        .filter(|u| checkout.iter().any(|s| user(s) == **u))
+        .cloned()
+        .collect();
+    let (p, r) = best(&reached, &user);
+    assert!(p >= 0.8 && r >= 0.8, "error 4022: precision {p:.2}, recall {r:.2}: {d}");
 }
 
 /// Signals are candidates too: with the outcome's own steps excluded, a friction signal is
