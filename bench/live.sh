@@ -10,9 +10,12 @@
 #
 # Client and server share this machine's cores: figures are for both together.
 # usage: bench/live.sh [EVENTS_FOR_LOAD] [RATE] [USERS_FOR_STATE]   (default 500000 20000 1000000)
+# PARTS="throughput latency state" (the default) picks the parts to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-500000}; RATE=${2:-20000}; USERS=${3:-1000000}
+PARTS=${PARTS:-throughput latency state}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 DATA=bench/data/live; mkdir -p "$DATA"
 cargo build --release -q
 BIN=$PWD/target/release/sequin
@@ -28,17 +31,22 @@ serve() { # store port
 }
 stop() { kill "$(cat "$1.pid")"; wait "$(cat "$1.pid")" 2>/dev/null || true; }
 
+if part throughput; then
 echo "== throughput: $EVENTS events, batches of 100, 8 connections, as fast as possible"
 serve "$DATA/st1" 18181
 $BIN load "$NDJSON" --url http://127.0.0.1:18181 --limit "$EVENTS" --batch 100 --connections 8
 curl -s "127.0.0.1:18181/metrics" | grep -E "^sequin_(events_accepted_total|live_users|live_changes_total) "
 stop "$DATA/st1"
+fi
 
+if part latency; then
 echo "== latency: $RATE events/s, acknowledgement → membership change"
 serve "$DATA/st2" 18182
 $BIN load "$NDJSON" --url http://127.0.0.1:18182 --limit "$EVENTS" --batch 100 --connections 8 --rate "$RATE" --read-key "$SEQUIN_READ_KEY"
 stop "$DATA/st2"
+fi
 
+part state || exit 0
 echo "== state: $USERS users imported, then backfilled by serve"
 PQ=$DATA/users_$USERS.parquet
 [ -f "$PQ" ] || $BIN gen --out "$PQ" --users "$USERS" --seed 8 >/dev/null

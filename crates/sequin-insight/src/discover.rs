@@ -15,16 +15,21 @@
 //!    has at most as many members as its parent, and the rate gap is at most 1, so a
 //!    candidate with no more members than the k-th best quality is not refined
 //!    (optimistic-estimate pruning); there is no support threshold beyond a small floor
-//!    (`min_units`) under which no rate means anything.
+//!    (`min_units`) under which no rate means anything. The places kept are diverse: of
+//!    two candidates whose effects lie on the same members, one gives way
+//!    ([`PopulationBits::redundant_of`]), so variants of one strong effect cannot fill
+//!    every place and hide a smaller, different one.
 //! 3. **Verification.** The best candidates are written as segment definitions, checked,
 //!    compiled and evaluated by the engine in one pass; their reported size is that
 //!    membership (within the population), and their rates come from it. p-values (Fisher /
 //!    z-test, as `report`) are adjusted by Benjamini–Hochberg over every candidate scored
 //!    in the search; findings above the false-discovery rate are dropped, as are findings
-//!    whose members overlap a better finding's by 80% or more (Jaccard): redundant
-//!    refinements or restatements. The rest are ranked by impact (members × rate gap).
+//!    that say little beyond a better one (the search's rule, on the engine's members):
+//!    redundant refinements or restatements. The rest are ranked by impact (members × rate
+//!    gap).
 
 use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -914,6 +919,16 @@ impl PopulationBits {
         p
     }
 
+    /// A group's rate minus its rest's (0 when either is undecided).
+    fn gap(&self, t: &Tally) -> f64 {
+        let rest_d = self.n_decided.saturating_sub(t.pop_decided);
+        let rest_r = self.n_reached.saturating_sub(t.pop_reached);
+        if t.decided == 0 || rest_d == 0 {
+            return 0.0;
+        }
+        t.reached as f64 / t.decided as f64 - rest_r as f64 / rest_d as f64
+    }
+
     /// Quality of a group (see [`Search::quality`]); 0 when too small to have a rate.
     fn quality(&self, t: &Tally) -> f64 {
         quality(self.n_decided, self.n_reached, self.min_units, t).unwrap_or(0.0)
@@ -921,31 +936,41 @@ impl PopulationBits {
 
     /// Of two candidates, the one that says little beyond the other, if either does.
     ///
-    /// A candidate has an effect of its own beside another when its members outside the
-    /// other still score at least half its quality. When both do, both stay (two effects).
+    /// Candidates with opposite effects (one raises the rate, one lowers it) both stay. A
+    /// candidate has an effect of its own beside another when its members outside the
+    /// other still score at least half its quality, with a gap in the same direction. When both do, both stay (two effects).
     /// When only one does, the other lies within it: a subgroup, kept only if it sharpens
     /// the group (a rate gap 1.5 times as strong, same direction: slow payments among
-    /// Android users). When neither does, they are one effect: the sharper (1.5 times the
-    /// gap) stays, else the better. So variants of one effect take one place, and a wide
-    /// pattern whose effect is all its core's gives way to the core.
+    /// Android users). When neither does, they are one effect: the description that states
+    /// it more sharply (decided members × gap²) stays. So variants of one effect take one
+    /// place, and a wide pattern whose effect is all its core's gives way to the core.
     fn redundant_of(&self, x: &Scoring<'_>, y: &Scoring<'_>) -> Option<Side> {
         let own = |a: &Scoring<'_>, b: &Scoring<'_>| {
-            self.quality(&a.members.outside(b.members, self)) >= 0.5 * self.quality(&a.members.tally)
+            let outside = a.members.outside(b.members, self);
+            self.gap(&outside).signum() == a.gap.signum()
+                && self.quality(&outside) >= 0.5 * self.quality(&a.members.tally)
         };
         let sharper = |a: &Scoring<'_>, b: &Scoring<'_>| {
             a.gap.signum() == b.gap.signum() && a.gap.abs() >= 1.5 * b.gap.abs()
         };
+        // Opposite effects are different effects, however many members they share.
+        if x.gap.signum() != y.gap.signum() {
+            return None;
+        }
         match (own(x, y), own(y, x)) {
             (true, true) => None,
             (false, true) => (!sharper(x, y)).then_some(Side::First),
             (true, false) => (!sharper(y, x)).then_some(Side::Second),
-            (false, false) => Some(if sharper(x, y) {
-                Side::Second
-            } else if sharper(y, x) || y.quality > x.quality {
-                Side::First
-            } else {
-                Side::Second
-            }),
+            // One effect, described twice: the description that states it more sharply
+            // (decided members × gap², its χ²-like weight) stays.
+            (false, false) => {
+                let sharpness = |a: &Scoring<'_>| a.members.tally.decided as f64 * a.gap * a.gap;
+                Some(if (sharpness(y), y.quality) > (sharpness(x), x.quality) {
+                    Side::First
+                } else {
+                    Side::Second
+                })
+            }
         }
     }
 }
@@ -972,13 +997,14 @@ fn keep_distinct<'m>(
     order: impl IntoIterator<Item = (usize, Scoring<'m>)>,
 ) -> Vec<usize> {
     let mut kept: Vec<(usize, Scoring<'m>)> = Vec::new();
-    for (i, s) in order {
-        let verdicts: Vec<Option<Side>> = kept
-            .iter()
-            .map(|(_, k)| population.redundant_of(&s, k))
-            .collect();
-        if verdicts.contains(&Some(Side::First)) {
-            continue;
+    'next: for (i, s) in order {
+        let mut verdicts = Vec::with_capacity(kept.len());
+        for (_, k) in &kept {
+            let v = population.redundant_of(&s, k);
+            if v == Some(Side::First) {
+                continue 'next;
+            }
+            verdicts.push(v);
         }
         let mut v = verdicts.into_iter();
         kept.retain(|_| v.next().flatten() != Some(Side::Second));
@@ -1037,6 +1063,16 @@ struct TopK<'p> {
     kept: Vec<Scored>,
     signatures: rustc_hash::FxHashSet<(u64, u64, u64, u64)>,
     scored: u64,
+    /// The best `bar_k` qualities scored, diverse or not (as `f64` bits, which order like
+    /// the non-negative numbers they are), smallest on top: the bar a refinement's bound
+    /// must clear to be explored. Pruning against the diverse places alone would explore
+    /// nearly everything while they are few; it only decides what is explored, while every
+    /// candidate scored on the way may take a diverse place.
+    bar: BinaryHeap<std::cmp::Reverse<u64>>,
+    bar_k: usize,
+    /// Candidates compared with the kept ones, and grow calls (for `SEQUIN_TRACE`).
+    offered: u64,
+    grown: u64,
 }
 
 impl TopK<'_> {
@@ -1045,6 +1081,28 @@ impl TopK<'_> {
             0.0
         } else {
             self.kept.last().map_or(0.0, |s| s.quality)
+        }
+    }
+
+    /// The bar a refinement's bound must clear to be explored: the `bar_k`-th best quality
+    /// scored, or the last diverse place once they are all taken.
+    fn bar(&self) -> f64 {
+        let scored = if self.bar.len() < self.bar_k {
+            0.0
+        } else {
+            self.bar.peek().map_or(0.0, |b| f64::from_bits(b.0))
+        };
+        scored.max(self.threshold())
+    }
+
+    /// Counts a candidate scored with quality `q` (≥ 0).
+    fn score(&mut self, q: f64) {
+        self.scored += 1;
+        if self.bar.len() < self.bar_k {
+            self.bar.push(std::cmp::Reverse(q.to_bits()));
+        } else if q > self.bar() {
+            self.bar.pop();
+            self.bar.push(std::cmp::Reverse(q.to_bits()));
         }
     }
 
@@ -1059,6 +1117,7 @@ impl TopK<'_> {
         if self.signatures.contains(&s.signature) {
             return;
         }
+        self.offered += 1;
         let at = self.kept.partition_point(|k| *k < s);
         if at >= self.k {
             return;
@@ -1070,13 +1129,14 @@ impl TopK<'_> {
                 quality: c.quality,
             }
         }
-        let verdicts: Vec<Option<Side>> = self
-            .kept
-            .iter()
-            .map(|k| self.population.redundant_of(&scoring(&s), &scoring(k)))
-            .collect();
-        if verdicts.contains(&Some(Side::First)) {
-            return;
+        // Best first: a variant of a strong effect is refused at its first comparisons.
+        let mut verdicts = Vec::with_capacity(self.kept.len());
+        for k in &self.kept {
+            let v = self.population.redundant_of(&scoring(&s), &scoring(k));
+            if v == Some(Side::First) {
+                return;
+            }
+            verdicts.push(v);
         }
         let mut v = verdicts.into_iter();
         let signatures = &mut self.signatures;
@@ -1182,9 +1242,15 @@ impl Search<'_, '_> {
             let (entry, at) = if pos == NONE {
                 (i64::MIN, self.units.pop_out[u])
             } else {
-                (self.units.time[pos as usize], self.units.out_at[pos as usize])
+                (
+                    self.units.time[pos as usize],
+                    self.units.out_at[pos as usize],
+                )
             };
-            m.add(self.dense[u] as usize, decided_outcome(self.units, u, entry, at));
+            m.add(
+                self.dense[u] as usize,
+                decided_outcome(self.units, u, entry, at),
+            );
         }
         m.tally = tally;
         m
@@ -1231,7 +1297,7 @@ impl Search<'_, '_> {
             return None;
         }
         let mut top = self.top.lock().unwrap();
-        top.scored += 1;
+        top.score(q);
         top.admits(q).then_some(q)
     }
 
@@ -1242,12 +1308,13 @@ impl Search<'_, '_> {
     fn worth_refining(&self, tally: &Tally) -> bool {
         let top = self.top.lock().unwrap();
         tally.units >= self.min_units
-            && self.bound(tally) > top.threshold()
+            && self.bound(tally) > top.bar()
             && top.scored < self.max_scored
     }
 
     /// Scores and explores the refinements of `pattern` with members `proj`.
     fn grow(&self, pattern: &Pattern, proj: &Projection1, quality: f64) {
+        self.top.lock().unwrap().grown += 1;
         let mut children: Vec<(Pattern, Tally)> = Vec::new();
         if pattern.steps.is_empty() && pattern.attrs.is_empty() {
             // Attribute refinements, in item order (a unit has one value per path).
@@ -1312,8 +1379,10 @@ impl Search<'_, '_> {
         }
         // Children that may take a place need their members (to compare with the kept
         // ones); children worth refining need them to grow.
-        let admitted: Vec<Option<f64>> =
-            children.iter().map(|(_, t)| self.scores(t, quality)).collect();
+        let admitted: Vec<Option<f64>> = children
+            .iter()
+            .map(|(_, t)| self.scores(t, quality))
+            .collect();
         let refine: Vec<bool> = children
             .iter()
             .map(|(p, t)| {
@@ -1654,6 +1723,13 @@ pub fn discover(
         plan: plan.as_ref(),
     };
 
+    let trace = std::env::var_os("SEQUIN_TRACE").is_some();
+    let clock = std::time::Instant::now();
+    let phase = |what: &str| {
+        if trace {
+            eprintln!("discover: {what} at {:?}", clock.elapsed());
+        }
+    };
     // 1. Census: read every partition once, keep it for the encoding pass.
     let parts: Vec<Result<(PartitionData, Census), InsightError>> = (0..source.partitions())
         .into_par_iter()
@@ -1670,6 +1746,7 @@ pub fn discover(
         census.merge(c);
         datas.push(d);
     }
+    phase("census");
     let vocab = vocabulary(census, opts.min_units, &opts.exclude);
     let cx = Context {
         signals: signal_cx,
@@ -1687,6 +1764,7 @@ pub fn discover(
         units.append(c);
     }
 
+    phase("encoded");
     // 2. Search.
     let pop_decided = units.pop_out.iter().filter(|&&o| o != PENDING).count() as u64;
     let pop_reached = units.pop_out.iter().filter(|&&o| o == YES).count() as u64;
@@ -1733,6 +1811,10 @@ pub fn discover(
         kept: Vec::new(),
         signatures: Default::default(),
         scored: 0,
+        bar: BinaryHeap::new(),
+        bar_k: (opts.top * 10).max(100),
+        offered: 0,
+        grown: 0,
     });
     let search = Search {
         dense: &dense,
@@ -1758,9 +1840,14 @@ pub fn discover(
         &root,
         0.0,
     );
-    drop(search);
     let top = top.into_inner().unwrap();
     let scored = top.scored;
+    if trace {
+        eprintln!(
+            "discover: {} scored, {} offered to the kept, {} grown",
+            top.scored, top.offered, top.grown
+        );
+    }
     let searched = sampled.len() as u64;
     drop(sampled);
     let candidates: Vec<Scored> = top.kept;
@@ -1795,6 +1882,7 @@ pub fn discover(
     }
     let candidates = general;
 
+    phase("searched");
     // 3. Verification with the engine.
     let mut src = String::new();
     let mut named = Vec::new();
@@ -1837,6 +1925,7 @@ pub fn discover(
             session_gap: opts.session_gap,
         },
     )?;
+    phase("evaluated");
     let index: FxHashMap<&str, u32> = units
         .keys
         .iter()
@@ -1999,4 +2088,98 @@ fn generalizes(g: &Pattern, p: &Pattern) -> bool {
     let attrs = g.attrs.iter().all(|a| p.attrs.contains(a));
     let mut it = p.steps.iter();
     attrs && g.steps.iter().all(|s| it.any(|x| x == s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 1,000 decided units; unit `i` reaches the outcome when `reaches(i)`.
+    fn population(reaches: impl Fn(usize) -> bool) -> PopulationBits {
+        let mut units = Units::new();
+        for i in 0..1000 {
+            units.keys.push(format!("u{i}"));
+            units.pop_out.push(if reaches(i) { YES } else { NO });
+        }
+        let index: Vec<u32> = (0..1000).collect();
+        PopulationBits::of(&units, &index, 5)
+    }
+
+    /// A candidate with the units in `range`, each counted as at the population anchor.
+    fn group(pop: &PopulationBits, range: std::ops::Range<usize>) -> Members {
+        let mut m = Members::new(1000);
+        let reached = |i: usize| pop.reached[i / 64] >> (i % 64) & 1 == 1;
+        for i in range {
+            m.add(i, Some(reached(i)));
+            m.tally.units += 1;
+            m.tally.decided += 1;
+            m.tally.pop_decided += 1;
+            m.tally.reached += u64::from(reached(i));
+            m.tally.pop_reached += u64::from(reached(i));
+        }
+        m
+    }
+
+    fn scoring<'m>(pop: &PopulationBits, m: &'m Members) -> Scoring<'m> {
+        let rest_d = pop.n_decided - m.tally.decided;
+        let rest_r = pop.n_reached - m.tally.reached;
+        Scoring {
+            members: m,
+            gap: m.tally.reached as f64 / m.tally.decided as f64 - rest_r as f64 / rest_d as f64,
+            quality: pop.quality(&m.tally),
+        }
+    }
+
+    /// Units 0..100 reach the outcome 20% of the time (a planted effect), 400..500 10% of
+    /// the time (another), the rest 80%.
+    fn two_effects(i: usize) -> bool {
+        match i {
+            0..100 => i.is_multiple_of(5),
+            400..500 => i.is_multiple_of(10),
+            _ => !i.is_multiple_of(5),
+        }
+    }
+
+    #[test]
+    fn a_variant_of_one_effect_gives_way_to_the_better_one() {
+        let pop = population(two_effects);
+        let (core, variant) = (group(&pop, 0..100), group(&pop, 0..90));
+        let (c, v) = (scoring(&pop, &core), scoring(&pop, &variant));
+        assert_eq!(pop.redundant_of(&v, &c), Some(Side::First));
+        assert_eq!(pop.redundant_of(&c, &v), Some(Side::Second));
+    }
+
+    #[test]
+    fn a_wide_pattern_whose_effect_is_all_its_cores_gives_way_to_the_core() {
+        let pop = population(two_effects);
+        let (core, wide) = (group(&pop, 0..100), group(&pop, 0..250));
+        let (c, w) = (scoring(&pop, &core), scoring(&pop, &wide));
+        assert_eq!(pop.redundant_of(&w, &c), Some(Side::First));
+    }
+
+    #[test]
+    fn two_effects_both_stay() {
+        let pop = population(two_effects);
+        let (first, second) = (group(&pop, 0..100), group(&pop, 400..500));
+        assert_eq!(
+            pop.redundant_of(&scoring(&pop, &first), &scoring(&pop, &second)),
+            None
+        );
+    }
+
+    #[test]
+    fn keep_distinct_keeps_one_place_per_effect_in_rank_order() {
+        let pop = population(two_effects);
+        let groups = [
+            group(&pop, 0..100),
+            group(&pop, 0..95),
+            group(&pop, 400..500),
+            group(&pop, 5..100),
+        ];
+        let order = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (i, scoring(&pop, g)));
+        assert_eq!(keep_distinct(&pop, order), vec![0, 2]);
+    }
 }

@@ -27,8 +27,7 @@ fn text_hash(s: &str) -> u64 {
 impl DictBuilder {
     /// Room for `more` new strings without rehashing.
     pub(crate) fn reserve(&mut self, more: usize, dict: &[String]) {
-        self.table
-            .reserve(more, |&k| text_hash(&dict[k as usize]));
+        self.table.reserve(more, |&k| text_hash(&dict[k as usize]));
     }
 
     /// The key of `s` in `dict`, adding it if new.
@@ -84,7 +83,11 @@ impl StrColumn {
             keys: Vec::with_capacity(pieces.iter().map(|p| p.1).sum()),
         };
         let mut dict = DictBuilder::default();
-        let entries: usize = pieces.iter().filter_map(|p| p.0).map(|c| c.dict.len()).sum();
+        let entries: usize = pieces
+            .iter()
+            .filter_map(|p| p.0)
+            .map(|c| c.dict.len())
+            .sum();
         dict.reserve(entries, &out.dict);
         out.dict.reserve(entries);
         for (piece, rows) in pieces {
@@ -278,7 +281,9 @@ impl PropColumn {
             }};
         }
         match kind {
-            None | Some(Kind::Int) => typed!(Int, |_: &PropColumn, _: usize| -> Option<i64> { None }),
+            None | Some(Kind::Int) => {
+                typed!(Int, |_: &PropColumn, _: usize| -> Option<i64> { None })
+            }
             Some(Kind::Float) => typed!(Float, |c: &PropColumn, r: usize| -> Option<f64> {
                 match c {
                     PropColumn::Int(v) => v[r].map(|i| i as f64),
@@ -756,5 +761,59 @@ mod tests {
         assert_eq!(names, vec!["first", "second", "b", "c"]);
         assert_eq!(m.event(1).property("x"), Some(&Value::Str("text".into())));
         assert_eq!(m.event(0).property("x"), Some(&Value::Int(5)));
+    }
+
+    /// Merging runs whose property columns differ (a key absent from one run, whole numbers
+    /// in one and numbers in another) keeps each column typed; it once rebuilt the whole
+    /// column value by value per run, quadratic in the runs of a compaction.
+    #[test]
+    fn concat_keeps_columns_typed_across_pieces_that_lack_them() {
+        let ints = PropColumn::Int(vec![Some(1), None]);
+        let floats = PropColumn::Float(vec![Some(2.5)]);
+        let text = PropColumn::Str(StrColumn {
+            dict: vec!["a".into()],
+            keys: vec![0, NULL_KEY],
+        });
+        let no_text = PropColumn::Str(StrColumn {
+            dict: Vec::new(),
+            keys: vec![NULL_KEY],
+        });
+        // A piece without the column pads with missing values of the column's type.
+        assert_eq!(
+            PropColumn::concat(&[(Some(&ints), 2), (None, 2)]),
+            PropColumn::Int(vec![Some(1), None, None, None])
+        );
+        // A piece with no value takes the others' type.
+        assert_eq!(
+            PropColumn::concat(&[(Some(&no_text), 1), (Some(&ints), 2)]),
+            PropColumn::Int(vec![None, Some(1), None])
+        );
+        // Whole numbers widen to numbers.
+        assert_eq!(
+            PropColumn::concat(&[(Some(&ints), 2), (Some(&floats), 1)]),
+            PropColumn::Float(vec![Some(1.0), None, Some(2.5)])
+        );
+        // Text pieces share one dictionary.
+        let more_text = PropColumn::Str(StrColumn {
+            dict: vec!["b".into(), "a".into()],
+            keys: vec![1, 0],
+        });
+        assert_eq!(
+            PropColumn::concat(&[(Some(&text), 2), (None, 1), (Some(&more_text), 2)]),
+            PropColumn::Str(StrColumn {
+                dict: vec!["a".into(), "b".into()],
+                keys: vec![0, NULL_KEY, NULL_KEY, 0, 1],
+            })
+        );
+        // Only genuinely different types are mixed.
+        assert_eq!(
+            PropColumn::concat(&[(Some(&text), 2), (Some(&ints), 2)]),
+            PropColumn::Mixed(vec![
+                Some(Value::Str("a".into())),
+                None,
+                Some(Value::Int(1)),
+                None
+            ])
+        );
     }
 }

@@ -451,7 +451,8 @@ pub fn read_run(path: &Path, projection: &Projection) -> Result<PartitionData, S
                                 .as_any()
                                 .downcast_ref::<Float64Array>()
                                 .ok_or_else(|| bad_type(key))?;
-                            match col.or_insert_with(|| PropColumn::Float(Vec::with_capacity(rows))) {
+                            match col.or_insert_with(|| PropColumn::Float(Vec::with_capacity(rows)))
+                            {
                                 PropColumn::Float(v) => v.extend(a.iter()),
                                 _ => return Err(bad_type(key)),
                             }
@@ -461,7 +462,8 @@ pub fn read_run(path: &Path, projection: &Projection) -> Result<PartitionData, S
                                 .as_any()
                                 .downcast_ref::<BooleanArray>()
                                 .ok_or_else(|| bad_type(key))?;
-                            match col.or_insert_with(|| PropColumn::Bool(Vec::with_capacity(rows))) {
+                            match col.or_insert_with(|| PropColumn::Bool(Vec::with_capacity(rows)))
+                            {
                                 PropColumn::Bool(v) => v.extend(a.iter()),
                                 _ => return Err(bad_type(key)),
                             }

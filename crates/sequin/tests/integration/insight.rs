@@ -352,9 +352,15 @@ fn discovery_finds_the_planted_slow_payment_and_error_4022_in_its_top_5() {
             .max_by(|a, b| (a.0 + a.1).total_cmp(&(b.0 + b.1)))
             .unwrap()
     };
-    assert!(slow.len() >= 20 && with_4022.len() >= 20, "too little planted");
+    assert!(
+        slow.len() >= 20 && with_4022.len() >= 20,
+        "too little planted"
+    );
     let (p, r) = best(&slow, &|s: &str| s.to_string());
-    assert!(p >= 0.8 && r >= 0.8, "slow payment: precision {p:.2}, recall {r:.2}: {d}");
+    assert!(
+        p >= 0.8 && r >= 0.8,
+        "slow payment: precision {p:.2}, recall {r:.2}: {d}"
+    );
     // Users with error 4022 that reached checkout are found through their sessions.
     let reached: BTreeSet<String> = with_4022
         .iter()
@@ -362,7 +368,10 @@ fn discovery_finds_the_planted_slow_payment_and_error_4022_in_its_top_5() {
         .cloned()
         .collect();
     let (p, r) = best(&reached, &user);
-    assert!(p >= 0.8 && r >= 0.8, "error 4022: precision {p:.2}, recall {r:.2}: {d}");
+    assert!(
+        p >= 0.8 && r >= 0.8,
+        "error 4022: precision {p:.2}, recall {r:.2}: {d}"
+    );
 }
 
 /// Signals are candidates too: with the outcome's own steps excluded, a friction signal is
