@@ -147,7 +147,42 @@ pub struct Store {
     keep_arrival: bool,
     /// Message ids accepted recently, also across flushes (see [`RecentIds`]).
     recent: RecentIds,
+    /// History files decoded for reading one user back (see [`RunCache`]).
+    run_cache: std::sync::Mutex<RunCache>,
     _lock: File,
+}
+
+/// The history files most recently decoded to read one user's events back, up to
+/// [`RunCache::MAX_ROWS`] rows in all. The live evaluator reads a user back for every event
+/// that arrives behind the watermark; decoding a whole partition file each time made
+/// sustained ingest of out-of-order data 5× slower once the memtable had flushed. Files
+/// never change once written (compaction writes new ones), so entries are keyed by path.
+#[derive(Default)]
+struct RunCache {
+    /// Most recently used last.
+    entries: Vec<(PathBuf, std::sync::Arc<PartitionData>)>,
+    rows: usize,
+}
+
+impl RunCache {
+    const MAX_ROWS: usize = 2_000_000;
+
+    fn get(&mut self, path: &Path) -> Result<std::sync::Arc<PartitionData>, StoreError> {
+        if let Some(i) = self.entries.iter().position(|(p, _)| p == path) {
+            let entry = self.entries.remove(i);
+            let data = entry.1.clone();
+            self.entries.push(entry);
+            return Ok(data);
+        }
+        let data = std::sync::Arc::new(history::read_run(path, &Projection::All)?);
+        self.rows += data.len();
+        self.entries.push((path.to_path_buf(), data.clone()));
+        while self.rows > Self::MAX_ROWS && self.entries.len() > 1 {
+            let (_, old) = self.entries.remove(0);
+            self.rows -= old.len();
+        }
+        Ok(data)
+    }
 }
 
 /// A sliding window of the last [`RecentIds::CAPACITY`] accepted message ids (as 128-bit
@@ -254,6 +289,7 @@ impl Store {
             memtable_bytes: opts.memtable_bytes,
             keep_arrival: opts.keep_arrival,
             recent: RecentIds::default(),
+            run_cache: Default::default(),
             _lock: lock,
         };
         if !opts.read_only {
@@ -526,9 +562,21 @@ impl Store {
         let mut events: Vec<(u64, Event)> = Vec::new();
         for p in partitions {
             for run in self.manifest.runs_of(p) {
-                let data = history::read_run(&self.dir.join(&run.file), &Projection::All)?;
-                for (unit, rows) in data.unit_rows() {
-                    if self.identity.resolve(unit) == user {
+                let data = self
+                    .run_cache
+                    .lock()
+                    .map_err(|_| StoreError::Corrupt {
+                        path: self.dir.join(&run.file),
+                        reason: "history cache poisoned by a panic".into(),
+                    })?
+                    .get(&self.dir.join(&run.file))?;
+                // Units are filed sorted under their id at the time: find each of the user's.
+                for id in &ids {
+                    let Ok(i) = data.units.binary_search_by(|u| u.as_str().cmp(id)) else {
+                        continue;
+                    };
+                    let rows = data.unit_start[i] as usize..data.unit_start[i + 1] as usize;
+                    {
                         for r in rows {
                             // A run without arrival numbers (written before they were kept,
                             // or by a bulk import) stands at its largest one, after every
