@@ -862,7 +862,7 @@ impl Members {
     }
 
     /// Adds unit `i` of the index, which entered with outcome `outcome` (None: undecided,
-    /// or reached before it entered); `tally` is the caller's count including it.
+    /// or reached before it entered). The caller keeps `tally` in step.
     fn add(&mut self, i: usize, outcome: Option<bool>) {
         set_bit(&mut self.all, i);
         if let Some(reached) = outcome {
