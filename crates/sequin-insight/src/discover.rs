@@ -919,14 +919,9 @@ impl PopulationBits {
         p
     }
 
-    /// A group's rate minus its rest's (0 when either is undecided).
+    /// A group's rate minus its rest's (see [`gap`]).
     fn gap(&self, t: &Tally) -> f64 {
-        let rest_d = self.n_decided.saturating_sub(t.pop_decided);
-        let rest_r = self.n_reached.saturating_sub(t.pop_reached);
-        if t.decided == 0 || rest_d == 0 {
-            return 0.0;
-        }
-        t.reached as f64 / t.decided as f64 - rest_r as f64 / rest_d as f64
+        gap(self.n_decided, self.n_reached, t)
     }
 
     /// Quality of a group (see [`Search::quality`]); 0 when too small to have a rate.
@@ -997,20 +992,44 @@ fn keep_distinct<'m>(
     order: impl IntoIterator<Item = (usize, Scoring<'m>)>,
 ) -> Vec<usize> {
     let mut kept: Vec<(usize, Scoring<'m>)> = Vec::new();
-    'next: for (i, s) in order {
-        let mut verdicts = Vec::with_capacity(kept.len());
-        for (_, k) in &kept {
-            let v = population.redundant_of(&s, k);
-            if v == Some(Side::First) {
-                continue 'next;
-            }
-            verdicts.push(v);
-        }
-        let mut v = verdicts.into_iter();
-        kept.retain(|_| v.next().flatten() != Some(Side::Second));
+    for (i, s) in order {
+        let Some(gone) = contest(population, &s, kept.iter().map(|(_, k)| k)) else {
+            continue;
+        };
+        let mut gone = gone.into_iter();
+        kept.retain(|_| !gone.next().unwrap_or(false));
         kept.push((i, s));
     }
     kept.into_iter().map(|(i, _)| i).collect()
+}
+
+/// A newcomer against the kept candidates (best first, so a variant of a strong effect is
+/// refused at its first comparisons): None when one of them makes it redundant, else which
+/// of them give way to it.
+fn contest<'k, 'm: 'k>(
+    population: &PopulationBits,
+    newcomer: &Scoring<'_>,
+    kept: impl Iterator<Item = &'k Scoring<'m>>,
+) -> Option<Vec<bool>> {
+    let mut gone = Vec::new();
+    for k in kept {
+        match population.redundant_of(newcomer, k) {
+            Some(Side::First) => return None,
+            v => gone.push(v == Some(Side::Second)),
+        }
+    }
+    Some(gone)
+}
+
+/// A group's rate minus its rest's, in a population of `pop_decided` decided units of which
+/// `pop_reached` reach the outcome (0 when either side is undecided).
+fn gap(pop_decided: u64, pop_reached: u64, t: &Tally) -> f64 {
+    let rest_d = pop_decided.saturating_sub(t.pop_decided);
+    let rest_r = pop_reached.saturating_sub(t.pop_reached);
+    if t.decided == 0 || rest_d == 0 {
+        return 0.0;
+    }
+    t.reached as f64 / t.decided as f64 - rest_r as f64 / rest_d as f64
 }
 
 /// N·|WRAcc| of a group with figures `t` in a population of `pop_decided` decided units of
@@ -1027,6 +1046,16 @@ fn quality(pop_decided: u64, pop_reached: u64, min_units: u64, t: &Tally) -> Opt
     let pr = rest_r as f64 / rest_d as f64;
     let d = t.decided as f64;
     Some(d * (1.0 - d / pop_decided as f64) * (pm - pr).abs())
+}
+
+impl Scored {
+    fn scoring(&self) -> Scoring<'_> {
+        Scoring {
+            members: &self.members,
+            gap: self.gap,
+            quality: self.quality,
+        }
+    }
 }
 
 impl PartialEq for Scored {
@@ -1122,26 +1151,14 @@ impl TopK<'_> {
         if at >= self.k {
             return;
         }
-        fn scoring(c: &Scored) -> Scoring<'_> {
-            Scoring {
-                members: &c.members,
-                gap: c.gap,
-                quality: c.quality,
-            }
-        }
-        // Best first: a variant of a strong effect is refused at its first comparisons.
-        let mut verdicts = Vec::with_capacity(self.kept.len());
-        for k in &self.kept {
-            let v = self.population.redundant_of(&scoring(&s), &scoring(k));
-            if v == Some(Side::First) {
-                return;
-            }
-            verdicts.push(v);
-        }
-        let mut v = verdicts.into_iter();
+        let kept: Vec<Scoring<'_>> = self.kept.iter().map(Scored::scoring).collect();
+        let Some(gone) = contest(self.population, &s.scoring(), kept.iter()) else {
+            return;
+        };
+        let mut gone = gone.into_iter();
         let signatures = &mut self.signatures;
         self.kept.retain(|k| {
-            let gone = v.next().flatten() == Some(Side::Second);
+            let gone = gone.next().unwrap_or(false);
             if gone {
                 signatures.remove(&k.signature);
             }
@@ -1278,14 +1295,9 @@ impl Search<'_, '_> {
         (g(t.can_reach) * (1.0 - low)).max(g(t.can_miss) * high)
     }
 
-    /// Members' rate minus the rest's (0 when either is undecided).
+    /// Members' rate minus the rest's (see [`gap`]).
     fn gap(&self, t: &Tally) -> f64 {
-        let rest_d = self.pop_decided.saturating_sub(t.pop_decided);
-        let rest_r = self.pop_reached.saturating_sub(t.pop_reached);
-        if t.decided == 0 || rest_d == 0 {
-            return 0.0;
-        }
-        t.reached as f64 / t.decided as f64 - rest_r as f64 / rest_d as f64
+        gap(self.pop_decided, self.pop_reached, t)
     }
 
     /// Counts `tally` as scored, and says whether it may take a place among the best: it
@@ -2121,11 +2133,9 @@ mod tests {
     }
 
     fn scoring<'m>(pop: &PopulationBits, m: &'m Members) -> Scoring<'m> {
-        let rest_d = pop.n_decided - m.tally.decided;
-        let rest_r = pop.n_reached - m.tally.reached;
         Scoring {
             members: m,
-            gap: m.tally.reached as f64 / m.tally.decided as f64 - rest_r as f64 / rest_d as f64,
+            gap: pop.gap(&m.tally),
             quality: pop.quality(&m.tally),
         }
     }

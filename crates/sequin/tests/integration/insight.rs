@@ -188,21 +188,7 @@ fn check_findings(
     assert!(!findings.is_empty(), "no finding: {d}");
     let dir = tempfile::tempdir().unwrap();
     // The base's members, when the population is a base segment.
-    let base: Option<std::collections::BTreeSet<String>> = population.map(|b| {
-        run_ok(&[
-            "eval",
-            "--store",
-            store,
-            "--segments",
-            seg.to_str().unwrap(),
-            "--segment",
-            b,
-        ])
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').nth(1).unwrap().to_string())
-        .collect()
-    });
+    let base: Option<BTreeSet<String>> = population.map(|b| eval_members(store, seg, Some(b)));
     for f in findings {
         let n = finding_members(store, f, dir.path())
             .iter()
@@ -215,45 +201,30 @@ fn check_findings(
 }
 
 /// A finding's definition, checked by `check`, then its `eval` members (unit keys).
-fn finding_members(
-    store: &str,
-    finding: &serde_json::Value,
-    dir: &Path,
-) -> std::collections::BTreeSet<String> {
+fn finding_members(store: &str, finding: &serde_json::Value, dir: &Path) -> BTreeSet<String> {
     let file = dir.join("finding.seg");
     std::fs::write(&file, finding["definition"].as_str().unwrap()).unwrap();
     run_ok(&["check", file.to_str().unwrap()]);
-    run_ok(&[
+    eval_members(store, &file, None)
+}
+
+/// The unit keys `eval` lists as members (of `segment`, or of every segment of `seg`).
+fn eval_members(store: &str, seg: &Path, segment: Option<&str>) -> BTreeSet<String> {
+    let mut args = vec![
         "eval",
         "--store",
         store,
         "--segments",
-        file.to_str().unwrap(),
-    ])
-    .lines()
-    .skip(1)
-    .map(|l| l.split(',').nth(1).unwrap().to_string())
-    .collect()
-}
-
-#[test]
-fn discovered_findings_are_valid_segments_of_the_reported_size() {
-    let store = golden_store().to_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let seg = dir.path().join("outcomes.seg");
-    std::fs::write(
-        &seg,
-        "segment payers of sessions { did payment_step_view }\n\
-         outcome submitted of sessions { did payment_submit }\n",
-    )
-    .unwrap();
-    let d = check_findings(
-        store,
-        &seg,
-        &["--outcome", "submitted", "--base", "payers", "--top", "4"],
-        Some("payers"),
-    );
-    assert_eq!(d["unit"], "sessions");
+        seg.to_str().unwrap(),
+    ];
+    if let Some(s) = segment {
+        args.extend(["--segment", s]);
+    }
+    run_ok(&args)
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().to_string())
+        .collect()
 }
 
 /// Sessions that start a checkout, and the outcome that they purchase, in `dir`.
@@ -306,19 +277,7 @@ fn discovery_finds_the_planted_slow_payment_and_error_4022_in_its_top_5() {
     };
     let dir = tempfile::tempdir().unwrap();
     let seg = checkout_outcomes(dir.path());
-    let checkout: BTreeSet<String> = run_ok(&[
-        "eval",
-        "--store",
-        store.to_str().unwrap(),
-        "--segments",
-        seg.to_str().unwrap(),
-        "--segment",
-        "checkout",
-    ])
-    .lines()
-    .skip(1)
-    .map(|l| l.split(',').nth(1).unwrap().to_string())
-    .collect();
+    let checkout = eval_members(store.to_str().unwrap(), &seg, Some("checkout"));
     // A session key is `user@start`.
     let user = |session: &str| session.split('@').next().unwrap().to_string();
     let slow: BTreeSet<String> = planted("slow_payment_android")
