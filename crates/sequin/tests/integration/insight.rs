@@ -227,6 +227,26 @@ fn eval_members(store: &str, seg: &Path, segment: Option<&str>) -> BTreeSet<Stri
         .collect()
 }
 
+#[test]
+fn discovered_findings_are_valid_segments_of_the_reported_size() {
+    let store = golden_store().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join("outcomes.seg");
+    std::fs::write(
+        &seg,
+        "segment payers of sessions { did payment_step_view }\n\
+         outcome submitted of sessions { did payment_submit }\n",
+    )
+    .unwrap();
+    let d = check_findings(
+        store,
+        &seg,
+        &["--outcome", "submitted", "--base", "payers", "--top", "4"],
+        Some("payers"),
+    );
+    assert_eq!(d["unit"], "sessions");
+}
+
 /// Sessions that start a checkout, and the outcome that they purchase, in `dir`.
 fn checkout_outcomes(dir: &Path) -> std::path::PathBuf {
     let seg = dir.join("outcomes.seg");
