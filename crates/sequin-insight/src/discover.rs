@@ -44,6 +44,7 @@ use sequin_lang::SegFile;
 use sequin_lang::ast::UnitKind;
 use sequin_lang::fmt::{event_name, quote};
 use sequin_signals::{Plan, Signal};
+use sequin_store::data::NULL_KEY;
 use sequin_store::{EventSource, PartitionData, Projection, PropColumn};
 use serde::Serialize;
 
@@ -297,6 +298,18 @@ impl PropStats {
         }
     }
 
+    /// Adds `n` occurrences of the categorical value `k` (text, counted by dictionary code).
+    fn add_count(&mut self, k: ValueKey, n: u64) {
+        if self.overflow {
+            return;
+        }
+        *self.values.entry(k).or_insert(0) += n;
+        if self.values.len() > MAX_CATEGORIES {
+            self.overflow = true;
+            self.values.clear();
+        }
+    }
+
     fn merge(&mut self, other: PropStats) {
         self.seen_numbers += other.seen_numbers;
         for x in other.numeric {
@@ -351,14 +364,67 @@ fn attribute_path(column: &str) -> Option<&str> {
 /// Signal properties never offered as candidates (coordinates, free text).
 const SIGNAL_PROPS_SKIPPED: &[&str] = &["x", "y", "message"];
 
-fn census_of(data: &PartitionData, as_of: i64, cx: &SignalCx<'_>) -> Census {
+/// One partition's units with their rows and signals, found once (signal detection is the
+/// costly part) for both the census and the encoding.
+struct PartUnits {
+    data: PartitionData,
+    /// Unit `i` is `keys[i]`; its rows are `rows[row_start[i]..row_start[i + 1]]` and its
+    /// signals `signals[sig_start[i]..sig_start[i + 1]]` (the row position before which
+    /// each comes, then the signal).
+    keys: Vec<String>,
+    row_start: Vec<usize>,
+    rows: Vec<usize>,
+    sig_start: Vec<usize>,
+    signals: Vec<(usize, Signal)>,
+}
+
+impl PartUnits {
+    /// The units of `data` (and their signals, placed as evaluation places them).
+    fn of(data: PartitionData, as_of: i64, cx: &SignalCx<'_>) -> PartUnits {
+        let mut keys = Vec::new();
+        let mut row_start = vec![0];
+        let mut rows = Vec::with_capacity(data.len());
+        let mut sig_start = vec![0];
+        let mut signals = Vec::new();
+        signals::for_each_unit(&data, cx.unit, cx.gap, as_of, cx.plan, |key, r, sigs| {
+            keys.push(key.to_string());
+            rows.extend_from_slice(r);
+            row_start.push(rows.len());
+            signals.extend(sigs.iter().map(|s| (s.pos, s.signal.clone())));
+            sig_start.push(signals.len());
+        });
+        PartUnits {
+            data,
+            keys,
+            row_start,
+            rows,
+            sig_start,
+            signals,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn rows(&self, i: usize) -> &[usize] {
+        &self.rows[self.row_start[i]..self.row_start[i + 1]]
+    }
+
+    fn signals(&self, i: usize) -> &[(usize, Signal)] {
+        &self.signals[self.sig_start[i]..self.sig_start[i + 1]]
+    }
+}
+
+fn census_of(part: &PartUnits, as_of: i64) -> Census {
+    let data = &part.data;
     let mut c = Census::default();
     // Signals, placed among the outcome's units as evaluation places them.
-    signals::for_each_unit(data, cx.unit, cx.gap, as_of, cx.plan, |_, _, sigs| {
-        for s in sigs {
-            let name = s.signal.kind.event_name();
+    {
+        for (_, signal) in &part.signals {
+            let name = signal.kind.event_name();
             *c.names.entry(name.to_string()).or_insert(0) += 1;
-            for (prop, v) in &s.signal.props {
+            for (prop, v) in &signal.props {
                 if SIGNAL_PROPS_SKIPPED.contains(prop) {
                     continue;
                 }
@@ -368,7 +434,7 @@ fn census_of(data: &PartitionData, as_of: i64, cx: &SignalCx<'_>) -> Census {
                     .add(v);
             }
         }
-    });
+    }
     let live: Vec<bool> = (0..data.len())
         .map(|r| data.time[r] <= as_of && units::is_behaviour(data, r))
         .collect();
@@ -385,9 +451,26 @@ fn census_of(data: &PartitionData, as_of: i64, cx: &SignalCx<'_>) -> Census {
                 continue;
             }
             let mut by_name: FxHashMap<u32, PropStats> = FxHashMap::default();
-            for (r, &ok) in live.iter().enumerate() {
-                if ok && let Some(v) = col.get(r) {
-                    by_name.entry(data.name[r]).or_default().add(&v);
+            if let PropColumn::Str(text) = col {
+                // Text is counted by dictionary code, and copied once per distinct value.
+                let mut counts: FxHashMap<(u32, u32), u64> = FxHashMap::default();
+                for (r, &ok) in live.iter().enumerate() {
+                    let code = text.keys[r];
+                    if ok && code != NULL_KEY {
+                        *counts.entry((data.name[r], code)).or_insert(0) += 1;
+                    }
+                }
+                for ((n, code), count) in counts {
+                    by_name
+                        .entry(n)
+                        .or_default()
+                        .add_count(ValueKey::S(text.dict[code as usize].clone()), count);
+                }
+            } else {
+                for (r, &ok) in live.iter().enumerate() {
+                    if ok && let Some(v) = col.get(r) {
+                        by_name.entry(data.name[r]).or_default().add(&v);
+                    }
                 }
             }
             for (n, s) in by_name {
@@ -399,11 +482,26 @@ fn census_of(data: &PartitionData, as_of: i64, cx: &SignalCx<'_>) -> Census {
                 continue;
             }
             let s = c.attrs.entry(path.to_string()).or_default();
-            for r in 0..data.len() {
-                if data.time[r] <= as_of
-                    && let Some(v) = col.get(r)
-                {
-                    s.add(&v);
+            if let PropColumn::Str(text) = col {
+                let mut counts = vec![0u64; text.dict.len()];
+                for r in 0..data.len() {
+                    let code = text.keys[r];
+                    if data.time[r] <= as_of && code != NULL_KEY {
+                        counts[code as usize] += 1;
+                    }
+                }
+                for (code, &count) in counts.iter().enumerate() {
+                    if count > 0 {
+                        s.add_count(ValueKey::S(text.dict[code].clone()), count);
+                    }
+                }
+            } else {
+                for r in 0..data.len() {
+                    if data.time[r] <= as_of
+                        && let Some(v) = col.get(r)
+                    {
+                        s.add(&v);
+                    }
                 }
             }
         }
@@ -630,24 +728,23 @@ struct SignalCx<'a> {
 }
 
 struct Context<'a> {
-    signals: SignalCx<'a>,
     vocab: &'a Vocabulary,
     outcome: &'a Outcome,
     base: Option<&'a FxHashMap<String, i64>>,
-    as_of: i64,
     observed_until: i64,
     gap: Micros,
 }
 
-fn encode_partition(data: &PartitionData, cx: &Context<'_>) -> Units {
+fn encode_partition(part: &PartUnits, cx: &Context<'_>) -> Units {
+    let data = &part.data;
     let mut out = Units::new();
     let name_item: Vec<Option<u32>> = data
         .names
         .iter()
         .map(|n| cx.vocab.name_item.get(n).copied())
         .collect();
-    // Per local name: (column, its items).
-    let prop_items: Vec<Vec<(&PropColumn, &PropItems)>> = data
+    // Per local name: (column, its items, and for text the item of each dictionary code).
+    let prop_items: Vec<Vec<(&PropColumn, &PropItems, Vec<u32>)>> = data
         .names
         .iter()
         .map(|n| {
@@ -656,13 +753,22 @@ fn encode_partition(data: &PartitionData, cx: &Context<'_>) -> Units {
                 .get(n)
                 .map(|list| {
                     list.iter()
-                        .filter_map(|pi| data.props.get(&format!("p.{}", pi.prop)).map(|c| (c, pi)))
+                        .filter_map(|pi| {
+                            let col = data.props.get(&format!("p.{}", pi.prop))?;
+                            Some((col, pi, code_items(col, &pi.values)))
+                        })
                         .collect()
                 })
                 .unwrap_or_default()
         })
         .collect();
-    let attr_cols: Vec<(Vec<&PropColumn>, &FxHashMap<ValueKey, u32>)> = cx
+    // Per attribute path: its columns (traits, context, properties), each with the item of
+    // each dictionary code for text, and the items by value.
+    type AttrColumns<'c> = (
+        Vec<(&'c PropColumn, Vec<u32>)>,
+        &'c FxHashMap<ValueKey, u32>,
+    );
+    let attr_cols: Vec<AttrColumns<'_>> = cx
         .vocab
         .attrs
         .iter()
@@ -670,31 +776,22 @@ fn encode_partition(data: &PartitionData, cx: &Context<'_>) -> Units {
             let cols = ["t.", "c.", "p."]
                 .iter()
                 .filter_map(|ns| data.props.get(&format!("{ns}{path}")))
+                .map(|col| (col, code_items(col, map)))
                 .collect();
             (cols, map)
         })
         .collect();
     let mut judge = OutcomeJudge::new(cx.outcome, data, cx.gap);
-    let sig = &cx.signals;
-    signals::for_each_unit(
-        data,
-        sig.unit,
-        sig.gap,
-        cx.as_of,
-        sig.plan,
-        |key, rows, sigs| {
-            let behaviour: Vec<usize> = rows
-                .iter()
-                .copied()
-                .filter(|&r| units::is_behaviour(data, r))
-                .collect();
-            let Some(&first) = behaviour.first() else {
-                return;
+    for i in 0..part.len() {
+        let (key, rows, sigs) = (part.keys[i].as_str(), part.rows(i), part.signals(i));
+        {
+            let Some(first) = rows.iter().copied().find(|&r| units::is_behaviour(data, r)) else {
+                continue;
             };
             let anchor = match cx.base {
                 Some(base) => match base.get(key) {
                     Some(&t) => t,
-                    None => return,
+                    None => continue,
                 },
                 None => data.time[first],
             };
@@ -712,8 +809,8 @@ fn encode_partition(data: &PartitionData, cx: &Context<'_>) -> Units {
             let mut next_signal = 0;
             for k in 0..=rows.len() {
                 let mut here: Vec<Result<usize, &Signal>> = Vec::new();
-                while let Some(s) = sigs.get(next_signal).filter(|s| s.pos <= k) {
-                    here.push(Err(s.signal));
+                while let Some((_, s)) = sigs.get(next_signal).filter(|(pos, _)| *pos <= k) {
+                    here.push(Err(s));
                     next_signal += 1;
                 }
                 if let Some(&r) = rows.get(k)
@@ -738,9 +835,19 @@ fn encode_partition(data: &PartitionData, cx: &Context<'_>) -> Units {
                         Ok(r) => {
                             if let Some(n) = name_item[data.name[r] as usize] {
                                 out.items.push(n);
-                                for (col, pi) in &prop_items[data.name[r] as usize] {
-                                    if let Some(v) = col.get(r) {
-                                        pi.push_items(&v, &mut out.items);
+                                for (col, pi, by_code) in &prop_items[data.name[r] as usize] {
+                                    match col {
+                                        PropColumn::Str(text) => {
+                                            let code = text.keys[r];
+                                            if code != NULL_KEY && by_code[code as usize] != NONE {
+                                                out.items.push(by_code[code as usize]);
+                                            }
+                                        }
+                                        _ => {
+                                            if let Some(v) = col.get(r) {
+                                                pi.push_items(&v, &mut out.items);
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -782,24 +889,43 @@ fn encode_partition(data: &PartitionData, cx: &Context<'_>) -> Units {
             out.can.push(can);
             // Attributes: the latest known value (traits, then context, then properties).
             for (cols, map) in &attr_cols {
-                let latest = rows
-                    .iter()
-                    .rev()
-                    .find_map(|&r| cols.iter().find_map(|c| c.get(r)));
-                if let Some(&i) = latest
-                    .as_ref()
-                    .and_then(ValueKey::of)
-                    .and_then(|k| map.get(&k))
-                {
+                let latest = rows.iter().rev().find_map(|&r| {
+                    cols.iter()
+                        .find(|(c, _)| c.is_present(r))
+                        .map(|(c, by_code)| (*c, by_code, r))
+                });
+                let item = latest.and_then(|(col, by_code, r)| match col {
+                    PropColumn::Str(text) => {
+                        Some(by_code[text.keys[r] as usize]).filter(|&i| i != NONE)
+                    }
+                    _ => col
+                        .get(r)
+                        .as_ref()
+                        .and_then(ValueKey::of)
+                        .and_then(|k| map.get(&k).copied()),
+                });
+                if let Some(i) = item {
                     out.attrs.push(i);
                 }
             }
             let a = out.attr_start[out.attr_start.len() - 1] as usize;
             out.attrs[a..].sort_unstable();
             out.attr_start.push(out.attrs.len() as u32);
-        },
-    );
+        }
+    }
     out
+}
+
+/// For a text column, the item of each dictionary code (`NONE`: none); empty otherwise.
+fn code_items(col: &PropColumn, items: &FxHashMap<ValueKey, u32>) -> Vec<u32> {
+    match col {
+        PropColumn::Str(text) => text
+            .dict
+            .iter()
+            .map(|s| items.get(&ValueKey::S(s.clone())).copied().unwrap_or(NONE))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// A candidate: attribute items, then steps (one item each).
@@ -1317,45 +1443,63 @@ impl Search<'_, '_> {
         !self.keep_outcome_steps && restates_outcome(self.pop_decided, self.pop_reached, t)
     }
 
-    fn worth_refining(&self, tally: &Tally) -> bool {
+    /// Can a refinement of a candidate with these figures take a place? Its bound must
+    /// clear the bar, and the candidate's own quality (`floor`, the best along its path):
+    /// a refinement is only offered when it improves on what it refines (see
+    /// [`Search::scores`]), so one that cannot is not explored.
+    fn worth_refining(&self, tally: &Tally, floor: f64) -> bool {
+        if tally.units < self.min_units {
+            return false;
+        }
+        let bound = self.bound(tally);
         let top = self.top.lock().unwrap();
-        tally.units >= self.min_units
-            && self.bound(tally) > top.bar()
-            && top.scored < self.max_scored
+        bound > floor && bound > top.bar() && top.scored < self.max_scored
     }
 
     /// Scores and explores the refinements of `pattern` with members `proj`.
     fn grow(&self, pattern: &Pattern, proj: &Projection1, quality: f64) {
         self.top.lock().unwrap().grown += 1;
-        let mut children: Vec<(Pattern, Tally)> = Vec::new();
+        // One pass over the members' events finds every child's members and figures: for
+        // an attribute child the members that have it, for a step child each member's
+        // first occurrence of the item after its entry (its earliest completion).
+        let mut children: Vec<(Pattern, Tally, Projection1)> = Vec::new();
         if pattern.steps.is_empty() && pattern.attrs.is_empty() {
             // Attribute refinements, in item order (a unit has one value per path).
             let last = pattern.attrs.last().copied();
-            let mut tallies: FxHashMap<u32, Tally> = FxHashMap::default();
-            for &(u, _) in proj {
+            let mut found: FxHashMap<u32, (Tally, Projection1)> = FxHashMap::default();
+            for &(u, pos) in proj {
                 for &a in self.units.unit_attrs(u as usize) {
                     if last.is_none_or(|l| a > l) {
-                        tallies.entry(a).or_default().add(
+                        let (t, members) = found.entry(a).or_default();
+                        t.add(
                             self.units,
                             u as usize,
                             i64::MIN,
                             self.units.pop_out[u as usize],
                         );
+                        members.push((u, pos));
                     }
                 }
             }
-            for (a, t) in tallies {
+            for (a, (t, members)) in found {
                 let mut p = pattern.clone();
                 p.attrs.push(a);
-                children.push((p, t));
+                children.push((p, t, members));
             }
         }
         if pattern.steps.len() < self.max_length {
-            // Step extensions: each member's first occurrence of the item after its entry.
             let mut tally = vec![Tally::default(); self.n_items];
-            let mut seen = vec![u32::MAX; self.n_items];
+            let mut found: Vec<Projection1> = vec![Vec::new(); self.n_items];
+            // 1 + the index of the member that last took each item; items never offered
+            // are taken by no member.
+            let mut seen: Vec<u32> = self
+                .skip
+                .iter()
+                .map(|&s| if s { u32::MAX } else { 0 })
+                .collect();
             let mut touched = Vec::new();
             for (k, &(u, pos)) in proj.iter().enumerate() {
+                let mark = k as u32 + 1;
                 let range = self.units.events(u as usize);
                 let from = if pos == NONE {
                     range.start
@@ -1368,9 +1512,9 @@ impl Search<'_, '_> {
                     }
                     for &x in self.units.event_items(e) {
                         let xi = x as usize;
-                        if seen[xi] != k as u32 && !self.skip[xi] {
-                            seen[xi] = k as u32;
-                            if tally[xi].units == 0 {
+                        if seen[xi] < mark {
+                            seen[xi] = mark;
+                            if found[xi].is_empty() {
                                 touched.push(x);
                             }
                             tally[xi].add(
@@ -1379,6 +1523,7 @@ impl Search<'_, '_> {
                                 self.units.time[e],
                                 self.units.out_at[e],
                             );
+                            found[xi].push((u, e as u32));
                         }
                     }
                 }
@@ -1386,39 +1531,14 @@ impl Search<'_, '_> {
             for x in touched {
                 let mut p = pattern.clone();
                 p.steps.push(x);
-                children.push((p, tally[x as usize]));
+                children.push((p, tally[x as usize], std::mem::take(&mut found[x as usize])));
             }
         }
-        // Children that may take a place need their members (to compare with the kept
-        // ones); children worth refining need them to grow.
-        let admitted: Vec<Option<f64>> = children
-            .iter()
-            .map(|(_, t)| self.scores(t, quality))
-            .collect();
-        let refine: Vec<bool> = children
-            .iter()
-            .map(|(p, t)| {
-                (p.steps.len() < self.max_length || p.steps.is_empty()) && self.worth_refining(t)
-            })
-            .collect();
-        let wanted: Vec<usize> = (0..children.len())
-            .filter(|&i| admitted[i].is_some() || refine[i])
-            .collect();
-        let mut projections: Vec<Option<Projection1>> = self
-            .project(pattern, proj, wanted.iter().map(|&i| &children[i]))
-            .into_iter()
-            .map(Some)
-            .collect();
-        let mut expand: Vec<((Pattern, Tally), Projection1)> = Vec::new();
-        for (child, (i, members)) in children
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| admitted[*i].is_some() || refine[*i])
-            .zip(wanted.iter().zip(projections.iter_mut()))
-        {
-            let (p, t) = child.1;
-            let members = members.take().expect("one projection per wanted child");
-            if let Some(q) = admitted[*i] {
+        // Children that may take a place are compared with the kept ones (by their
+        // members); children worth refining grow. The others' members are dropped now.
+        let mut expand: Vec<(Pattern, Tally, Projection1)> = Vec::new();
+        for (p, t, members) in children {
+            if let Some(q) = self.scores(&t, quality) {
                 self.top.lock().unwrap().offer(Scored {
                     quality: q,
                     pattern: p.clone(),
@@ -1427,20 +1547,24 @@ impl Search<'_, '_> {
                     members: self.members(&members, t),
                 });
             }
-            if refine[*i] {
-                expand.push(((p, t), members));
+            let floor = self.quality(&t).unwrap_or(0.0).max(quality);
+            if (p.steps.len() < self.max_length || p.steps.is_empty())
+                && self.worth_refining(&t, floor)
+            {
+                expand.push((p, t, members));
             }
         }
         // Most promising first, so the bar rises early.
         expand.sort_by(|a, b| {
-            self.bound(&b.0.1)
-                .total_cmp(&self.bound(&a.0.1))
-                .then_with(|| (&a.0.0.attrs, &a.0.0.steps).cmp(&(&b.0.0.attrs, &b.0.0.steps)))
+            self.bound(&b.1)
+                .total_cmp(&self.bound(&a.1))
+                .then_with(|| (&a.0.attrs, &a.0.steps).cmp(&(&b.0.attrs, &b.0.steps)))
         });
-        let run = |((p, t), members): ((Pattern, Tally), Projection1)| {
+        let run = |(p, t, members): (Pattern, Tally, Projection1)| {
             // The bar may have risen since the tally was taken.
-            if self.worth_refining(&t) {
-                self.grow(&p, &members, self.quality(&t).unwrap_or(0.0).max(quality));
+            let floor = self.quality(&t).unwrap_or(0.0).max(quality);
+            if self.worth_refining(&t, floor) {
+                self.grow(&p, &members, floor);
             }
         };
         if pattern.attrs.is_empty() && pattern.steps.is_empty() {
@@ -1448,62 +1572,6 @@ impl Search<'_, '_> {
         } else {
             expand.into_iter().for_each(run);
         }
-    }
-
-    /// The members of each child of `pattern` (one pass over the members' events).
-    fn project<'c>(
-        &self,
-        pattern: &Pattern,
-        proj: &Projection1,
-        children: impl Iterator<Item = &'c (Pattern, Tally)>,
-    ) -> Vec<Projection1> {
-        let children: Vec<&(Pattern, Tally)> = children.collect();
-        let mut out: Vec<Projection1> = children
-            .iter()
-            .map(|(_, t)| Vec::with_capacity(t.units as usize))
-            .collect();
-        let mut step_slot: FxHashMap<u32, usize> = FxHashMap::default();
-        let mut attr_slot: FxHashMap<u32, usize> = FxHashMap::default();
-        for (k, (p, _)) in children.iter().enumerate() {
-            if p.steps.len() > pattern.steps.len() {
-                step_slot.insert(*p.steps.last().unwrap(), k);
-            } else {
-                attr_slot.insert(*p.attrs.last().unwrap(), k);
-            }
-        }
-        let mut seen = vec![u32::MAX; self.n_items];
-        for (k, &(u, pos)) in proj.iter().enumerate() {
-            if !attr_slot.is_empty() {
-                for a in self.units.unit_attrs(u as usize) {
-                    if let Some(&s) = attr_slot.get(a) {
-                        out[s].push((u, pos));
-                    }
-                }
-            }
-            if step_slot.is_empty() {
-                continue;
-            }
-            let range = self.units.events(u as usize);
-            let from = if pos == NONE {
-                range.start
-            } else {
-                pos as usize + 1
-            };
-            for e in from..range.end {
-                if self.hidden[e] {
-                    continue;
-                }
-                for &x in self.units.event_items(e) {
-                    if seen[x as usize] != k as u32 {
-                        seen[x as usize] = k as u32;
-                        if let Some(&s) = step_slot.get(&x) {
-                            out[s].push((u, e as u32));
-                        }
-                    }
-                }
-            }
-        }
-        out
     }
 }
 
@@ -1742,13 +1810,19 @@ pub fn discover(
             eprintln!("discover: {what} at {:?}", clock.elapsed());
         }
     };
-    // 1. Census: read every partition once, keep it for the encoding pass.
-    let parts: Vec<Result<(PartitionData, Census), InsightError>> = (0..source.partitions())
+    // 1. Census: read every partition once and find its units and signals, kept for the
+    // encoding pass.
+    let parts: Vec<Result<(PartUnits, Census), InsightError>> = (0..source.partitions())
         .into_par_iter()
         .map(|p| {
-            let data = source.read_partition(p, &Projection::All)?;
-            let c = census_of(&data, as_of, &signal_cx);
-            Ok((data, c))
+            // Every property may become an item; the unique message ids are never one.
+            let data = source.read_partition(
+                p,
+                &Projection::Except(vec!["message_id".into(), "anonymous_id".into()]),
+            )?;
+            let part = PartUnits::of(data, as_of, &signal_cx);
+            let c = census_of(&part, as_of);
+            Ok((part, c))
         })
         .collect();
     let mut census = Census::default();
@@ -1761,11 +1835,9 @@ pub fn discover(
     phase("census");
     let vocab = vocabulary(census, opts.min_units, &opts.exclude);
     let cx = Context {
-        signals: signal_cx,
         vocab: &vocab,
         outcome: &outcome,
         base: base.as_ref(),
-        as_of,
         observed_until,
         gap: opts.session_gap,
     };

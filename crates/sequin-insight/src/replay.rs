@@ -286,7 +286,7 @@ pub fn replay(
     let proj = units::projection(unit, &input_columns());
     let mut with_page = match proj {
         sequin_store::Projection::Columns(c) => c,
-        sequin_store::Projection::All => Vec::new(),
+        sequin_store::Projection::All | sequin_store::Projection::Except(_) => Vec::new(),
     };
     with_page.extend(["p.page".to_string(), "p.screen".to_string()]);
     with_page.sort();

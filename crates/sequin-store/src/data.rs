@@ -156,6 +156,17 @@ impl PropColumn {
         }
     }
 
+    /// Does `row` have a value? (Without copying it.)
+    pub fn is_present(&self, row: usize) -> bool {
+        match self {
+            PropColumn::Int(v) => v[row].is_some(),
+            PropColumn::Float(v) => v[row].is_some(),
+            PropColumn::Bool(v) => v[row].is_some(),
+            PropColumn::Str(c) => c.keys[row] != NULL_KEY,
+            PropColumn::Mixed(v) => v[row].is_some(),
+        }
+    }
+
     /// Builds the narrowest column type that holds `values`.
     pub fn from_values(values: Vec<Option<Value>>) -> PropColumn {
         let mut kinds = [false; 5];

@@ -43,6 +43,9 @@ pub enum Projection {
     All,
     /// Only these columns (by name: `kind`, id columns, `p.…`/`c.…`/`t.…` properties).
     Columns(Vec<String>),
+    /// Every column but these (a reader that needs every property but not the unique
+    /// `message_id`, whose dictionary is as long as the file).
+    Except(Vec<String>),
 }
 
 impl Projection {
@@ -51,6 +54,9 @@ impl Projection {
             Projection::All => true,
             Projection::Columns(cols) => {
                 matches!(column, "unit" | "ts" | "name") || cols.iter().any(|c| c == column)
+            }
+            Projection::Except(cols) => {
+                matches!(column, "unit" | "ts" | "name") || !cols.iter().any(|c| c == column)
             }
         }
     }

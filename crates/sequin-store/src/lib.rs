@@ -883,9 +883,16 @@ impl StoreReader {
 }
 
 fn project(mut data: PartitionData, projection: &Projection) -> PartitionData {
-    if let Projection::Columns(cols) = projection {
-        data.props.retain(|k, _| cols.iter().any(|c| c == k));
-        data.ids.retain(|k, _| cols.iter().any(|c| c == k));
+    match projection {
+        Projection::All => {}
+        Projection::Columns(cols) => {
+            data.props.retain(|k, _| cols.iter().any(|c| c == k));
+            data.ids.retain(|k, _| cols.iter().any(|c| c == k));
+        }
+        Projection::Except(cols) => {
+            data.props.retain(|k, _| !cols.iter().any(|c| c == k));
+            data.ids.retain(|k, _| !cols.iter().any(|c| c == k));
+        }
     }
     data
 }
