@@ -12,11 +12,12 @@
 //!   conversation id that is open at its time (the run whose last event is at most the gap
 //!   before it); with none open, it is dropped. It never opens or extends a run.
 
+use rustc_hash::FxHashMap;
 use sequin_core::time::Micros;
 use sequin_core::{Event, MessageKind, Value};
 use sequin_lang::ast::UnitKind;
 use sequin_signals::{Field, Input, Plan, Signal};
-use sequin_store::{PartitionData, PropColumn};
+use sequin_store::{PartitionData, PropColumn, StrColumn};
 
 use crate::units::split;
 
@@ -24,9 +25,14 @@ use crate::compile::{PropRef, PropRole};
 use crate::matcher::Props;
 use crate::val::Val;
 
-/// The columns the detectors read, resolved for one partition.
+/// The columns the detectors read, resolved for one partition (detectors ask for several
+/// fields per event, most of them absent: each lookup is one hash probe).
 pub(crate) struct InputColumns<'a> {
-    fields: Vec<(&'static str, Vec<&'a PropColumn>)>,
+    fields: FxHashMap<&'static str, Vec<&'a PropColumn>>,
+    session: Option<&'a StrColumn>,
+    conversation: Option<&'a StrColumn>,
+    /// Per event name code: is it a view?
+    view_names: Vec<bool>,
 }
 
 impl<'a> InputColumns<'a> {
@@ -42,9 +48,12 @@ impl<'a> InputColumns<'a> {
                         .collect();
                     (k, cols)
                 })
-                // Only the fields this partition has: lookups scan a short list.
+                // Only the fields this partition has.
                 .filter(|(_, cols)| !cols.is_empty())
                 .collect(),
+            session: data.ids.get("session_id"),
+            conversation: data.ids.get("conversation_id"),
+            view_names: data.names.iter().map(|n| is_view_name(n)).collect(),
         }
     }
 }
@@ -104,19 +113,20 @@ impl Input for RowInput<'_> {
             .get(self.row)
             .copied()
             .map(MessageKind::from_u8);
-        matches!(kind, Some(MessageKind::Page | MessageKind::Screen)) || is_view_name(self.name())
+        matches!(kind, Some(MessageKind::Page | MessageKind::Screen))
+            || self.cols.view_names[self.data.name[self.row] as usize]
     }
     fn field(&self, key: &str) -> Option<Field<'_>> {
-        let (_, cols) = self.cols.fields.iter().find(|(k, _)| *k == key)?;
+        let cols = self.cols.fields.get(key)?;
         cols.iter()
             .find_map(|c| crate::batch::column_value(c, self.row))
             .and_then(field_of)
     }
     fn session_id(&self) -> Option<&str> {
-        self.data.id("session_id", self.row)
+        self.cols.session.and_then(|c| c.get(self.row))
     }
     fn conversation_id(&self) -> Option<&str> {
-        self.data.id("conversation_id", self.row)
+        self.cols.conversation.and_then(|c| c.get(self.row))
     }
 }
 

@@ -8,6 +8,9 @@
 //!    render_ms > 8000`). Its attributes (latest `os.name`, `app.version`, …) become unit
 //!    items. The outcome is decided once per event, as if the unit entered a segment at
 //!    that event (same anchored semantics as `report`), and once at the population anchor.
+//!    A population larger than the search sample is searched on a uniform sample of its
+//!    units: the census and the items are taken on the sample alone, while every unit gets
+//!    its outcome verdicts (verification reads them).
 //! 2. **Search.** Candidates are an optional attribute value, then up to L ordered steps
 //!    (gaps allowed). A candidate's members are found by projection (each unit's earliest
 //!    completion, which is when the engine says it enters), and its quality is
@@ -416,12 +419,33 @@ impl PartUnits {
     }
 }
 
-fn census_of(part: &PartUnits, as_of: i64) -> Census {
+/// The census of a partition's units in the search sample (`sample`: a key's place in it;
+/// None: every unit, and every row up to `as_of`).
+fn census_of(part: &PartUnits, as_of: i64, sample: Option<&dyn Fn(&str) -> bool>) -> Census {
     let data = &part.data;
     let mut c = Census::default();
+    // The rows counted, and the units whose signals are.
+    let (counted, rows): (Vec<usize>, Vec<bool>) = match sample {
+        None => (
+            (0..part.len()).collect(),
+            data.time.iter().map(|&t| t <= as_of).collect(),
+        ),
+        Some(in_sample) => {
+            let units: Vec<usize> = (0..part.len())
+                .filter(|&i| in_sample(&part.keys[i]))
+                .collect();
+            let mut rows = vec![false; data.len()];
+            for &i in &units {
+                for &r in part.rows(i) {
+                    rows[r] = true;
+                }
+            }
+            (units, rows)
+        }
+    };
     // Signals, placed among the outcome's units as evaluation places them.
-    {
-        for (_, signal) in &part.signals {
+    for &i in &counted {
+        for (_, signal) in part.signals(i) {
             let name = signal.kind.event_name();
             *c.names.entry(name.to_string()).or_insert(0) += 1;
             for (prop, v) in &signal.props {
@@ -436,7 +460,7 @@ fn census_of(part: &PartUnits, as_of: i64) -> Census {
         }
     }
     let live: Vec<bool> = (0..data.len())
-        .map(|r| data.time[r] <= as_of && units::is_behaviour(data, r))
+        .map(|r| rows[r] && units::is_behaviour(data, r))
         .collect();
     for (r, &ok) in live.iter().enumerate() {
         if ok {
@@ -486,7 +510,7 @@ fn census_of(part: &PartUnits, as_of: i64) -> Census {
                 let mut counts = vec![0u64; text.dict.len()];
                 for r in 0..data.len() {
                     let code = text.keys[r];
-                    if data.time[r] <= as_of && code != NULL_KEY {
+                    if rows[r] && code != NULL_KEY {
                         counts[code as usize] += 1;
                     }
                 }
@@ -497,7 +521,7 @@ fn census_of(part: &PartUnits, as_of: i64) -> Census {
                 }
             } else {
                 for r in 0..data.len() {
-                    if data.time[r] <= as_of
+                    if rows[r]
                         && let Some(v) = col.get(r)
                     {
                         s.add(&v);
@@ -729,6 +753,9 @@ struct SignalCx<'a> {
 
 struct Context<'a> {
     vocab: &'a Vocabulary,
+    /// A key's place in the search sample (None: every unit is searched). Units outside it
+    /// are encoded without items: verification needs their outcomes, the search nothing.
+    sample: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
     outcome: &'a Outcome,
     base: Option<&'a FxHashMap<String, i64>>,
     observed_until: i64,
@@ -784,6 +811,7 @@ fn encode_partition(part: &PartUnits, cx: &Context<'_>) -> Units {
     let mut judge = OutcomeJudge::new(cx.outcome, data, cx.gap);
     for i in 0..part.len() {
         let (key, rows, sigs) = (part.keys[i].as_str(), part.rows(i), part.signals(i));
+        let searched = cx.sample.is_none_or(|in_sample| in_sample(key));
         {
             let Some(first) = rows.iter().copied().find(|&r| units::is_behaviour(data, r)) else {
                 continue;
@@ -832,6 +860,7 @@ fn encode_partition(part: &PartUnits, cx: &Context<'_>) -> Units {
                     out.out_at.push(last_code);
                     let start = out.items.len();
                     match ev {
+                        _ if !searched => {}
                         Ok(r) => {
                             if let Some(n) = name_item[data.name[r] as usize] {
                                 out.items.push(n);
@@ -888,7 +917,7 @@ fn encode_partition(part: &PartUnits, cx: &Context<'_>) -> Units {
             };
             out.can.push(can);
             // Attributes: the latest known value (traits, then context, then properties).
-            for (cols, map) in &attr_cols {
+            for (cols, map) in attr_cols.iter().filter(|_| searched) {
                 let latest = rows.iter().rev().find_map(|&r| {
                     cols.iter()
                         .find(|(c, _)| c.is_present(r))
@@ -1600,16 +1629,18 @@ fn sample_hash(key: &str) -> u64 {
 /// and 3 standard errors): a slow payment step refines a step of the outcome, and predicts.
 fn outcome_steps(
     units: &Units,
+    searched: &[u32],
     vocab: &Vocabulary,
-    pop_decided: u64,
-    pop_reached: u64,
+    population: &PopulationBits,
     min_units: u64,
 ) -> (Vec<bool>, Vec<bool>) {
+    let (pop_decided, pop_reached) = (population.n_decided, population.n_reached);
     let n = vocab.items.len();
-    // Decided population units that ever take each item, and of those, the ones that reach.
+    // Decided searched units that ever take each item, and of those, the ones that reach.
     let (mut with_d, mut with_r) = (vec![0u64; n], vec![0u64; n]);
     let mut seen = vec![u32::MAX; n];
-    for u in 0..units.len() {
+    for &u in searched {
+        let u = u as usize;
         let out = units.pop_out[u];
         if out == PENDING {
             continue;
@@ -1810,9 +1841,9 @@ pub fn discover(
             eprintln!("discover: {what} at {:?}", clock.elapsed());
         }
     };
-    // 1. Census: read every partition once and find its units and signals, kept for the
-    // encoding pass.
-    let parts: Vec<Result<(PartUnits, Census), InsightError>> = (0..source.partitions())
+    // 1. Read every partition once and find its units and signals, kept for the census and
+    // the encoding.
+    let parts: Vec<Result<PartUnits, InsightError>> = (0..source.partitions())
         .into_par_iter()
         .map(|p| {
             // Every property may become an item; the unique message ids are never one.
@@ -1820,29 +1851,64 @@ pub fn discover(
                 p,
                 &Projection::Except(vec!["message_id".into(), "anonymous_id".into()]),
             )?;
-            let part = PartUnits::of(data, as_of, &signal_cx);
-            let c = census_of(&part, as_of);
-            Ok((part, c))
+            Ok(PartUnits::of(data, as_of, &signal_cx))
         })
         .collect();
+    let parts: Vec<PartUnits> = parts.into_iter().collect::<Result<_, _>>()?;
+    phase("read");
+    // A large population is searched on a uniform sample of its units (by a hash of the key,
+    // so runs agree); the search only proposes candidates: the engine verifies them on every
+    // unit, and every figure reported comes from that verification. The census (which items
+    // exist) and the items are taken on the sample alone.
+    let in_population = |part: &PartUnits, i: usize| {
+        part.rows(i)
+            .iter()
+            .any(|&r| units::is_behaviour(&part.data, r))
+            && base.as_ref().is_none_or(|b| b.contains_key(&part.keys[i]))
+    };
+    let population_size: usize = parts
+        .par_iter()
+        .map(|part| (0..part.len()).filter(|&i| in_population(part, i)).count())
+        .sum();
+    let cut = match opts.search_sample {
+        Some(n) if population_size > n => {
+            Some((n as f64 / population_size as f64 * u64::MAX as f64) as u64)
+        }
+        _ => None,
+    };
+    let fraction = cut.map_or(1.0, |_| {
+        opts.search_sample.unwrap_or(0) as f64 / population_size as f64
+    });
+    // Counts on the sample are compared with the floor scaled to it.
+    let sample_min_units = ((opts.min_units as f64 * fraction).round() as u64).max(5);
+    let in_sample = |key: &str| cut.is_none_or(|c| sample_hash(key) <= c);
+    let sample: Option<&(dyn Fn(&str) -> bool + Sync)> = cut.map(|_| &in_sample as _);
+    let censuses: Vec<Census> = parts
+        .par_iter()
+        .map(|part| census_of(part, as_of, sample.map(|f| f as &dyn Fn(&str) -> bool)))
+        .collect();
     let mut census = Census::default();
-    let mut datas = Vec::new();
-    for part in parts {
-        let (d, c) = part?;
+    for c in censuses {
         census.merge(c);
-        datas.push(d);
     }
     phase("census");
-    let vocab = vocabulary(census, opts.min_units, &opts.exclude);
+    // The floor for counts taken on the searched units.
+    let min_count = if cut.is_some() {
+        sample_min_units
+    } else {
+        opts.min_units
+    };
+    let vocab = vocabulary(census, min_count, &opts.exclude);
     let cx = Context {
         vocab: &vocab,
+        sample,
         outcome: &outcome,
         base: base.as_ref(),
         observed_until,
         gap: opts.session_gap,
     };
-    let chunks: Vec<Units> = datas.par_iter().map(|d| encode_partition(d, &cx)).collect();
-    drop(datas);
+    let chunks: Vec<Units> = parts.par_iter().map(|d| encode_partition(d, &cx)).collect();
+    drop(parts);
     let mut units = Units::new();
     for c in chunks {
         units.append(c);
@@ -1852,11 +1918,19 @@ pub fn discover(
     // 2. Search.
     let pop_decided = units.pop_out.iter().filter(|&&o| o != PENDING).count() as u64;
     let pop_reached = units.pop_out.iter().filter(|&&o| o == YES).count() as u64;
+    let sampled: Vec<u32> = (0..units.len() as u32)
+        .filter(|&u| in_sample(&units.keys[u as usize]))
+        .collect();
+    let mut dense = vec![u32::MAX; units.len()];
+    for (d, &u) in sampled.iter().enumerate() {
+        dense[u as usize] = d as u32;
+    }
+    let searched_population = PopulationBits::of(&units, &sampled, sample_min_units);
     let (skip, own) = if opts.keep_outcome_steps {
         let none = vec![false; vocab.items.len()];
         (none.clone(), none)
     } else {
-        outcome_steps(&units, &vocab, pop_decided, pop_reached, opts.min_units)
+        outcome_steps(&units, &sampled, &vocab, &searched_population, min_count)
     };
     // Refinements that are steps of the outcome on their own (the pay button's click) hide
     // their events; those left out only with their event (a payment method) need not.
@@ -1867,28 +1941,6 @@ pub fn discover(
     let hidden: Vec<bool> = (0..units.time.len())
         .map(|e| units.event_items(e).iter().any(|&x| guarding[x as usize]))
         .collect();
-    // A large population is searched on a uniform sample of its units (by a hash of the key,
-    // so runs agree); the search only proposes candidates: the engine verifies them on every
-    // unit, and every figure reported comes from that verification.
-    let sampled: Vec<u32> = match opts.search_sample {
-        Some(n) if units.len() > n => {
-            let cut = (n as f64 / units.len() as f64 * u64::MAX as f64) as u64;
-            (0..units.len() as u32)
-                .filter(|&u| sample_hash(&units.keys[u as usize]) <= cut)
-                .collect()
-        }
-        _ => (0..units.len() as u32).collect(),
-    };
-    let fraction = sampled.len() as f64 / units.len().max(1) as f64;
-    let mut dense = vec![u32::MAX; units.len()];
-    for (d, &u) in sampled.iter().enumerate() {
-        dense[u as usize] = d as u32;
-    }
-    let searched_population = PopulationBits::of(
-        &units,
-        &sampled,
-        ((opts.min_units as f64 * fraction).round() as u64).max(5),
-    );
     let top = Mutex::new(TopK {
         k: (opts.top * 3).max(30),
         population: &searched_population,

@@ -573,7 +573,7 @@ pub async fn discover(
                     .map(str::to_string)
                     .collect(),
                 keep_outcome_steps: false,
-                search_sample: Some(200_000),
+                search_sample: Some(50_000),
             },
         )
         .map_err(insight_error)?;

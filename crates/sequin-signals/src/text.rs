@@ -130,6 +130,10 @@ fn sentences(text: &str) -> Vec<String> {
 /// signature, a line the user repeats in every turn) is left out of the comparison when
 /// each message has something else to compare; a message repeated whole compares whole.
 pub fn rephrase_similarity(previous: &str, message: &str, min_words: usize) -> Option<f64> {
+    // The first message of a conversation has nothing before it (no words to compare).
+    if min_words > 0 && previous.is_empty() {
+        return None;
+    }
     let (a, b) = (sentences(previous), sentences(message));
     let a_own: Vec<&String> = a.iter().filter(|s| !b.contains(s)).collect();
     let b_own: Vec<&String> = b.iter().filter(|s| !a.contains(s)).collect();

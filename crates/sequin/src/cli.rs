@@ -214,7 +214,7 @@ pub struct DiscoverArgs {
     pub keep_outcome_steps: bool,
     /// Search a uniform sample of about this many units when the population is larger; the
     /// candidates are still verified on every unit (0: search every unit).
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 50_000)]
     pub search_sample: usize,
 }
 
