@@ -508,9 +508,8 @@ fn census_of(part: &PartUnits, as_of: i64, sample: Option<&dyn Fn(&str) -> bool>
             let s = c.attrs.entry(path.to_string()).or_default();
             if let PropColumn::Str(text) = col {
                 let mut counts = vec![0u64; text.dict.len()];
-                for r in 0..data.len() {
-                    let code = text.keys[r];
-                    if rows[r] && code != NULL_KEY {
+                for (&code, &counted) in text.keys.iter().zip(&rows) {
+                    if counted && code != NULL_KEY {
                         counts[code as usize] += 1;
                     }
                 }
@@ -520,10 +519,8 @@ fn census_of(part: &PartUnits, as_of: i64, sample: Option<&dyn Fn(&str) -> bool>
                     }
                 }
             } else {
-                for r in 0..data.len() {
-                    if rows[r]
-                        && let Some(v) = col.get(r)
-                    {
+                for (r, &counted) in rows.iter().enumerate() {
+                    if counted && let Some(v) = col.get(r) {
                         s.add(&v);
                     }
                 }
