@@ -169,6 +169,13 @@ impl PropColumn {
 
     /// Builds the narrowest column type that holds `values`.
     pub fn from_values(values: Vec<Option<Value>>) -> PropColumn {
+        let refs: Vec<Option<&Value>> = values.iter().map(Option::as_ref).collect();
+        PropColumn::from_value_refs(&refs)
+    }
+
+    /// Builds the narrowest column type that holds `values`, copying each distinct text
+    /// once (a flush builds every column of its memtable this way).
+    pub fn from_value_refs(values: &[Option<&Value>]) -> PropColumn {
         let mut kinds = [false; 5];
         for v in values.iter().flatten() {
             kinds[match v {
@@ -182,40 +189,35 @@ impl PropColumn {
         match kinds {
             [true, false, false, false, false] => PropColumn::Bool(
                 values
-                    .into_iter()
+                    .iter()
                     .map(|v| v.map(|v| matches!(v, Value::Bool(true))))
                     .collect(),
             ),
             [false, true, false, false, false] => PropColumn::Int(
                 values
-                    .into_iter()
-                    .map(|v| v.and_then(|v| if let Value::Int(i) = v { Some(i) } else { None }))
+                    .iter()
+                    .map(|v| v.and_then(|v| if let Value::Int(i) = v { Some(*i) } else { None }))
                     .collect(),
             ),
             [false, _, true, false, false] => PropColumn::Float(
                 values
-                    .into_iter()
+                    .iter()
                     .map(|v| v.and_then(|v| v.as_f64()))
                     .collect(),
             ),
             [false, false, false, _, false] => {
                 let mut col = StrColumn::default();
-                let mut index: HashMap<String, u32> = HashMap::default();
-                for v in values {
-                    col.keys.push(match v {
-                        Some(Value::Str(s)) => {
-                            let next = index.len() as u32;
-                            *index.entry(s).or_insert_with_key(|s| {
-                                col.dict.push(s.clone());
-                                next
-                            })
-                        }
+                let mut index = DictBuilder::default();
+                col.keys = values
+                    .iter()
+                    .map(|v| match v {
+                        Some(Value::Str(s)) => index.intern(&mut col.dict, s),
                         _ => NULL_KEY,
-                    });
-                }
+                    })
+                    .collect();
                 PropColumn::Str(col)
             }
-            _ => PropColumn::Mixed(values),
+            _ => PropColumn::Mixed(values.iter().map(|v| v.cloned()).collect()),
         }
     }
 

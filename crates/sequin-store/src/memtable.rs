@@ -647,7 +647,8 @@ impl Memtable {
                 .collect();
             ids.insert(col_name.to_string(), col);
         }
-        let mut props: HashMap<u32, Vec<Option<Value>>> = HashMap::default();
+        // Each property column by reference first: values are copied once, into their column.
+        let mut props: HashMap<u32, Vec<Option<&Value>>> = HashMap::default();
         for (i, &r) in rows.iter().enumerate().filter(|_| !f.prop_end.is_empty()) {
             let r = r as usize;
             let from = if r == 0 {
@@ -658,14 +659,14 @@ impl Memtable {
             for p in from..f.prop_end[r] as usize {
                 let col = props.entry(self.prop_key[p]).or_default();
                 col.resize(i, None);
-                col.push(Some(self.prop_val[p].clone()));
+                col.push(Some(&self.prop_val[p]));
             }
         }
         let props = props
             .into_iter()
             .map(|(k, mut v)| {
                 v.resize(rows.len(), None);
-                (self.strings.get(k).to_string(), PropColumn::from_values(v))
+                (self.strings.get(k).to_string(), PropColumn::from_value_refs(&v))
             })
             .collect();
         PartitionData {
