@@ -21,7 +21,9 @@
 //!    (`min_units`) under which no rate means anything. The places kept are diverse: of
 //!    two candidates whose effects lie on the same members, one gives way
 //!    ([`PopulationBits::redundant_of`]), so variants of one strong effect cannot fill
-//!    every place and hide a smaller, different one.
+//!    every place and hide a smaller, different one. Candidates are explored one after
+//!    another (each scan of members runs on every core, joined in member order), so the
+//!    result does not depend on thread timing.
 //! 3. **Verification.** The best candidates are written as segment definitions, checked,
 //!    compiled and evaluated by the engine in one pass; their reported size is that
 //!    membership (within the population), and their rates come from it. p-values (Fisher /
@@ -1342,17 +1344,46 @@ struct Search<'a, 'p> {
     /// Safety valve: stop refining after this many candidates.
     max_scored: u64,
     top: &'a Mutex<TopK<'p>>,
-    /// Items never offered (steps of the outcome itself).
-    skip: &'a [bool],
-    /// Events that are steps of the outcome (they carry a left-out refinement, such as the
-    /// click on the pay button): invisible to the search, so that `click` cannot stand for
-    /// them; definitions say so with `where not (…)` (see [`Guards`]).
-    hidden: &'a [bool],
+    /// Per event, the items the search may take as a step: event `e`'s are
+    /// `steps[step_start[e]..step_start[e + 1]]`. Items never offered (steps of the
+    /// outcome) are left out, and so are events that are steps of the outcome (they carry a
+    /// left-out refinement, such as the click on the pay button): invisible to the search,
+    /// so that `click` cannot stand for them; definitions say so with `where not (…)` (see
+    /// [`Guards`]).
+    steps: &'a [u32],
+    step_start: &'a [u32],
     /// Offer patterns that restate the outcome too.
     keep_outcome_steps: bool,
     /// Unit → its index among the searched units (member bitsets).
     dense: &'a [u32],
     searched: usize,
+}
+
+/// What a scan of members finds per item: figures, members (with the event that completes
+/// the step), and the items in the order first found.
+struct StepScan {
+    tally: Vec<Tally>,
+    found: Vec<Projection1>,
+    touched: Vec<u32>,
+}
+
+impl StepScan {
+    /// Appends the scan of the members that follow these.
+    fn join(&mut self, next: StepScan) {
+        let StepScan {
+            tally,
+            mut found,
+            touched,
+        } = next;
+        for x in touched {
+            let xi = x as usize;
+            if self.found[xi].is_empty() {
+                self.touched.push(x);
+            }
+            self.tally[xi].merge(&tally[xi]);
+            self.found[xi].append(&mut found[xi]);
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -1371,6 +1402,18 @@ struct Tally {
 }
 
 impl Tally {
+    /// Adds another group's figures (disjoint members).
+    fn merge(&mut self, o: &Tally) {
+        self.units += o.units;
+        self.decided += o.decided;
+        self.reached += o.reached;
+        self.after_outcome += o.after_outcome;
+        self.pop_decided += o.pop_decided;
+        self.pop_reached += o.pop_reached;
+        self.can_reach += o.can_reach;
+        self.can_miss += o.can_miss;
+    }
+
     /// Adds member `u`, which entered at `entry` with outcome `at` from there.
     fn add(&mut self, units: &Units, u: usize, entry: i64, at: u8) {
         self.units += 1;
@@ -1482,6 +1525,47 @@ impl Search<'_, '_> {
         bound > floor && bound > top.bar() && top.scored < self.max_scored
     }
 
+    /// Each item's first occurrence after each member's entry: the members and figures of
+    /// every step child, for these members.
+    fn scan_steps(&self, members: &[(u32, u32)]) -> StepScan {
+        let mut scan = StepScan {
+            tally: vec![Tally::default(); self.n_items],
+            found: vec![Vec::new(); self.n_items],
+            touched: Vec::new(),
+        };
+        // 1 + the index of the member that last took each item.
+        let mut seen: Vec<u32> = vec![0; self.n_items];
+        for (k, &(u, pos)) in members.iter().enumerate() {
+            let mark = k as u32 + 1;
+            let range = self.units.events(u as usize);
+            let from = if pos == NONE {
+                range.start
+            } else {
+                pos as usize + 1
+            };
+            for e in from..range.end {
+                for &x in &self.steps[self.step_start[e] as usize..self.step_start[e + 1] as usize]
+                {
+                    let xi = x as usize;
+                    if seen[xi] < mark {
+                        seen[xi] = mark;
+                        if scan.found[xi].is_empty() {
+                            scan.touched.push(x);
+                        }
+                        scan.tally[xi].add(
+                            self.units,
+                            u as usize,
+                            self.units.time[e],
+                            self.units.out_at[e],
+                        );
+                        scan.found[xi].push((u, e as u32));
+                    }
+                }
+            }
+        }
+        scan
+    }
+
     /// Scores and explores the refinements of `pattern` with members `proj`.
     fn grow(&self, pattern: &Pattern, proj: &Projection1, quality: f64) {
         self.top.lock().unwrap().grown += 1;
@@ -1514,50 +1598,29 @@ impl Search<'_, '_> {
             }
         }
         if pattern.steps.len() < self.max_length {
-            let mut tally = vec![Tally::default(); self.n_items];
-            let mut found: Vec<Projection1> = vec![Vec::new(); self.n_items];
-            // 1 + the index of the member that last took each item; items never offered
-            // are taken by no member.
-            let mut seen: Vec<u32> = self
-                .skip
-                .iter()
-                .map(|&s| if s { u32::MAX } else { 0 })
-                .collect();
-            let mut touched = Vec::new();
-            for (k, &(u, pos)) in proj.iter().enumerate() {
-                let mark = k as u32 + 1;
-                let range = self.units.events(u as usize);
-                let from = if pos == NONE {
-                    range.start
-                } else {
-                    pos as usize + 1
-                };
-                for e in from..range.end {
-                    if self.hidden[e] {
-                        continue;
-                    }
-                    for &x in self.units.event_items(e) {
-                        let xi = x as usize;
-                        if seen[xi] < mark {
-                            seen[xi] = mark;
-                            if found[xi].is_empty() {
-                                touched.push(x);
-                            }
-                            tally[xi].add(
-                                self.units,
-                                u as usize,
-                                self.units.time[e],
-                                self.units.out_at[e],
-                            );
-                            found[xi].push((u, e as u32));
-                        }
-                    }
-                }
-            }
-            for x in touched {
+            // The members are scanned in chunks on every core, and the chunks' findings
+            // joined in member order: the same children, in the same order, as one scan
+            // (so the search, and what it finds, does not depend on thread timing).
+            let chunk = proj
+                .len()
+                .div_ceil(2 * rayon::current_num_threads())
+                .max(4096);
+            let scans: Vec<StepScan> = proj.par_chunks(chunk).map(|c| self.scan_steps(c)).collect();
+            let mut all = scans
+                .into_iter()
+                .reduce(|mut all, next| {
+                    all.join(next);
+                    all
+                })
+                .unwrap_or_else(|| self.scan_steps(&[]));
+            for x in std::mem::take(&mut all.touched) {
                 let mut p = pattern.clone();
                 p.steps.push(x);
-                children.push((p, tally[x as usize], std::mem::take(&mut found[x as usize])));
+                children.push((
+                    p,
+                    all.tally[x as usize],
+                    std::mem::take(&mut all.found[x as usize]),
+                ));
             }
         }
         // Children that may take a place are compared with the kept ones (by their
@@ -1593,11 +1656,7 @@ impl Search<'_, '_> {
                 self.grow(&p, &members, floor);
             }
         };
-        if pattern.attrs.is_empty() && pattern.steps.is_empty() {
-            expand.into_par_iter().for_each(run);
-        } else {
-            expand.into_iter().for_each(run);
-        }
+        expand.into_iter().for_each(run);
     }
 }
 
@@ -1935,9 +1994,17 @@ pub fn discover(
         .map(|x| own[x] && vocab.items[x].condition().is_some())
         .collect();
     let guards = Guards::new(&vocab, &guarding);
-    let hidden: Vec<bool> = (0..units.time.len())
-        .map(|e| units.event_items(e).iter().any(|&x| guarding[x as usize]))
-        .collect();
+    // The items the search may take as steps, per event (see [`Search::steps`]).
+    let mut step_start: Vec<u32> = Vec::with_capacity(units.time.len() + 1);
+    let mut steps: Vec<u32> = Vec::new();
+    step_start.push(0);
+    for e in 0..units.time.len() {
+        let items = units.event_items(e);
+        if !items.iter().any(|&x| guarding[x as usize]) {
+            steps.extend(items.iter().filter(|&&x| !skip[x as usize]));
+        }
+        step_start.push(steps.len() as u32);
+    }
     let top = Mutex::new(TopK {
         k: (opts.top * 3).max(30),
         population: &searched_population,
@@ -1945,15 +2012,15 @@ pub fn discover(
         signatures: Default::default(),
         scored: 0,
         bar: BinaryHeap::new(),
-        bar_k: (opts.top * 10).max(100),
+        bar_k: (opts.top * 5).max(50),
         offered: 0,
         grown: 0,
     });
     let search = Search {
         dense: &dense,
         searched: sampled.len(),
-        skip: &skip,
-        hidden: &hidden,
+        steps: &steps,
+        step_start: &step_start,
         keep_outcome_steps: opts.keep_outcome_steps,
         units: &units,
         pop_decided: searched_population.n_decided,

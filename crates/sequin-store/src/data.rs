@@ -196,15 +196,20 @@ impl PropColumn {
             [false, true, false, false, false] => PropColumn::Int(
                 values
                     .iter()
-                    .map(|v| v.and_then(|v| if let Value::Int(i) = v { Some(*i) } else { None }))
+                    .map(|v| {
+                        v.and_then(|v| {
+                            if let Value::Int(i) = v {
+                                Some(*i)
+                            } else {
+                                None
+                            }
+                        })
+                    })
                     .collect(),
             ),
-            [false, _, true, false, false] => PropColumn::Float(
-                values
-                    .iter()
-                    .map(|v| v.and_then(|v| v.as_f64()))
-                    .collect(),
-            ),
+            [false, _, true, false, false] => {
+                PropColumn::Float(values.iter().map(|v| v.and_then(|v| v.as_f64())).collect())
+            }
             [false, false, false, _, false] => {
                 let mut col = StrColumn::default();
                 let mut index = DictBuilder::default();

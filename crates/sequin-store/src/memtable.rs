@@ -666,7 +666,10 @@ impl Memtable {
             .into_iter()
             .map(|(k, mut v)| {
                 v.resize(rows.len(), None);
-                (self.strings.get(k).to_string(), PropColumn::from_value_refs(&v))
+                (
+                    self.strings.get(k).to_string(),
+                    PropColumn::from_value_refs(&v),
+                )
             })
             .collect();
         PartitionData {
