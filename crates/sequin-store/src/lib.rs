@@ -676,7 +676,9 @@ impl Store {
         next.save(&self.dir)?;
         self.manifest = next;
         self.new_links.clear();
-        self.memtable = Memtable::default();
+        // Freeing millions of values takes a while: not on the writer's path.
+        let flushed = std::mem::take(&mut self.memtable);
+        std::thread::spawn(move || drop(flushed));
         self.wal.remove_below(flushed_to)?;
         Ok(())
     }
