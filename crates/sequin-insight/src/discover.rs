@@ -811,135 +811,133 @@ fn encode_partition(part: &PartUnits, cx: &Context<'_>) -> Units {
     for i in 0..part.len() {
         let (key, rows, sigs) = (part.keys[i].as_str(), part.rows(i), part.signals(i));
         let searched = cx.sample.is_none_or(|in_sample| in_sample(key));
-        {
-            let Some(first) = rows.iter().copied().find(|&r| units::is_behaviour(data, r)) else {
-                continue;
-            };
-            let anchor = match cx.base {
-                Some(base) => match base.get(key) {
-                    Some(&t) => t,
-                    None => continue,
-                },
-                None => data.time[first],
-            };
-            out.keys.push(key.to_string());
-            let (verdict, when) = judge.judge_when(data, rows, anchor, cx.observed_until);
-            out.pop_out.push(code(verdict));
-            out.pop_time.push(if verdict == Some(true) {
-                when.unwrap_or(i64::MIN)
-            } else {
-                i64::MAX
-            });
-            let mut last_time = None;
-            let mut last_code = NO;
-            // The unit's events in evaluation order: each signal before the row at its position.
-            let mut next_signal = 0;
-            for k in 0..=rows.len() {
-                let mut here: Vec<Result<usize, &Signal>> = Vec::new();
-                while let Some((_, s)) = sigs.get(next_signal).filter(|(pos, _)| *pos <= k) {
-                    here.push(Err(s));
-                    next_signal += 1;
+        let Some(first) = rows.iter().copied().find(|&r| units::is_behaviour(data, r)) else {
+            continue;
+        };
+        let anchor = match cx.base {
+            Some(base) => match base.get(key) {
+                Some(&t) => t,
+                None => continue,
+            },
+            None => data.time[first],
+        };
+        out.keys.push(key.to_string());
+        let (verdict, when) = judge.judge_when(data, rows, anchor, cx.observed_until);
+        out.pop_out.push(code(verdict));
+        out.pop_time.push(if verdict == Some(true) {
+            when.unwrap_or(i64::MIN)
+        } else {
+            i64::MAX
+        });
+        let mut last_time = None;
+        let mut last_code = NO;
+        // The unit's events in evaluation order: each signal before the row at its position.
+        let mut next_signal = 0;
+        for k in 0..=rows.len() {
+            let mut here: Vec<Result<usize, &Signal>> = Vec::new();
+            while let Some((_, s)) = sigs.get(next_signal).filter(|(pos, _)| *pos <= k) {
+                here.push(Err(s));
+                next_signal += 1;
+            }
+            if let Some(&r) = rows.get(k)
+                && units::is_behaviour(data, r)
+            {
+                here.push(Ok(r));
+            }
+            for ev in here {
+                let t = match ev {
+                    Ok(r) => data.time[r],
+                    Err(s) => s.time,
+                };
+                // Equal times give equal outcomes (the outcome looks strictly after).
+                if last_time != Some(t) {
+                    last_code = code(judge.judge(data, rows, t, cx.observed_until));
+                    last_time = Some(t);
                 }
-                if let Some(&r) = rows.get(k)
-                    && units::is_behaviour(data, r)
-                {
-                    here.push(Ok(r));
-                }
-                for ev in here {
-                    let t = match ev {
-                        Ok(r) => data.time[r],
-                        Err(s) => s.time,
-                    };
-                    // Equal times give equal outcomes (the outcome looks strictly after).
-                    if last_time != Some(t) {
-                        last_code = code(judge.judge(data, rows, t, cx.observed_until));
-                        last_time = Some(t);
-                    }
-                    out.time.push(t);
-                    out.out_at.push(last_code);
-                    let start = out.items.len();
-                    match ev {
-                        _ if !searched => {}
-                        Ok(r) => {
-                            if let Some(n) = name_item[data.name[r] as usize] {
-                                out.items.push(n);
-                                for (col, pi, by_code) in &prop_items[data.name[r] as usize] {
-                                    match col {
-                                        PropColumn::Str(text) => {
-                                            let code = text.keys[r];
-                                            if code != NULL_KEY && by_code[code as usize] != NONE {
-                                                out.items.push(by_code[code as usize]);
-                                            }
+                out.time.push(t);
+                out.out_at.push(last_code);
+                let start = out.items.len();
+                match ev {
+                    _ if !searched => {}
+                    Ok(r) => {
+                        if let Some(n) = name_item[data.name[r] as usize] {
+                            out.items.push(n);
+                            for (col, pi, by_code) in &prop_items[data.name[r] as usize] {
+                                match col {
+                                    PropColumn::Str(text) => {
+                                        let code = text.keys[r];
+                                        if code != NULL_KEY && by_code[code as usize] != NONE {
+                                            out.items.push(by_code[code as usize]);
                                         }
-                                        _ => {
-                                            if let Some(v) = col.get(r) {
-                                                pi.push_items(&v, &mut out.items);
-                                            }
+                                    }
+                                    _ => {
+                                        if let Some(v) = col.get(r) {
+                                            pi.push_items(&v, &mut out.items);
                                         }
                                     }
                                 }
                             }
                         }
-                        Err(s) => {
-                            let name = s.kind.event_name();
-                            if let Some(&n) = cx.vocab.name_item.get(name) {
-                                out.items.push(n);
-                                for pi in cx.vocab.by_name.get(name).into_iter().flatten() {
-                                    if let Some(v) = s.prop(&pi.prop) {
-                                        pi.push_items(v, &mut out.items);
-                                    }
+                    }
+                    Err(s) => {
+                        let name = s.kind.event_name();
+                        if let Some(&n) = cx.vocab.name_item.get(name) {
+                            out.items.push(n);
+                            for pi in cx.vocab.by_name.get(name).into_iter().flatten() {
+                                if let Some(v) = s.prop(&pi.prop) {
+                                    pi.push_items(v, &mut out.items);
                                 }
                             }
                         }
                     }
-                    out.items[start..].sort_unstable();
-                    out.item_start.push(out.items.len() as u32);
                 }
+                out.items[start..].sort_unstable();
+                out.item_start.push(out.items.len() as u32);
             }
-            out.ev_start.push(out.time.len() as u32);
-            let until = *out.pop_time.last().unwrap();
-            let first_event = out.ev_start[out.ev_start.len() - 2] as usize;
-            let mut can = 0u8;
-            for (e, &o) in out.out_at.iter().enumerate().skip(first_event) {
-                if out.time[e] < until {
-                    can |= match o {
-                        YES => 1,
-                        NO => 2,
-                        _ => 0,
-                    };
-                }
-            }
-            can |= match out.pop_out.last() {
-                Some(&YES) => 1,
-                Some(&NO) => 2,
-                _ => 0,
-            };
-            out.can.push(can);
-            // Attributes: the latest known value (traits, then context, then properties).
-            for (cols, map) in attr_cols.iter().filter(|_| searched) {
-                let latest = rows.iter().rev().find_map(|&r| {
-                    cols.iter()
-                        .find(|(c, _)| c.is_present(r))
-                        .map(|(c, by_code)| (*c, by_code, r))
-                });
-                let item = latest.and_then(|(col, by_code, r)| match col {
-                    PropColumn::Str(text) => {
-                        Some(by_code[text.keys[r] as usize]).filter(|&i| i != NONE)
-                    }
-                    _ => col
-                        .get(r)
-                        .as_ref()
-                        .and_then(ValueKey::of)
-                        .and_then(|k| map.get(&k).copied()),
-                });
-                if let Some(i) = item {
-                    out.attrs.push(i);
-                }
-            }
-            let a = out.attr_start[out.attr_start.len() - 1] as usize;
-            out.attrs[a..].sort_unstable();
-            out.attr_start.push(out.attrs.len() as u32);
         }
+        out.ev_start.push(out.time.len() as u32);
+        let until = *out.pop_time.last().unwrap();
+        let first_event = out.ev_start[out.ev_start.len() - 2] as usize;
+        let mut can = 0u8;
+        for (e, &o) in out.out_at.iter().enumerate().skip(first_event) {
+            if out.time[e] < until {
+                can |= match o {
+                    YES => 1,
+                    NO => 2,
+                    _ => 0,
+                };
+            }
+        }
+        can |= match out.pop_out.last() {
+            Some(&YES) => 1,
+            Some(&NO) => 2,
+            _ => 0,
+        };
+        out.can.push(can);
+        // Attributes: the latest known value (traits, then context, then properties).
+        for (cols, map) in attr_cols.iter().filter(|_| searched) {
+            let latest = rows.iter().rev().find_map(|&r| {
+                cols.iter()
+                    .find(|(c, _)| c.is_present(r))
+                    .map(|(c, by_code)| (*c, by_code, r))
+            });
+            let item = latest.and_then(|(col, by_code, r)| match col {
+                PropColumn::Str(text) => {
+                    Some(by_code[text.keys[r] as usize]).filter(|&i| i != NONE)
+                }
+                _ => col
+                    .get(r)
+                    .as_ref()
+                    .and_then(ValueKey::of)
+                    .and_then(|k| map.get(&k).copied()),
+            });
+            if let Some(i) = item {
+                out.attrs.push(i);
+            }
+        }
+        let a = out.attr_start[out.attr_start.len() - 1] as usize;
+        out.attrs[a..].sort_unstable();
+        out.attr_start.push(out.attrs.len() as u32);
     }
     out
 }
@@ -1926,15 +1924,11 @@ pub fn discover(
         .par_iter()
         .map(|part| (0..part.len()).filter(|&i| in_population(part, i)).count())
         .sum();
-    let cut = match opts.search_sample {
-        Some(n) if population_size > n => {
-            Some((n as f64 / population_size as f64 * u64::MAX as f64) as u64)
-        }
-        _ => None,
+    let fraction = match opts.search_sample {
+        Some(n) if population_size > n => n as f64 / population_size as f64,
+        _ => 1.0,
     };
-    let fraction = cut.map_or(1.0, |_| {
-        opts.search_sample.unwrap_or(0) as f64 / population_size as f64
-    });
+    let cut = (fraction < 1.0).then(|| (fraction * u64::MAX as f64) as u64);
     // Counts on the sample are compared with the floor scaled to it.
     let sample_min_units = ((opts.min_units as f64 * fraction).round() as u64).max(5);
     let in_sample = |key: &str| cut.is_none_or(|c| sample_hash(key) <= c);
