@@ -1928,7 +1928,7 @@ pub fn discover(
         Some(n) if population_size > n => n as f64 / population_size as f64,
         _ => 1.0,
     };
-    let cut = (fraction < 1.0).then(|| (fraction * u64::MAX as f64) as u64);
+    let cut = (fraction < 1.0).then_some((fraction * u64::MAX as f64) as u64);
     // Counts on the sample are compared with the floor scaled to it.
     let sample_min_units = ((opts.min_units as f64 * fraction).round() as u64).max(5);
     let in_sample = |key: &str| cut.is_none_or(|c| sample_hash(key) <= c);
