@@ -44,6 +44,11 @@ impl Ingestor {
         live: Option<Arc<Live>>,
     ) -> Ingestor {
         let (tx, rx) = mpsc::channel::<(Vec<Event>, Reply)>();
+        let flush_pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "sequin-flush".into())
+            .build()
+            .expect("the flush thread starts");
         std::thread::Builder::new()
             .name("sequin-writer".into())
             .spawn(move || {
@@ -98,12 +103,17 @@ impl Ingestor {
                             }
                         }
                     }
-                    if let Err(e) = guard.flush_if_full() {
-                        eprintln!(
-                            "sequin serve: flush to history failed (events stay in the log): {e}"
-                        );
-                    }
+                    let job = if guard.memtable_full() {
+                        guard.start_flush()
+                    } else {
+                        Ok(None)
+                    };
                     drop(guard);
+                    match job {
+                        Ok(Some(job)) => flush_in_background(&store, &flush_pool, job),
+                        Ok(None) => {}
+                        Err(e) => report_flush_error(&e),
+                    }
                     if let Some(b) = barrier {
                         let _ = b.send(Ok(AppendOutcome::default()));
                     }
@@ -129,6 +139,29 @@ impl Ingestor {
             .map_err(|_| ApiError::Internal("the writer has stopped".into()))?
             .map_err(|e| ApiError::Internal(format!("store: {e}")))
     }
+}
+
+/// Writes a frozen memtable to history off the writer's path: acknowledgements go on
+/// meanwhile. The job runs on a pool of one thread of its own, so that its parallel steps
+/// never queue ahead of the writer's work on the global pool.
+fn flush_in_background(
+    store: &Arc<Mutex<Store>>,
+    pool: &rayon::ThreadPool,
+    job: sequin_store::FlushJob,
+) {
+    let store = store.clone();
+    // Parallel iterators inside the job run on the pool they are called from.
+    pool.spawn(move || {
+        let written = job.write();
+        let installed = store.lock().expect("store lock").finish_flush(written);
+        if let Err(e) = installed {
+            report_flush_error(&e);
+        }
+    });
+}
+
+fn report_flush_error(e: &sequin_store::StoreError) {
+    eprintln!("sequin serve: flush to history failed (events stay in the log): {e}");
 }
 
 pub(crate) fn check_write_key(headers: &HeaderMap, key: &str) -> Result<(), ApiError> {

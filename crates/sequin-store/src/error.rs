@@ -38,6 +38,9 @@ pub enum StoreError {
     /// numbers (a bulk import), so they cannot be told apart from older ones.
     #[error("history file {0} holds no arrival numbers: the log tail cannot be read from it")]
     TailUnavailable(String),
+    /// A flush was asked for while a background flush job is still out.
+    #[error("a flush of this store is already running; finish it first")]
+    FlushRunning,
 }
 
 impl StoreError {

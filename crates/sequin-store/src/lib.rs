@@ -140,6 +140,9 @@ pub struct Store {
     manifest: Manifest,
     wal: Wal,
     memtable: Memtable,
+    /// A memtable taken out of intake to be written to history (see [`FlushJob`]). Reads
+    /// still see its events until its runs are in the manifest.
+    frozen: Option<Frozen>,
     identity: Identity,
     /// Links made since the last flush (persisted to the identity file at flush).
     new_links: Vec<(String, String)>,
@@ -187,7 +190,8 @@ impl RunCache {
 
 /// A sliding window of the last [`RecentIds::CAPACITY`] accepted message ids (as 128-bit
 /// hashes): a duplicate arriving within it is dropped on arrival, even after the first copy
-/// was flushed; an older duplicate is dropped when history is compacted.
+/// was flushed; an older duplicate is dropped when history is compacted. It never forgets an
+/// id whose event is not flushed yet: it is the only duplicate check for the memtables.
 #[derive(Default)]
 struct RecentIds {
     set: rustc_hash::FxHashSet<u128>,
@@ -201,18 +205,26 @@ impl RecentIds {
         xxhash_rust::xxh3::xxh3_128(id.as_bytes())
     }
 
-    fn contains(&self, id: &str) -> bool {
-        !self.set.is_empty() && self.set.contains(&Self::hash(id))
+    /// Adds an id by its hash; false if it is held already. Past the capacity the oldest id
+    /// leaves, unless fewer than `unflushed` (the events not yet in history) are held.
+    fn insert(&mut self, h: u128, unflushed: usize) -> bool {
+        if !self.set.insert(h) {
+            return false;
+        }
+        self.order.push_back(h);
+        if self.order.len() > Self::CAPACITY.max(unflushed)
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
     }
 
-    fn insert(&mut self, id: &str) {
-        let h = Self::hash(id);
-        if self.set.insert(h) {
-            self.order.push_back(h);
-            if self.order.len() > Self::CAPACITY
-                && let Some(old) = self.order.pop_front()
-            {
-                self.set.remove(&old);
+    /// Takes back the `n` newest ids (their events were not accepted after all).
+    fn forget_newest(&mut self, n: usize) {
+        for _ in 0..n {
+            if let Some(h) = self.order.pop_back() {
+                self.set.remove(&h);
             }
         }
     }
@@ -220,10 +232,94 @@ impl RecentIds {
 
 const IDENTITY: &str = "identity.jsonl";
 
-/// Puts an event into the memtable unless its message id was accepted already (in the
-/// window or in the memtable). Returns whether it went in.
-fn push_new(memtable: &mut Memtable, recent: &RecentIds, e: &Event, seq: u64) -> bool {
-    !e.message_id.as_deref().is_some_and(|m| recent.contains(m)) && memtable.push(e, seq)
+/// A memtable frozen for flushing, and what installing its runs needs.
+struct Frozen {
+    memtable: std::sync::Arc<Memtable>,
+    /// Every event below this sequence number is in it or already in history.
+    flushed_to: u64,
+    /// The identity links its events made (persisted with its runs).
+    links: Vec<(String, String)>,
+    /// A [`FlushJob`] for it is out; none other may start.
+    in_flight: bool,
+}
+
+/// Writing a frozen memtable to history runs: the slow part of a flush, which needs no
+/// access to the [`Store`], so that a server keeps accepting events meanwhile. Made by
+/// [`Store::start_flush`]; its result goes back to [`Store::finish_flush`].
+pub struct FlushJob {
+    memtable: std::sync::Arc<Memtable>,
+    units: memtable::UnitMap,
+    links: Vec<(String, String)>,
+    dir: PathBuf,
+    partitions: usize,
+    keep_arrival: bool,
+    run: u64,
+}
+
+/// The runs a [`FlushJob`] wrote.
+pub struct FlushedRuns {
+    runs: Vec<Run>,
+}
+
+impl FlushJob {
+    /// Writes the runs (one per partition with events), syncs them, and persists the
+    /// identity links. Nothing is visible to readers until [`Store::finish_flush`].
+    /// Parallel work runs on the ambient rayon pool.
+    pub fn write(self) -> Result<FlushedRuns, StoreError> {
+        let trace = std::env::var_os("SEQUIN_TRACE").is_some();
+        let t0 = std::time::Instant::now();
+        let parts = self.memtable.to_partitions(&self.units, self.partitions);
+        if trace {
+            eprintln!(
+                "flush: sorted {} events in {:?}",
+                self.memtable.len(),
+                t0.elapsed()
+            );
+        }
+        let (dir, run, keep_arrival) = (&self.dir, self.run, self.keep_arrival);
+        let runs: Vec<Run> = parts
+            .into_par_iter()
+            .map(|(p, data)| {
+                let file = format!("history/p{p:03}/r{run:08}.parquet");
+                history::write_run(&dir.join(&file), &data, keep_arrival)?;
+                Ok(Run {
+                    partition: p,
+                    file,
+                    rows: data.len() as u64,
+                    min_time: data.time.iter().copied().min().unwrap_or(0),
+                    max_time: data.time.iter().copied().max().unwrap_or(0),
+                    max_seq: data.seq.iter().copied().max(),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        if trace {
+            eprintln!("flush: wrote runs at {:?}", t0.elapsed());
+        }
+        for p in runs
+            .iter()
+            .map(|r| r.partition)
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            wal::sync_dir(&dir.join(format!("history/p{p:03}")))?;
+        }
+        // A retried job appends its links again: reloading ignores a repeated link.
+        if !self.links.is_empty() {
+            let path = dir.join(IDENTITY);
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .at(&path)?;
+            let mut buf = Vec::new();
+            for link in &self.links {
+                serde_json::to_writer(&mut buf, link).expect("strings serialize");
+                buf.push(b'\n');
+            }
+            f.write_all(&buf).at(&path)?;
+            f.sync_all().at(&path)?;
+        }
+        Ok(FlushedRuns { runs })
+    }
 }
 
 impl Store {
@@ -284,6 +380,7 @@ impl Store {
             manifest: manifest.clone(),
             wal,
             memtable: Memtable::default(),
+            frozen: None,
             identity,
             new_links: Vec::new(),
             memtable_bytes: opts.memtable_bytes,
@@ -330,7 +427,7 @@ impl Store {
         // Oldest first, so the window evicts them first.
         for dict in batches.into_iter().rev() {
             for id in &dict {
-                self.recent.insert(id);
+                self.recent.insert(RecentIds::hash(id), 0);
             }
         }
         Ok(())
@@ -353,22 +450,24 @@ impl Store {
 
     /// Events accepted but not yet flushed to history.
     pub fn unflushed(&self) -> usize {
-        self.memtable.len()
+        self.memtable.len() + self.frozen.as_ref().map_or(0, |f| f.memtable.len())
     }
 
-    /// Adds an accepted event to the memtable and the identity map. Returns whether it was
-    /// new (not a duplicate message id) and whether it made a new identity link.
-    fn accept(&mut self, e: &Event, seq: u64) -> (bool, bool) {
-        let new = push_new(&mut self.memtable, &self.recent, e, seq);
-        (new, new && self.note_accepted(e))
-    }
-
-    /// What follows an event's entry into the memtable: its message id joins the window
-    /// and its identity link (if any) is made. Returns whether the link is new.
-    fn note_accepted(&mut self, e: &Event) -> bool {
-        if let Some(m) = &e.message_id {
-            self.recent.insert(m);
+    /// Adds an event replayed from the log to the memtable and the identity map, unless
+    /// its message id was accepted already.
+    fn accept(&mut self, e: &Event, seq: u64) {
+        if let Some(m) = &e.message_id
+            && !self.recent.insert(RecentIds::hash(m), self.unflushed() + 1)
+        {
+            return;
         }
+        self.memtable.push(e, seq);
+        self.link_identity(e);
+    }
+
+    /// Makes the identity link an accepted event states, if any. Returns whether the link
+    /// is new.
+    fn link_identity(&mut self, e: &Event) -> bool {
         if let Some((from, to)) = e.identity_link()
             && self.identity.link(from, to)
         {
@@ -429,18 +528,21 @@ impl Store {
             events.len(),
             "sizes must add up to the events"
         );
-        // Duplicates of already-accepted messages are not logged; duplicates inside this
-        // batch are, harmlessly (the memtable drops them here and again on replay).
+        // Duplicates of accepted messages, and repeats inside this batch, are dropped
+        // before they are logged. The window takes the new ids now (hashed once), and gives
+        // them back if the log write fails.
         let mut kept = Vec::with_capacity(events.len());
-        let mut kept_group = Vec::with_capacity(events.len());
+        let mut new_ids = 0;
+        let unflushed = self.unflushed() + events.len();
         for (e, g) in events.into_iter().zip(group_of) {
-            if e.message_id
-                .as_deref()
-                .is_none_or(|m| !self.memtable.seen_message(m) && !self.recent.contains(m))
-            {
-                kept.push(e);
-                kept_group.push(g);
+            if let Some(m) = &e.message_id {
+                if !self.recent.insert(RecentIds::hash(m), unflushed) {
+                    continue;
+                }
+                new_ids += 1;
             }
+            outcomes[g].accepted += 1;
+            kept.push(e);
         }
         let first = self.manifest.next_seq;
         // The log write and sync run beside the memtable's intake (two cores at work on
@@ -448,8 +550,8 @@ impl Store {
         // fails the intake is rolled back, so only durable events are ever visible.
         let rows_before = self.memtable.len();
         let bytes_before = self.memtable.approx_bytes();
-        let (wal, memtable, recent) = (&mut self.wal, &mut self.memtable, &self.recent);
-        let (logged, new): (Result<(), StoreError>, Vec<bool>) = rayon::join(
+        let (wal, memtable) = (&mut self.wal, &mut self.memtable);
+        let (logged, ()) = rayon::join(
             || {
                 if kept.is_empty() {
                     return Ok(());
@@ -458,34 +560,31 @@ impl Store {
                 wal.sync()
             },
             || {
-                kept.iter()
-                    .enumerate()
-                    .map(|(i, e)| push_new(memtable, recent, e, first + i as u64))
-                    .collect()
+                for (i, e) in kept.iter().enumerate() {
+                    memtable.push(e, first + i as u64);
+                }
             },
         );
         if let Err(e) = logged {
             self.memtable.truncate(rows_before, bytes_before);
+            self.recent.forget_newest(new_ids);
             return Err(e);
         }
         self.manifest.next_seq += kept.len() as u64;
         let mut accepted = Vec::with_capacity(if hand_back { kept.len() } else { 0 });
-        for (i, ((e, &g), new)) in kept.into_iter().zip(&kept_group).zip(new).enumerate() {
-            if new {
-                let linked = self.note_accepted(&e);
-                outcomes[g].accepted += 1;
-                if !hand_back {
-                    continue;
-                }
-                if let Some(key) = e.unit_key() {
-                    let unit = self.identity.resolve(key).to_string();
-                    accepted.push(Accepted {
-                        seq: first + i as u64,
-                        unit,
-                        linked,
-                        event: e,
-                    });
-                }
+        for (i, e) in kept.into_iter().enumerate() {
+            let linked = self.link_identity(&e);
+            if !hand_back {
+                continue;
+            }
+            if let Some(key) = e.unit_key() {
+                let unit = self.identity.resolve(key).to_string();
+                accepted.push(Accepted {
+                    seq: first + i as u64,
+                    unit,
+                    linked,
+                    event: e,
+                });
             }
         }
         for (o, &n) in outcomes.iter_mut().zip(sizes) {
@@ -497,11 +596,16 @@ impl Store {
     /// Flushes when the memtable has reached its size. Separate from appending: a failed
     /// flush must not make durable, accepted events look refused.
     pub fn flush_if_full(&mut self) -> Result<bool, StoreError> {
-        if self.memtable.approx_bytes() >= self.memtable_bytes {
+        if self.memtable_full() {
             self.flush()?;
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Has the memtable reached the size at which it should be flushed?
+    pub fn memtable_full(&self) -> bool {
+        self.memtable.approx_bytes() >= self.memtable_bytes
     }
 
     /// Every accepted event with an arrival number of at least `from`, in arrival order,
@@ -528,8 +632,11 @@ impl Store {
                 }
             }
         }
-        for (seq, event) in self.memtable.events_from(from) {
-            out.extend(self.accepted(seq, event));
+        let frozen = self.frozen.as_ref().map(|f| &*f.memtable);
+        for memtable in frozen.into_iter().chain([&self.memtable]) {
+            for (seq, event) in memtable.events_from(from) {
+                out.extend(self.accepted(seq, event));
+            }
         }
         out.sort_by_key(|a| a.seq);
         Ok(out)
@@ -589,6 +696,9 @@ impl Store {
                 }
             }
         }
+        if let Some(f) = &self.frozen {
+            events.extend(f.memtable.events_of(&ids));
+        }
         events.extend(self.memtable.events_of(&ids));
         events.sort_by_key(|(seq, e)| (e.time, *seq));
         Ok((
@@ -597,89 +707,83 @@ impl Store {
         ))
     }
 
-    /// Writes the memtable to new history runs and drops the log it covered.
+    /// Writes the memtable to new history runs and drops the log it covered (first a
+    /// memtable left frozen by a failed [`FlushJob`], if any).
     pub fn flush(&mut self) -> Result<(), StoreError> {
-        if self.memtable.is_empty() {
-            return Ok(());
+        if self.frozen.as_ref().is_some_and(|f| f.in_flight) {
+            return Err(StoreError::FlushRunning);
         }
-        let flushed_to = self.manifest.next_seq;
-        self.wal.rotate(flushed_to)?;
-        let t0 = std::time::Instant::now();
-        let parts = self
-            .memtable
-            .to_partitions(&self.identity, self.manifest.partitions);
-        if std::env::var_os("SEQUIN_TRACE").is_some() {
-            eprintln!(
-                "flush: sorted {} events in {:?}",
-                self.memtable.len(),
-                t0.elapsed()
-            );
+        while let Some(job) = self.start_flush()? {
+            let written = job.write();
+            self.finish_flush(written)?;
         }
-        let base_run = self.manifest.next_run;
-        let dir = self.dir.clone();
-        let keep_arrival = self.keep_arrival;
-        let runs: Vec<Run> = parts
-            .into_par_iter()
-            .map(|(p, data)| {
-                let file = format!("history/p{p:03}/r{base_run:08}.parquet");
-                history::write_run(&dir.join(&file), &data, keep_arrival)?;
-                Ok(Run {
-                    partition: p,
-                    file,
-                    rows: data.len() as u64,
-                    min_time: data.time.iter().copied().min().unwrap_or(0),
-                    max_time: data.time.iter().copied().max().unwrap_or(0),
-                    max_seq: data.seq.iter().copied().max(),
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        if std::env::var_os("SEQUIN_TRACE").is_some() {
-            eprintln!("flush: wrote runs at {:?}", t0.elapsed());
-        }
-        for p in runs
-            .iter()
-            .map(|r| r.partition)
-            .collect::<std::collections::BTreeSet<_>>()
-        {
-            let d = self.dir.join(format!("history/p{p:03}"));
-            wal::sync_dir(&d)?;
-        }
-        if !self.new_links.is_empty() {
-            let path = self.dir.join(IDENTITY);
-            let mut f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .at(&path)?;
-            let mut buf = Vec::new();
-            for link in &self.new_links {
-                serde_json::to_writer(&mut buf, link).expect("strings serialize");
-                buf.push(b'\n');
+        Ok(())
+    }
+
+    /// Freezes the memtable for flushing and hands back the job that writes it; intake
+    /// goes on into a fresh memtable. `None` when there is nothing to flush or a job is
+    /// already out. A memtable whose job failed is frozen still: the next call retries it.
+    pub fn start_flush(&mut self) -> Result<Option<FlushJob>, StoreError> {
+        match &self.frozen {
+            Some(f) if f.in_flight => return Ok(None),
+            Some(_) => {}
+            None if self.memtable.is_empty() => return Ok(None),
+            None => {
+                let flushed_to = self.manifest.next_seq;
+                // The log from here on goes to a segment of its own, which outlives the
+                // flush; the older ones are deleted once its runs are installed.
+                self.wal.rotate(flushed_to)?;
+                self.frozen = Some(Frozen {
+                    memtable: std::sync::Arc::new(std::mem::take(&mut self.memtable)),
+                    flushed_to,
+                    links: std::mem::take(&mut self.new_links),
+                    in_flight: false,
+                });
             }
-            f.write_all(&buf).at(&path)?;
-            f.sync_all().at(&path)?;
         }
+        let frozen = self.frozen.as_mut().expect("frozen above");
+        frozen.in_flight = true;
+        Ok(Some(FlushJob {
+            memtable: frozen.memtable.clone(),
+            units: frozen.memtable.unit_map(&self.identity),
+            links: frozen.links.clone(),
+            dir: self.dir.clone(),
+            partitions: self.manifest.partitions,
+            keep_arrival: self.keep_arrival,
+            run: self.manifest.next_run,
+        }))
+    }
+
+    /// Installs what a [`FlushJob`] wrote: its runs join the manifest, the frozen memtable
+    /// and the log it covered are dropped. A failed job leaves the memtable frozen (its
+    /// events stay readable and in the log) for the next [`Store::start_flush`].
+    pub fn finish_flush(
+        &mut self,
+        written: Result<FlushedRuns, StoreError>,
+    ) -> Result<(), StoreError> {
+        let frozen = self.frozen.as_mut().expect("a flush job is out");
+        frozen.in_flight = false;
+        let runs = written?.runs;
         let mut next = self.manifest.clone();
         // Runs flushed before this one may hold events of ids linked just now.
         let had_history: std::collections::BTreeSet<usize> =
             next.runs.iter().map(|r| r.partition).collect();
-        for (from, _) in &self.new_links {
+        for (from, _) in &frozen.links {
             let p = (unit_hash(from) % next.partitions as u64) as usize;
             if had_history.contains(&p) {
                 next.rekey.push(from.clone());
             }
         }
-        next.identity_links += self.new_links.len() as u64;
+        next.identity_links += frozen.links.len() as u64;
         next.runs.extend(runs);
         next.next_run += 1;
-        next.flushed_seq = flushed_to;
+        next.flushed_seq = frozen.flushed_to;
         next.save(&self.dir)?;
         self.manifest = next;
-        self.new_links.clear();
+        let frozen = self.frozen.take().expect("frozen above");
         // Freeing millions of values takes a while: not on the writer's path.
-        let flushed = std::mem::take(&mut self.memtable);
-        std::thread::spawn(move || drop(flushed));
-        self.wal.remove_below(flushed_to)?;
+        std::thread::spawn(move || drop(frozen));
+        self.wal.remove_below(self.manifest.flushed_seq)?;
         Ok(())
     }
 
@@ -780,15 +884,25 @@ impl Store {
 
     /// A consistent view for reading: history runs plus the memtable as of now.
     pub fn reader(&self) -> StoreReader {
-        let mem = self
-            .memtable
-            .to_partitions(&self.identity, self.manifest.partitions);
-        let mut memtable = vec![None; self.manifest.partitions];
-        for (p, d) in mem {
-            memtable[p] = Some(d);
+        let n = self.manifest.partitions;
+        let mut memtable: Vec<Option<PartitionData>> = vec![None; n];
+        let frozen = self.frozen.as_ref().map(|f| &*f.memtable);
+        // The frozen memtable's events arrived before the live one's: merged in that order.
+        for m in frozen.into_iter().chain([&self.memtable]) {
+            for (p, d) in m.to_partitions(&m.unit_map(&self.identity), n) {
+                memtable[p] = Some(match memtable[p].take() {
+                    Some(earlier) => PartitionData::merge(vec![earlier, d]),
+                    None => d,
+                });
+            }
         }
         let mut pending: Vec<String> = self.manifest.rekey.clone();
-        pending.extend(self.new_links.iter().map(|(from, _)| from.clone()));
+        let frozen_links = self.frozen.iter().flat_map(|f| &f.links);
+        pending.extend(
+            frozen_links
+                .chain(&self.new_links)
+                .map(|(from, _)| from.clone()),
+        );
         StoreReader {
             dir: self.dir.clone(),
             manifest: self.manifest.clone(),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 
 use rayon::prelude::*;
 
@@ -128,6 +128,54 @@ impl<T> std::ops::IndexMut<usize> for Chunked<T> {
     }
 }
 
+/// Message ids, kept apart from the interner: they are (nearly) all distinct, so interning
+/// them would cost a hash-table insert and two allocations each and share nothing. Each is
+/// copied into large text blocks and found by its ordinal.
+#[derive(Default)]
+struct MessageIds {
+    blocks: Vec<String>,
+    /// Per id: its block, start and length.
+    at: Chunked<(u32, u32, u32)>,
+}
+
+impl MessageIds {
+    const BLOCK: usize = 1 << 20;
+
+    /// Stores `id`; returns its ordinal.
+    fn push(&mut self, id: &str) -> u32 {
+        let fits = self
+            .blocks
+            .last()
+            .is_some_and(|b| b.len() + id.len() <= b.capacity());
+        if !fits {
+            self.blocks
+                .push(String::with_capacity(Self::BLOCK.max(id.len())));
+        }
+        let block = self.blocks.len() - 1;
+        let text = &mut self.blocks[block];
+        self.at
+            .push((block as u32, text.len() as u32, id.len() as u32));
+        text.push_str(id);
+        self.at.len() as u32 - 1
+    }
+
+    fn get(&self, ordinal: u32) -> &str {
+        let (block, start, len) = self.at[ordinal as usize];
+        &self.blocks[block as usize][start as usize..(start + len) as usize]
+    }
+
+    /// Keeps the first `n` ids.
+    fn truncate(&mut self, n: usize) {
+        if n >= self.at.len() {
+            return;
+        }
+        let (block, start, _) = self.at[n];
+        self.blocks.truncate(block as usize + 1);
+        self.blocks[block as usize].truncate(start as usize);
+        self.at.truncate(n);
+    }
+}
+
 /// Contiguous copies of the memtable's row columns, for the flush's random access.
 struct Flat {
     /// What every row has, side by side: one cache miss per row when gathering at random.
@@ -151,6 +199,11 @@ impl Flat {
     }
 }
 
+/// Which interned unit keys of a memtable stand for another unit (identity links), and
+/// the canonical id of each; keys not in it are their own unit. See [`Memtable::unit_map`].
+#[derive(Debug, Default)]
+pub struct UnitMap(HashMap<u32, String>);
+
 /// Accepted, not yet flushed events.
 #[derive(Default)]
 pub struct Memtable {
@@ -163,7 +216,8 @@ pub struct Memtable {
     prop_end: Chunked<u32>,
     prop_key: Chunked<u32>,
     prop_val: Chunked<Value>,
-    message_ids: HashSet<u32>,
+    /// The message ids; `ids[MESSAGE]` holds ordinals into it, not interned strings.
+    messages: MessageIds,
     /// Rows of each unit key (user id, else anonymous id), for reading one user back, as
     /// chains through the rows: the last row of each interned key (indexed by the key's id)
     /// and, per row, the previous row with the same key. No allocation per key.
@@ -192,23 +246,11 @@ impl Memtable {
         self.bytes
     }
 
-    /// Has an event with this message id been accepted since the last flush?
-    pub fn seen_message(&self, id: &str) -> bool {
-        self.strings
-            .index
-            .get(id)
-            .is_some_and(|k| self.message_ids.contains(k))
-    }
-
-    /// Adds an event. Returns false (and adds nothing) for a message id already held.
-    pub fn push(&mut self, e: &Event, seq: u64) -> bool {
-        if let Some(m) = &e.message_id {
-            let k = self.strings.intern(m);
-            if !self.message_ids.insert(k) {
-                return false;
-            }
-        }
+    /// Adds an event. Duplicate message ids are the caller's to drop (the store's window of
+    /// recent ids covers every unflushed event).
+    pub fn push(&mut self, e: &Event, seq: u64) {
         let before = self.strings.strings.len();
+        let mut message_bytes = 0;
         self.kind.push(e.kind as u8);
         let n = self.strings.intern(&e.name);
         self.name.push(n);
@@ -220,11 +262,15 @@ impl Memtable {
             &e.previous_id,
             &e.session_id,
             &e.conversation_id,
-            &e.message_id,
         ];
         for (col, v) in self.ids.iter_mut().zip(vals) {
             col.push(self.strings.opt(v.as_deref()));
         }
+        let message = e.message_id.as_deref().map_or(NULL_KEY, |m| {
+            message_bytes = m.len() + 12;
+            self.messages.push(m)
+        });
+        self.ids[MESSAGE].push(message);
         let row = self.time.len() as u32 - 1;
         let key = match self.ids[USER][row as usize] {
             NULL_KEY => self.ids[ANON][row as usize],
@@ -240,7 +286,7 @@ impl Memtable {
             prev = std::mem::replace(&mut self.last_row_of_key[k], row);
         }
         self.prev_row_same_key.push(prev);
-        let mut prop_bytes = 0;
+        let mut prop_bytes = message_bytes;
         let mut key_buf = String::new();
         for (ns, list) in [("p.", &e.properties), ("c.", &e.context), ("t.", &e.traits)] {
             for (k, v) in list {
@@ -263,7 +309,6 @@ impl Memtable {
             .map(|s| s.len() * 2 + 48)
             .sum();
         self.bytes += 8 + 4 + 1 + 24 + 4 + 8 + prop_bytes + new_strings;
-        true
     }
 
     /// Drops the rows from `rows` on, as if they had never been pushed (their interned
@@ -278,9 +323,12 @@ impl Memtable {
             if key != NULL_KEY {
                 self.last_row_of_key[key as usize] = self.prev_row_same_key[r];
             }
-            if self.ids[MESSAGE][r] != NULL_KEY {
-                self.message_ids.remove(&self.ids[MESSAGE][r]);
-            }
+        }
+        if let Some(first) = (rows..self.len())
+            .map(|r| self.ids[MESSAGE][r])
+            .find(|&m| m != NULL_KEY)
+        {
+            self.messages.truncate(first as usize);
         }
         let props = if rows == 0 {
             0
@@ -331,7 +379,7 @@ impl Memtable {
         let mut out = Vec::with_capacity(rows.len());
         let id = |c: usize, r: usize| match self.ids[c][r] {
             NULL_KEY => None,
-            k => Some(self.strings.get(k).to_string()),
+            k => Some(self.id_text(c, k).to_string()),
         };
         for r in rows {
             let r = r as usize;
@@ -366,6 +414,15 @@ impl Memtable {
             out.push((self.seq[r], e));
         }
         out
+    }
+
+    /// The text of value `k` of id column `c`.
+    fn id_text(&self, c: usize, k: u32) -> &str {
+        if c == MESSAGE {
+            self.messages.get(k)
+        } else {
+            self.strings.get(k)
+        }
     }
 
     /// The columns that sorting and gathering read at random, copied into contiguous
@@ -413,13 +470,30 @@ impl Memtable {
         }
     }
 
+    /// The units of the held rows under `identity`: every unit key (user id, else
+    /// anonymous id) that a link makes another unit. Taken when the memtable is frozen, so
+    /// that writing it to history needs no access to the live identity map.
+    pub fn unit_map(&self, identity: &Identity) -> UnitMap {
+        let mut map = HashMap::default();
+        if identity.is_empty() {
+            return UnitMap(map);
+        }
+        for (k, &last) in self.last_row_of_key.iter().enumerate() {
+            if last == NULL_KEY {
+                continue;
+            }
+            let own = self.strings.get(k as u32);
+            let canon = identity.resolve(own);
+            if canon != own {
+                map.insert(k as u32, canon.to_string());
+            }
+        }
+        UnitMap(map)
+    }
+
     /// Sorts the held events into per-partition data, resolving each event's unit through
     /// `identity`. Returns `(partition, data)` for every non-empty partition.
-    pub fn to_partitions(
-        &self,
-        identity: &Identity,
-        partitions: usize,
-    ) -> Vec<(usize, PartitionData)> {
+    pub fn to_partitions(&self, units: &UnitMap, partitions: usize) -> Vec<(usize, PartitionData)> {
         let rows = self.len();
         if rows == 0 {
             return Vec::new();
@@ -442,21 +516,19 @@ impl Memtable {
             } else {
                 f.id(ANON, r)
             };
-            if identity.is_empty() {
+            if units.0.is_empty() {
                 row_unit.push(k);
                 continue;
             }
-            let c = *canon_of.entry(k).or_insert_with(|| {
-                let own = self.strings.get(k);
-                let canon = identity.resolve(own);
-                if canon == own {
-                    k
-                } else if let Some(&id) = self.strings.index.get(canon) {
-                    id
-                } else {
-                    extra.push(canon.to_string());
-                    n + extra.len() as u32 - 1
-                }
+            let c = *canon_of.entry(k).or_insert_with(|| match units.0.get(&k) {
+                None => k,
+                Some(canon) => match self.strings.index.get(canon.as_str()) {
+                    Some(&id) => id,
+                    None => {
+                        extra.push(canon.clone());
+                        n + extra.len() as u32 - 1
+                    }
+                },
             });
             row_unit.push(c);
         }
@@ -639,7 +711,7 @@ impl Memtable {
                     k => {
                         let next = local.len() as u32;
                         *local.entry(k).or_insert_with(|| {
-                            col.dict.push(self.strings.get(k).to_string());
+                            col.dict.push(self.id_text(c, k).to_string());
                             next
                         })
                     }
@@ -702,9 +774,9 @@ mod tests {
             events.push(e);
         }
         for (i, e) in events.iter().enumerate() {
-            assert!(m.push(e, i as u64));
+            m.push(e, i as u64);
         }
-        let parts = m.to_partitions(&Identity::default(), 4);
+        let parts = m.to_partitions(&UnitMap::default(), 4);
         let mut total = 0;
         for (p, mut data) in parts {
             // Each row keeps the sequence number it was pushed with.
@@ -739,29 +811,49 @@ mod tests {
             e
         };
         for i in 0..5 {
-            assert!(m.push(&event(i), i as u64));
+            m.push(&event(i), i as u64);
         }
         let bytes = m.approx_bytes();
         for i in 5..9 {
-            assert!(m.push(&event(i), i as u64));
+            m.push(&event(i), i as u64);
         }
         m.truncate(5, bytes);
         assert_eq!((m.len(), m.approx_bytes()), (5, bytes));
-        // The dropped message ids are free again, the kept ones are not.
-        assert!(m.push(&event(6), 6));
-        assert!(!m.push(&event(4), 7));
+        m.push(&event(6), 6);
         let rows: Vec<u64> = m.events_of(&["u0"]).iter().map(|(s, _)| *s).collect();
         assert_eq!(rows, [0, 3, 6]);
+        assert_eq!(m.events_from(3)[0].1, event(3));
         assert_eq!(m.events_from(5)[0].1, event(6));
     }
 
     #[test]
-    fn duplicate_message_ids_are_dropped() {
+    fn message_ids_read_back_across_text_blocks() {
         let mut m = Memtable::default();
-        let mut e = Event::new("u", 1, "x");
-        e.message_id = Some("m".into());
-        assert!(m.push(&e, 0));
-        assert!(!m.push(&e, 1));
-        assert_eq!(m.len(), 1);
+        let long = "x".repeat(MessageIds::BLOCK + 5);
+        let ids: Vec<Option<String>> = (0..2000)
+            .map(|i| match i % 4 {
+                0 => None,
+                1 if i == 1001 => Some(long.clone()),
+                _ => Some(format!("message-{i}-{}", "y".repeat(i % 700))),
+            })
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            let mut e = Event::new("u", i as i64, "x");
+            e.message_id = id.clone();
+            m.push(&e, i as u64);
+        }
+        assert!(m.messages.blocks.len() > 2);
+        let back: Vec<Option<String>> = m
+            .events_from(0)
+            .into_iter()
+            .map(|(_, e)| e.message_id)
+            .collect();
+        assert_eq!(back, ids);
+        let (_, data) = m.to_partitions(&UnitMap::default(), 1).remove(0);
+        let col = &data.ids["message_id"];
+        let flushed: Vec<Option<String>> = (0..data.len())
+            .map(|r| col.get(r).map(str::to_string))
+            .collect();
+        assert_eq!(flushed, ids);
     }
 }

@@ -1,7 +1,7 @@
 //! Store behaviour across flushes, compaction and reopening.
 
 use sequin_core::{Event, MessageKind};
-use sequin_store::{EventSource, MemorySource, Projection, Store, StoreOptions};
+use sequin_store::{EventSource, MemorySource, Projection, Store, StoreError, StoreOptions};
 
 fn opts() -> StoreOptions {
     StoreOptions {
@@ -276,4 +276,94 @@ fn reopening_after_a_crash_mid_flush_keeps_the_live_log_segment() {
         .map(|(_, e)| e.message_id.unwrap())
         .collect();
     assert_eq!(ids, (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>());
+}
+
+/// A server flushes in the background: the memtable is frozen, written by a job that needs
+/// no store, and installed after. Meanwhile intake goes on, duplicates of frozen events are
+/// still dropped, and every read sees each accepted event once; a failed job leaves its
+/// events readable and is retried; after a reopen nothing is lost or doubled.
+#[test]
+fn a_background_flush_keeps_every_event_readable_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mk = |u: &str, t: i64| {
+        let mut e = anon(u, t, &format!("e{t}"));
+        e.message_id = Some(format!("m{t}"));
+        e
+    };
+    let identify = |anon_id: &str, user: &str, t: i64| {
+        let mut e = Event::new(user, t, "identify");
+        e.kind = MessageKind::Identify;
+        e.anonymous_id = Some(anon_id.into());
+        e.message_id = Some(format!("m{t}"));
+        e
+    };
+    let mut accepted = Vec::new();
+    let mut store = Store::open(dir.path(), &opts()).unwrap();
+    let first: Vec<Event> = (0..40).map(|t| mk(&format!("a{}", t % 5), t)).collect();
+    store.append(first.clone()).unwrap();
+    accepted.extend(first.clone());
+    store.flush().unwrap();
+    let second: Vec<Event> = (40..80).map(|t| mk(&format!("a{}", t % 5), t)).collect();
+    store.append(second.clone()).unwrap();
+    accepted.extend(second.clone());
+
+    let job = store.start_flush().unwrap().expect("a memtable to flush");
+    assert!(store.start_flush().unwrap().is_none(), "one job at a time");
+    assert!(matches!(store.flush(), Err(StoreError::FlushRunning)));
+    // Intake goes on: retries of frozen and flushed events, new events, a link of an id
+    // whose events sit in history, in the frozen memtable and in the live one.
+    let mut third: Vec<Event> = vec![second[3].clone(), first[7].clone()];
+    third.extend((80..100).map(|t| mk(&format!("a{}", t % 5), t)));
+    third.push(identify("a1", "u1", 100));
+    let out = store.append(third.clone()).unwrap();
+    assert_eq!((out.accepted, out.duplicates), (21, 2));
+    accepted.extend(third[2..].iter().cloned());
+    let expected = all_events(&MemorySource::new(&accepted, 4));
+    let check = |store: &Store, when: &str| {
+        assert_eq!(all_events(&store.reader()), expected, "reader, {when}");
+        let seqs: Vec<u64> = store
+            .events_since(0)
+            .unwrap()
+            .iter()
+            .map(|a| a.seq)
+            .collect();
+        assert_eq!(seqs, (0..101).collect::<Vec<_>>(), "log tail, {when}");
+        let (u1, _) = store.user_events("u1").unwrap();
+        let times: Vec<i64> = u1.iter().map(|e| e.time).collect();
+        let want: Vec<i64> = (0..100).filter(|t| t % 5 == 1).chain([100]).collect();
+        assert_eq!(times, want, "one user's events, {when}");
+    };
+    check(&store, "while the job is out");
+
+    // The job fails: nothing installed, everything still readable; the retry installs it.
+    let err = StoreError::Corrupt {
+        path: dir.path().into(),
+        reason: "simulated".into(),
+    };
+    drop(job);
+    assert!(store.finish_flush(Err(err)).is_err());
+    check(&store, "after a failed job");
+    let runs_before = store.manifest().runs.len();
+    let retry = store
+        .start_flush()
+        .unwrap()
+        .expect("the frozen memtable again");
+    store.finish_flush(retry.write()).unwrap();
+    assert!(store.manifest().runs.len() > runs_before);
+    assert_eq!(store.unflushed(), 21, "only the live memtable is left");
+    check(&store, "after the job is installed");
+    drop(store);
+
+    let mut store = Store::open(dir.path(), &opts()).unwrap();
+    check(&store, "after reopening");
+    let out = store
+        .append(vec![second[0].clone(), third[5].clone()])
+        .unwrap();
+    assert_eq!(
+        (out.accepted, out.duplicates),
+        (0, 2),
+        "retries after reopening"
+    );
+    store.compact().unwrap();
+    check(&store, "after compaction");
 }
