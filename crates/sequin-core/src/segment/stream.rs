@@ -6,6 +6,7 @@
 //! value, nulls are dropped and arrays become their JSON text. A property test checks the
 //! two readers agree on random messages.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserializer;
@@ -35,8 +36,8 @@ impl<'de> Visitor<'de> for MessageVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
         let mut fields = Fields::default();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match key.as_ref() {
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match key.0.as_ref() {
                 "properties" => fields.properties = map.next_value_seed(ObjectSeed(false))?,
                 "context" => fields.context = map.next_value_seed(ObjectSeed(true))?,
                 "traits" => fields.traits = map.next_value_seed(ObjectSeed(false))?,
@@ -103,65 +104,99 @@ impl<'de> Visitor<'de> for ObjectVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object, A::Error> {
         let (mut flat, mut traits) = (Vec::new(), Vec::new());
-        for (key, produced) in flatten_entries(map, "", self.0)? {
-            if self.0 && key == "traits" {
-                traits.extend(produced);
-            } else {
-                flat.extend(produced);
-            }
-        }
+        let apart = self.0.then_some(&mut traits);
+        flatten_object(map, &mut String::new(), &mut flat, apart)?;
         Ok(Object::Flat(flat, traits))
     }
 }
 
-/// Flattens the entries of one JSON object under `prefix`, in sorted key order (a repeated
-/// key keeps its last value), as [`crate::value::flatten_into`] does for a parsed map.
-fn flatten_map<'de, A: MapAccess<'de>>(
-    map: A,
-    prefix: &str,
+/// An object key, borrowed from the text when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Flattens the entries of one JSON object into `out`, each under `prefix` (a dotted path,
+/// empty at the top) joined to its key, in sorted key order with a repeated key keeping its
+/// last value, as [`crate::value::flatten_into`] does for a parsed map. With `traits_apart`,
+/// the entry `traits` goes there instead, flattened without a prefix (the context's traits).
+///
+/// Entries are written straight into `out` in text order, and reordered only when the
+/// keys were not already sorted and distinct: no allocation per entry.
+fn flatten_object<'de, A: MapAccess<'de>>(
+    mut map: A,
+    prefix: &mut String,
     out: &mut Vec<(String, Value)>,
+    mut traits_apart: Option<&mut Vec<(String, Value)>>,
 ) -> Result<(), A::Error> {
-    for (_, produced) in flatten_entries(map, prefix, false)? {
-        out.extend(produced);
+    let base = out.len();
+    let prefix_len = prefix.len();
+    // Each entry's key and the range of `out` it produced.
+    let mut entries: Vec<(Key<'de>, usize, usize)> = Vec::new();
+    let mut in_order = true;
+    while let Some(key) = map.next_key::<Key<'de>>()? {
+        if key.0 == "traits"
+            && let Some(traits) = traits_apart.as_deref_mut()
+        {
+            // Of repeated `traits` entries the last one wins, as for any key.
+            traits.clear();
+            map.next_value_seed(FlattenSeed {
+                key: &mut String::new(),
+                out: traits,
+            })?;
+            continue;
+        }
+        if prefix_len > 0 {
+            prefix.push('.');
+        }
+        prefix.push_str(&key.0);
+        let start = out.len();
+        let value = map.next_value_seed(FlattenSeed {
+            key: &mut *prefix,
+            out: &mut *out,
+        });
+        prefix.truncate(prefix_len);
+        value?;
+        in_order &= entries.last().is_none_or(|last| last.0.0 < key.0);
+        entries.push((key, start, out.len()));
+    }
+    if !in_order {
+        // Sorted as a map holds them; of equal keys the last one written wins.
+        let mut order: Vec<usize> = (0..entries.len()).rev().collect();
+        order.sort_by(|&a, &b| entries[a].0.0.cmp(&entries[b].0.0));
+        order.dedup_by(|later, earlier| entries[*later].0.0 == entries[*earlier].0.0);
+        let mut written: Vec<Option<(String, Value)>> = out.drain(base..).map(Some).collect();
+        for i in order {
+            let (_, start, end) = entries[i];
+            out.extend(written[start - base..end - base].iter_mut().filter_map(Option::take));
+        }
     }
     Ok(())
 }
 
-/// The entries of one JSON object, each with what it flattens to, sorted by key with
-/// repeated keys dropped (the last one written wins). With `traits_apart`, the entry
-/// `traits` is flattened without its own key as prefix (the context's traits).
-#[allow(clippy::type_complexity)]
-fn flatten_entries<'de, A: MapAccess<'de>>(
-    mut map: A,
-    prefix: &str,
-    traits_apart: bool,
-) -> Result<Vec<(String, Vec<(String, Value)>)>, A::Error> {
-    let mut entries: Vec<(String, Vec<(String, Value)>)> = Vec::new();
-    while let Some(key) = map.next_key::<String>()? {
-        let full = if traits_apart && key == "traits" {
-            String::new()
-        } else if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        let mut produced = Vec::new();
-        map.next_value_seed(FlattenSeed {
-            key: &full,
-            out: &mut produced,
-        })?;
-        entries.push((key, produced));
-    }
-    // Sorted as a map holds them; of equal keys the last one written wins.
-    entries.reverse();
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    entries.dedup_by(|later, earlier| later.0 == earlier.0);
-    Ok(entries)
-}
-
-/// One value under its full dotted key.
+/// One value under its full dotted key (empty: the value is dropped unless it is an object,
+/// whose entries are then flattened without a prefix).
 struct FlattenSeed<'k, 'o> {
-    key: &'k str,
+    key: &'k mut String,
     out: &'o mut Vec<(String, Value)>,
 }
 
@@ -176,7 +211,7 @@ impl<'de> DeserializeSeed<'de> for FlattenSeed<'_, '_> {
 impl FlattenSeed<'_, '_> {
     fn leaf(self, v: Value) {
         if !self.key.is_empty() {
-            self.out.push((self.key.to_string(), v));
+            self.out.push((self.key.clone(), v));
         }
     }
 }
@@ -228,6 +263,6 @@ impl<'de> Visitor<'de> for FlattenSeed<'_, '_> {
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        flatten_map(map, self.key, self.out)
+        flatten_object(map, self.key, self.out, None)
     }
 }
