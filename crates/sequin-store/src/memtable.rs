@@ -128,6 +128,96 @@ impl<T> std::ops::IndexMut<usize> for Chunked<T> {
     }
 }
 
+/// A property value as the memtable holds it: text interned (most property text repeats:
+/// devices, pages, locales), so that intake copies no string it has seen and a flush maps
+/// values to each file's dictionary by number, without hashing text.
+#[derive(Clone, Copy)]
+enum HeldValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(u32),
+    Json(u32),
+}
+
+impl HeldValue {
+    fn to_value(self, strings: &Interner) -> Value {
+        match self {
+            HeldValue::Bool(b) => Value::Bool(b),
+            HeldValue::Int(i) => Value::Int(i),
+            HeldValue::Float(f) => Value::Float(f),
+            HeldValue::Str(k) => Value::Str(strings.get(k).to_string()),
+            HeldValue::Json(k) => Value::Json(strings.get(k).to_string()),
+        }
+    }
+}
+
+/// A property column from held values, typed as [`PropColumn::from_value_refs`] types
+/// values: one kind (ints and floats together are floats) or mixed.
+fn held_column(values: &[Option<HeldValue>], strings: &Interner) -> PropColumn {
+    let mut kinds = [false; 5];
+    for v in values.iter().flatten() {
+        kinds[match v {
+            HeldValue::Bool(_) => 0,
+            HeldValue::Int(_) => 1,
+            HeldValue::Float(_) => 2,
+            HeldValue::Str(_) => 3,
+            HeldValue::Json(_) => 4,
+        }] = true;
+    }
+    match kinds {
+        [true, false, false, false, false] => PropColumn::Bool(
+            values
+                .iter()
+                .map(|v| v.map(|v| matches!(v, HeldValue::Bool(true))))
+                .collect(),
+        ),
+        [false, true, false, false, false] => PropColumn::Int(
+            values
+                .iter()
+                .map(|v| match v {
+                    Some(HeldValue::Int(i)) => Some(*i),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        [false, _, true, false, false] => PropColumn::Float(
+            values
+                .iter()
+                .map(|v| match v {
+                    Some(HeldValue::Int(i)) => Some(*i as f64),
+                    Some(HeldValue::Float(f)) => Some(*f),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        [false, false, false, _, false] => {
+            let mut col = StrColumn::default();
+            let mut local: HashMap<u32, u32> = HashMap::default();
+            col.keys = values
+                .iter()
+                .map(|v| match v {
+                    Some(HeldValue::Str(k)) => {
+                        let next = local.len() as u32;
+                        *local.entry(*k).or_insert_with(|| {
+                            col.dict.push(strings.get(*k).to_string());
+                            next
+                        })
+                    }
+                    _ => NULL_KEY,
+                })
+                .collect();
+            PropColumn::Str(col)
+        }
+        _ => PropColumn::Mixed(
+            values
+                .iter()
+                .map(|v| v.map(|v| v.to_value(strings)))
+                .collect(),
+        ),
+    }
+}
+
 /// Message ids, kept apart from the interner: they are (nearly) all distinct, so interning
 /// them would cost a hash-table insert and two allocations each and share nothing. Each is
 /// copied into large text blocks and found by its ordinal.
@@ -215,7 +305,7 @@ pub struct Memtable {
     ids: [Chunked<u32>; 6],
     prop_end: Chunked<u32>,
     prop_key: Chunked<u32>,
-    prop_val: Chunked<Value>,
+    prop_val: Chunked<HeldValue>,
     /// The message ids; `ids[MESSAGE]` holds ordinals into it, not interned strings.
     messages: MessageIds,
     /// Rows of each unit key (user id, else anonymous id), for reading one user back, as
@@ -295,12 +385,15 @@ impl Memtable {
                 key_buf.push_str(k);
                 let key = self.strings.intern(&key_buf);
                 self.prop_key.push(key);
-                prop_bytes += 48
-                    + match v {
-                        Value::Str(s) | Value::Json(s) => s.len(),
-                        _ => 0,
-                    };
-                self.prop_val.push(v.clone());
+                prop_bytes += 20;
+                let held = match v {
+                    Value::Bool(b) => HeldValue::Bool(*b),
+                    Value::Int(i) => HeldValue::Int(*i),
+                    Value::Float(f) => HeldValue::Float(*f),
+                    Value::Str(s) => HeldValue::Str(self.strings.intern(s)),
+                    Value::Json(s) => HeldValue::Json(self.strings.intern(s)),
+                };
+                self.prop_val.push(held);
             }
         }
         self.prop_end.push(self.prop_key.len() as u32);
@@ -409,7 +502,7 @@ impl Memtable {
                     "t." => &mut e.traits,
                     _ => &mut e.properties,
                 };
-                target.push((k.to_string(), self.prop_val[i].clone()));
+                target.push((k.to_string(), self.prop_val[i].to_value(&self.strings)));
             }
             out.push((self.seq[r], e));
         }
@@ -720,7 +813,7 @@ impl Memtable {
             ids.insert(col_name.to_string(), col);
         }
         // Each property column by reference first: values are copied once, into their column.
-        let mut props: HashMap<u32, Vec<Option<&Value>>> = HashMap::default();
+        let mut props: HashMap<u32, Vec<Option<HeldValue>>> = HashMap::default();
         for (i, &r) in rows.iter().enumerate().filter(|_| !f.prop_end.is_empty()) {
             let r = r as usize;
             let from = if r == 0 {
@@ -731,7 +824,7 @@ impl Memtable {
             for p in from..f.prop_end[r] as usize {
                 let col = props.entry(self.prop_key[p]).or_default();
                 col.resize(i, None);
-                col.push(Some(&self.prop_val[p]));
+                col.push(Some(self.prop_val[p]));
             }
         }
         let props = props
@@ -740,7 +833,7 @@ impl Memtable {
                 v.resize(rows.len(), None);
                 (
                     self.strings.get(k).to_string(),
-                    PropColumn::from_value_refs(&v),
+                    held_column(&v, &self.strings),
                 )
             })
             .collect();
