@@ -29,6 +29,9 @@ fn unzigzag(v: u64) -> i64 {
 struct Writer<'a> {
     out: &'a mut Vec<u8>,
     strings: HashMap<&'a str, u64>,
+    /// Strings written so far: the reader numbers every new string, also the ones written
+    /// by [`Writer::unshared_str`], which this table does not hold.
+    written: u64,
 }
 
 impl<'a> Writer<'a> {
@@ -40,14 +43,27 @@ impl<'a> Writer<'a> {
             Some(s) => match self.strings.get(s) {
                 Some(&k) => put_uvarint(self.out, 2 * k + 2),
                 None => {
-                    let k = self.strings.len() as u64;
-                    self.strings.insert(s, k);
-                    put_uvarint(self.out, 2 * k + 1);
-                    put_uvarint(self.out, s.len() as u64);
-                    self.out.extend_from_slice(s.as_bytes());
+                    self.strings.insert(s, self.written);
+                    self.new_str(s);
                 }
             },
         }
+    }
+
+    /// Writes a string that is not expected to repeat (a message id) as new, without
+    /// looking it up or remembering it: same format, the reader cannot tell.
+    fn unshared_str(&mut self, s: Option<&str>) {
+        match s {
+            None => put_uvarint(self.out, 0),
+            Some(s) => self.new_str(s),
+        }
+    }
+
+    fn new_str(&mut self, s: &str) {
+        put_uvarint(self.out, 2 * self.written + 1);
+        put_uvarint(self.out, s.len() as u64);
+        self.out.extend_from_slice(s.as_bytes());
+        self.written += 1;
     }
 
     fn props(&mut self, props: &'a [(String, Value)]) {
@@ -82,6 +98,7 @@ pub fn encode_events<'a>(events: &'a [Event], out: &'a mut Vec<u8>) {
     let mut w = Writer {
         out,
         strings: HashMap::default(),
+        written: 0,
     };
     put_uvarint(w.out, events.len() as u64);
     let mut prev_time = 0i64;
@@ -95,7 +112,7 @@ pub fn encode_events<'a>(events: &'a [Event], out: &'a mut Vec<u8>) {
         w.opt_str(e.previous_id.as_deref());
         w.opt_str(e.session_id.as_deref());
         w.opt_str(e.conversation_id.as_deref());
-        w.opt_str(e.message_id.as_deref());
+        w.unshared_str(e.message_id.as_deref());
         w.props(&e.properties);
         w.props(&e.context);
         w.props(&e.traits);
@@ -246,7 +263,11 @@ mod tests {
         b.kind = MessageKind::Alias;
         b.previous_id = Some("a".into());
         b.traits = vec![("tags".into(), Value::Json("[1,2]".into()))];
-        let events = vec![a, b];
+        // Repeats strings written after a message id (which the table leaves out), and has
+        // a message id equal to a shared string.
+        let mut c = a.clone();
+        c.message_id = Some("iOS".into());
+        let events = vec![a, b, c];
         let mut buf = Vec::new();
         encode_events(&events, &mut buf);
         assert_eq!(decode_events(&buf).unwrap(), events);

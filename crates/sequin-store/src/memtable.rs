@@ -218,6 +218,58 @@ fn held_column(values: &[Option<HeldValue>], strings: &Interner) -> PropColumn {
     }
 }
 
+/// The property keys and text values of the last events pushed, by position in the event's
+/// property list. Events from one source repeat their keys in the same order, and often
+/// their values (device, locale, browser): comparing with the last one at the same place
+/// is cheaper than looking the text up in the interner, whose table is large.
+#[derive(Default)]
+struct LastProps {
+    keys: Vec<(&'static str, String, u32)>,
+    /// Empty where no text value was seen at that position.
+    texts: Vec<Option<(String, u32)>>,
+}
+
+impl LastProps {
+    /// The interned `ns` + `key` (`ns` is `p.`, `c.` or `t.`).
+    fn key(&mut self, position: usize, ns: &'static str, key: &str, strings: &mut Interner) -> u32 {
+        if let Some((last_ns, last_key, id)) = self.keys.get(position)
+            && *last_ns == ns
+            && last_key == key
+        {
+            return *id;
+        }
+        let id = strings.intern(&format!("{ns}{key}"));
+        let entry = (ns, key.to_string(), id);
+        match self.keys.get_mut(position) {
+            Some(slot) => *slot = entry,
+            None => self.keys.push(entry),
+        }
+        id
+    }
+
+    /// The interned `text`.
+    fn text(&mut self, position: usize, text: &str, strings: &mut Interner) -> u32 {
+        if let Some(Some((last, id))) = self.texts.get(position)
+            && last == text
+        {
+            return *id;
+        }
+        let id = strings.intern(text);
+        if self.texts.len() <= position {
+            self.texts.resize(position + 1, None);
+        }
+        match &mut self.texts[position] {
+            Some((last, last_id)) => {
+                last.clear();
+                last.push_str(text);
+                *last_id = id;
+            }
+            empty => *empty = Some((text.to_string(), id)),
+        }
+        id
+    }
+}
+
 /// Message ids, kept apart from the interner: they are (nearly) all distinct, so interning
 /// them would cost a hash-table insert and two allocations each and share nothing. Each is
 /// copied into large text blocks and found by its ordinal.
@@ -308,6 +360,7 @@ pub struct Memtable {
     prop_val: Chunked<HeldValue>,
     /// The message ids; `ids[MESSAGE]` holds ordinals into it, not interned strings.
     messages: MessageIds,
+    last_props: LastProps,
     /// Rows of each unit key (user id, else anonymous id), for reading one user back, as
     /// chains through the rows: the last row of each interned key (indexed by the key's id)
     /// and, per row, the previous row with the same key. No allocation per key.
@@ -377,23 +430,23 @@ impl Memtable {
         }
         self.prev_row_same_key.push(prev);
         let mut prop_bytes = message_bytes;
-        let mut key_buf = String::new();
+        let mut position = 0;
         for (ns, list) in [("p.", &e.properties), ("c.", &e.context), ("t.", &e.traits)] {
             for (k, v) in list {
-                key_buf.clear();
-                key_buf.push_str(ns);
-                key_buf.push_str(k);
-                let key = self.strings.intern(&key_buf);
+                let key = self.last_props.key(position, ns, k, &mut self.strings);
                 self.prop_key.push(key);
                 prop_bytes += 20;
                 let held = match v {
                     Value::Bool(b) => HeldValue::Bool(*b),
                     Value::Int(i) => HeldValue::Int(*i),
                     Value::Float(f) => HeldValue::Float(*f),
-                    Value::Str(s) => HeldValue::Str(self.strings.intern(s)),
+                    Value::Str(s) => {
+                        HeldValue::Str(self.last_props.text(position, s, &mut self.strings))
+                    }
                     Value::Json(s) => HeldValue::Json(self.strings.intern(s)),
                 };
                 self.prop_val.push(held);
+                position += 1;
             }
         }
         self.prop_end.push(self.prop_key.len() as u32);
@@ -864,6 +917,21 @@ mod tests {
             if i % 5 == 0 {
                 e.properties.push(("k".into(), Value::Int(i)));
             }
+            // Text and mixed values that repeat, or not, at shifting positions (the intake
+            // compares each with the last one at its position).
+            let texts = ["", "a", "b", "a"];
+            if i % 2 == 0 {
+                e.properties
+                    .push(("s".into(), Value::Str(texts[(i % 4) as usize].into())));
+            }
+            // (Sorted by key, as the columns give them back.)
+            if i % 7 == 0 {
+                e.context.push(("m".into(), Value::Json("[1]".into())));
+            } else if i % 3 == 0 {
+                e.context.push(("m".into(), Value::Str("[1]".into())));
+            }
+            e.context
+                .push(("os.name".into(), Value::Str(texts[(i % 3) as usize].into())));
             events.push(e);
         }
         for (i, e) in events.iter().enumerate() {

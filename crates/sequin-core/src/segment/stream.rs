@@ -187,7 +187,11 @@ fn flatten_object<'de, A: MapAccess<'de>>(
         let mut written: Vec<Option<(String, Value)>> = out.drain(base..).map(Some).collect();
         for i in order {
             let (_, start, end) = entries[i];
-            out.extend(written[start - base..end - base].iter_mut().filter_map(Option::take));
+            out.extend(
+                written[start - base..end - base]
+                    .iter_mut()
+                    .filter_map(Option::take),
+            );
         }
     }
     Ok(())
