@@ -2,18 +2,21 @@
 # Live server benchmark (issue 4): `sequin serve` with the seed segments (examples/seed.seg)
 # live, fed by `sequin load` over HTTP from generated Segment NDJSON.
 #
-#  1. throughput: as fast as it takes them, batches of 100, durable acknowledgement;
+#  1. throughput: as fast as it takes them, batches of 100, durable acknowledgement,
+#     sustained (2M events: the memtable flushes to history under load); the server's CPU
+#     seconds per thread are printed after;
 #  2. latency: at a fixed rate (default 20k events/s), acknowledgement → membership change
 #     over the change stream, p50/p99;
 #  3. state size: USERS users imported, then backfilled by `serve`; bytes per user of the
 #     live-state checkpoint and of the process's resident memory.
 #
 # Client and server share this machine's cores: figures are for both together.
-# usage: bench/live.sh [EVENTS_FOR_LOAD] [RATE] [USERS_FOR_STATE]   (default 500000 20000 1000000)
+# usage: bench/live.sh [EVENTS_FOR_LOAD] [RATE] [USERS_FOR_STATE]   (default 2000000 20000 1000000)
+# The latency part sends LAT_EVENTS (default 400000) of them at RATE.
 # PARTS="throughput latency state" (the default) picks the parts to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EVENTS=${1:-500000}; RATE=${2:-20000}; USERS=${3:-1000000}
+EVENTS=${1:-2000000}; RATE=${2:-20000}; USERS=${3:-1000000}; LAT_EVENTS=${LAT_EVENTS:-400000}
 PARTS=${PARTS:-throughput latency state}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 DATA=bench/data/live; mkdir -p "$DATA"
@@ -34,15 +37,20 @@ stop() { kill "$(cat "$1.pid")"; wait "$(cat "$1.pid")" 2>/dev/null || true; }
 if part throughput; then
 echo "== throughput: $EVENTS events, batches of 100, 8 connections, as fast as possible"
 serve "$DATA/st1" 18181
-$BIN load "$NDJSON" --url http://127.0.0.1:18181 --limit "$EVENTS" --batch 100 --connections 8
+# No change-stream reader here (the latency part has one): acknowledged throughput only.
+env -u SEQUIN_READ_KEY $BIN load "$NDJSON" --url http://127.0.0.1:18181 --limit "$EVENTS" --batch 100 --connections 8
 curl -s "127.0.0.1:18181/metrics" | grep -E "^sequin_(events_accepted_total|live_users|live_changes_total) "
+echo "server CPU seconds by thread (the evaluator may still be catching up):"
+for t in /proc/"$(cat "$DATA/st1.pid")"/task/*; do
+  awk -v c="$(cat "$t/comm")" '{print c, ($14 + $15) / 100}' "$t/stat"
+done | awk '{a[$1] += $2} END {for (k in a) printf "  %s %.1f", k, a[k]; print ""}'
 stop "$DATA/st1"
 fi
 
 if part latency; then
 echo "== latency: $RATE events/s, acknowledgement → membership change"
 serve "$DATA/st2" 18182
-$BIN load "$NDJSON" --url http://127.0.0.1:18182 --limit "$EVENTS" --batch 100 --connections 8 --rate "$RATE" --read-key "$SEQUIN_READ_KEY"
+$BIN load "$NDJSON" --url http://127.0.0.1:18182 --limit "$LAT_EVENTS" --batch 100 --connections 8 --rate "$RATE" --read-key "$SEQUIN_READ_KEY"
 stop "$DATA/st2"
 fi
 

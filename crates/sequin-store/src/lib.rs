@@ -152,6 +152,8 @@ pub struct Store {
     recent: RecentIds,
     /// History files decoded for reading one user back (see [`RunCache`]).
     run_cache: std::sync::Mutex<RunCache>,
+    /// Which units each history file holds (see [`RunUnits`]).
+    run_units: std::sync::Mutex<RunUnits>,
     _lock: File,
 }
 
@@ -185,6 +187,37 @@ impl RunCache {
             self.rows -= old.len();
         }
         Ok(data)
+    }
+}
+
+/// The units (as hashes) of each history file, so that reading one user back decodes only
+/// the files that hold one of its ids. Events that arrive behind the watermark read their
+/// user back; when users arrive one after another (a replayed export), almost none of them
+/// is in the older files, and decoding those files anyway made the live evaluator the
+/// bottleneck of sustained ingest once a few flushes had happened. Filled at flush for new
+/// files, and on first use (units column only) for files older than this process.
+#[derive(Default)]
+struct RunUnits {
+    by_path: rustc_hash::FxHashMap<PathBuf, std::sync::Arc<rustc_hash::FxHashSet<u64>>>,
+}
+
+impl RunUnits {
+    fn of_units<'a>(units: impl IntoIterator<Item = &'a String>) -> rustc_hash::FxHashSet<u64> {
+        units.into_iter().map(|u| unit_hash(u)).collect()
+    }
+
+    /// Might the file at `path` hold one of `ids`? (False positives only cost a decode.)
+    fn may_hold(&mut self, path: &Path, ids: &[&str]) -> Result<bool, StoreError> {
+        let units = match self.by_path.get(path) {
+            Some(units) => units.clone(),
+            None => {
+                let data = history::read_run(path, &Projection::Columns(Vec::new()))?;
+                let units = std::sync::Arc::new(Self::of_units(&data.units));
+                self.by_path.insert(path.to_path_buf(), units.clone());
+                units
+            }
+        };
+        Ok(ids.iter().any(|id| units.contains(&unit_hash(id))))
     }
 }
 
@@ -256,9 +289,9 @@ pub struct FlushJob {
     run: u64,
 }
 
-/// The runs a [`FlushJob`] wrote.
+/// The runs a [`FlushJob`] wrote, with the units of each.
 pub struct FlushedRuns {
-    runs: Vec<Run>,
+    runs: Vec<(Run, rustc_hash::FxHashSet<u64>)>,
 }
 
 impl FlushJob {
@@ -277,19 +310,20 @@ impl FlushJob {
             );
         }
         let (dir, run, keep_arrival) = (&self.dir, self.run, self.keep_arrival);
-        let runs: Vec<Run> = parts
+        let runs: Vec<(Run, _)> = parts
             .into_par_iter()
             .map(|(p, data)| {
                 let file = format!("history/p{p:03}/r{run:08}.parquet");
                 history::write_run(&dir.join(&file), &data, keep_arrival)?;
-                Ok(Run {
+                let run = Run {
                     partition: p,
                     file,
                     rows: data.len() as u64,
                     min_time: data.time.iter().copied().min().unwrap_or(0),
                     max_time: data.time.iter().copied().max().unwrap_or(0),
                     max_seq: data.seq.iter().copied().max(),
-                })
+                };
+                Ok((run, RunUnits::of_units(&data.units)))
             })
             .collect::<Result<_, StoreError>>()?;
         if trace {
@@ -297,7 +331,7 @@ impl FlushJob {
         }
         for p in runs
             .iter()
-            .map(|r| r.partition)
+            .map(|(r, _)| r.partition)
             .collect::<std::collections::BTreeSet<_>>()
         {
             wal::sync_dir(&dir.join(format!("history/p{p:03}")))?;
@@ -387,6 +421,7 @@ impl Store {
             keep_arrival: opts.keep_arrival,
             recent: RecentIds::default(),
             run_cache: Default::default(),
+            run_units: Default::default(),
             _lock: lock,
         };
         if !opts.read_only {
@@ -669,6 +704,18 @@ impl Store {
         let mut events: Vec<(u64, Event)> = Vec::new();
         for p in partitions {
             for run in self.manifest.runs_of(p) {
+                let path = self.dir.join(&run.file);
+                let may_hold = self
+                    .run_units
+                    .lock()
+                    .map_err(|_| StoreError::Corrupt {
+                        path: path.clone(),
+                        reason: "history unit index poisoned by a panic".into(),
+                    })?
+                    .may_hold(&path, &ids)?;
+                if !may_hold {
+                    continue;
+                }
                 let data = self
                     .run_cache
                     .lock()
@@ -775,7 +822,17 @@ impl Store {
             }
         }
         next.identity_links += frozen.links.len() as u64;
-        next.runs.extend(runs);
+        let mut known = self.run_units.lock().map_err(|_| StoreError::Corrupt {
+            path: self.dir.clone(),
+            reason: "history unit index poisoned by a panic".into(),
+        })?;
+        for (run, units) in runs {
+            known
+                .by_path
+                .insert(self.dir.join(&run.file), std::sync::Arc::new(units));
+            next.runs.push(run);
+        }
+        drop(known);
         next.next_run += 1;
         next.flushed_seq = frozen.flushed_to;
         next.save(&self.dir)?;
