@@ -44,6 +44,34 @@ impl DictBuilder {
     }
 }
 
+/// The type a property column takes from the kinds of values it holds: one kind (no value
+/// at all: text), whole numbers and numbers together as numbers, anything else mixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ColumnKind {
+    Bool,
+    Int,
+    Float,
+    Str,
+    Mixed,
+}
+
+impl ColumnKind {
+    /// From the kind of each value: 0 bool, 1 int, 2 float, 3 text, 4 JSON text.
+    pub(crate) fn of(kinds: impl IntoIterator<Item = usize>) -> ColumnKind {
+        let mut seen = [false; 5];
+        for k in kinds {
+            seen[k] = true;
+        }
+        match seen {
+            [true, false, false, false, false] => ColumnKind::Bool,
+            [false, true, false, false, false] => ColumnKind::Int,
+            [false, _, true, false, false] => ColumnKind::Float,
+            [false, false, false, _, false] => ColumnKind::Str,
+            _ => ColumnKind::Mixed,
+        }
+    }
+}
+
 /// A dictionary-encoded, nullable text column.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StrColumn {
@@ -176,24 +204,21 @@ impl PropColumn {
     /// Builds the narrowest column type that holds `values`, copying each distinct text
     /// once (a flush builds every column of its memtable this way).
     pub fn from_value_refs(values: &[Option<&Value>]) -> PropColumn {
-        let mut kinds = [false; 5];
-        for v in values.iter().flatten() {
-            kinds[match v {
-                Value::Bool(_) => 0,
-                Value::Int(_) => 1,
-                Value::Float(_) => 2,
-                Value::Str(_) => 3,
-                Value::Json(_) => 4,
-            }] = true;
-        }
-        match kinds {
-            [true, false, false, false, false] => PropColumn::Bool(
+        let kind = ColumnKind::of(values.iter().flatten().map(|v| match v {
+            Value::Bool(_) => 0,
+            Value::Int(_) => 1,
+            Value::Float(_) => 2,
+            Value::Str(_) => 3,
+            Value::Json(_) => 4,
+        }));
+        match kind {
+            ColumnKind::Bool => PropColumn::Bool(
                 values
                     .iter()
                     .map(|v| v.map(|v| matches!(v, Value::Bool(true))))
                     .collect(),
             ),
-            [false, true, false, false, false] => PropColumn::Int(
+            ColumnKind::Int => PropColumn::Int(
                 values
                     .iter()
                     .map(|v| {
@@ -207,10 +232,10 @@ impl PropColumn {
                     })
                     .collect(),
             ),
-            [false, _, true, false, false] => {
+            ColumnKind::Float => {
                 PropColumn::Float(values.iter().map(|v| v.and_then(|v| v.as_f64())).collect())
             }
-            [false, false, false, _, false] => {
+            ColumnKind::Str => {
                 let mut col = StrColumn::default();
                 let mut index = DictBuilder::default();
                 col.keys = values
@@ -222,7 +247,7 @@ impl PropColumn {
                     .collect();
                 PropColumn::Str(col)
             }
-            _ => PropColumn::Mixed(values.iter().map(|v| v.cloned()).collect()),
+            ColumnKind::Mixed => PropColumn::Mixed(values.iter().map(|v| v.cloned()).collect()),
         }
     }
 

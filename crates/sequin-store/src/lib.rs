@@ -265,6 +265,14 @@ impl RecentIds {
 
 const IDENTITY: &str = "identity.jsonl";
 
+/// The error for a store's shared read structure left poisoned by a panic in another thread.
+fn poisoned(dir: &Path, what: &str) -> StoreError {
+    StoreError::Corrupt {
+        path: dir.to_path_buf(),
+        reason: format!("{what} poisoned by a panic"),
+    }
+}
+
 /// A memtable frozen for flushing, and what installing its runs needs.
 struct Frozen {
     memtable: std::sync::Arc<Memtable>,
@@ -708,10 +716,7 @@ impl Store {
                 let may_hold = self
                     .run_units
                     .lock()
-                    .map_err(|_| StoreError::Corrupt {
-                        path: path.clone(),
-                        reason: "history unit index poisoned by a panic".into(),
-                    })?
+                    .map_err(|_| poisoned(&self.dir, "history unit index"))?
                     .may_hold(&path, &ids)?;
                 if !may_hold {
                     continue;
@@ -719,10 +724,7 @@ impl Store {
                 let data = self
                     .run_cache
                     .lock()
-                    .map_err(|_| StoreError::Corrupt {
-                        path: self.dir.join(&run.file),
-                        reason: "history cache poisoned by a panic".into(),
-                    })?
+                    .map_err(|_| poisoned(&self.dir, "history cache"))?
                     .get(&self.dir.join(&run.file))?;
                 // Units are filed sorted under their id at the time: find each of the user's.
                 for id in &ids {
@@ -822,10 +824,10 @@ impl Store {
             }
         }
         next.identity_links += frozen.links.len() as u64;
-        let mut known = self.run_units.lock().map_err(|_| StoreError::Corrupt {
-            path: self.dir.clone(),
-            reason: "history unit index poisoned by a panic".into(),
-        })?;
+        let mut known = self
+            .run_units
+            .lock()
+            .map_err(|_| poisoned(&self.dir, "history unit index"))?;
         for (run, units) in runs {
             known
                 .by_path

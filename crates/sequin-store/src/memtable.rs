@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use sequin_core::{Event, Value, unit_hash};
 
-use crate::data::{ID_COLUMNS, NULL_KEY, PartitionData, PropColumn, StrColumn};
+use crate::data::{ColumnKind, ID_COLUMNS, NULL_KEY, PartitionData, PropColumn, StrColumn};
 use crate::identity::Identity;
 
 #[derive(Default)]
@@ -152,27 +152,24 @@ impl HeldValue {
     }
 }
 
-/// A property column from held values, typed as [`PropColumn::from_value_refs`] types
-/// values: one kind (ints and floats together are floats) or mixed.
+/// A property column from held values, typed by the rule [`PropColumn::from_value_refs`]
+/// follows ([`ColumnKind`]).
 fn held_column(values: &[Option<HeldValue>], strings: &Interner) -> PropColumn {
-    let mut kinds = [false; 5];
-    for v in values.iter().flatten() {
-        kinds[match v {
-            HeldValue::Bool(_) => 0,
-            HeldValue::Int(_) => 1,
-            HeldValue::Float(_) => 2,
-            HeldValue::Str(_) => 3,
-            HeldValue::Json(_) => 4,
-        }] = true;
-    }
-    match kinds {
-        [true, false, false, false, false] => PropColumn::Bool(
+    let kind = ColumnKind::of(values.iter().flatten().map(|v| match v {
+        HeldValue::Bool(_) => 0,
+        HeldValue::Int(_) => 1,
+        HeldValue::Float(_) => 2,
+        HeldValue::Str(_) => 3,
+        HeldValue::Json(_) => 4,
+    }));
+    match kind {
+        ColumnKind::Bool => PropColumn::Bool(
             values
                 .iter()
                 .map(|v| v.map(|v| matches!(v, HeldValue::Bool(true))))
                 .collect(),
         ),
-        [false, true, false, false, false] => PropColumn::Int(
+        ColumnKind::Int => PropColumn::Int(
             values
                 .iter()
                 .map(|v| match v {
@@ -181,7 +178,7 @@ fn held_column(values: &[Option<HeldValue>], strings: &Interner) -> PropColumn {
                 })
                 .collect(),
         ),
-        [false, _, true, false, false] => PropColumn::Float(
+        ColumnKind::Float => PropColumn::Float(
             values
                 .iter()
                 .map(|v| match v {
@@ -191,7 +188,7 @@ fn held_column(values: &[Option<HeldValue>], strings: &Interner) -> PropColumn {
                 })
                 .collect(),
         ),
-        [false, false, false, _, false] => {
+        ColumnKind::Str => {
             let mut col = StrColumn::default();
             let mut local: HashMap<u32, u32> = HashMap::default();
             col.keys = values
@@ -209,7 +206,7 @@ fn held_column(values: &[Option<HeldValue>], strings: &Interner) -> PropColumn {
                 .collect();
             PropColumn::Str(col)
         }
-        _ => PropColumn::Mixed(
+        ColumnKind::Mixed => PropColumn::Mixed(
             values
                 .iter()
                 .map(|v| v.map(|v| v.to_value(strings)))
