@@ -224,6 +224,10 @@ struct LastProps {
     keys: Vec<(&'static str, String, u32)>,
     /// Empty where no text value was seen at that position.
     texts: Vec<Option<(String, u32)>>,
+    /// Every key seen, by namespace (`p.`, `c.`, `t.`): where events of different shapes
+    /// interleave, positions shift, and this finds the interned `ns` + `key` without
+    /// building that text.
+    known: [HashMap<Box<str>, u32>; 3],
 }
 
 impl LastProps {
@@ -235,11 +239,27 @@ impl LastProps {
         {
             return *id;
         }
-        let id = strings.intern(&format!("{ns}{key}"));
-        let entry = (ns, key.to_string(), id);
+        let known = match ns {
+            "p." => &mut self.known[0],
+            "c." => &mut self.known[1],
+            _ => &mut self.known[2],
+        };
+        let id = match known.get(key) {
+            Some(&id) => id,
+            None => {
+                let id = strings.intern(&format!("{ns}{key}"));
+                known.insert(key.into(), id);
+                id
+            }
+        };
         match self.keys.get_mut(position) {
-            Some(slot) => *slot = entry,
-            None => self.keys.push(entry),
+            Some((last_ns, last_key, last_id)) => {
+                *last_ns = ns;
+                last_key.clear();
+                last_key.push_str(key);
+                *last_id = id;
+            }
+            None => self.keys.push((ns, key.to_string(), id)),
         }
         id
     }
