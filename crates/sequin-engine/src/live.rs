@@ -97,13 +97,15 @@ pub struct UserHistory {
 /// Where live evaluation re-reads one user's events (after a late event or an identity
 /// link).
 pub trait History {
-    /// The events of `user` (of its canonical user, when it has been linked).
-    fn user_events(&self, user: &str) -> Result<UserHistory, EngineError>;
+    /// The events of `user` (of its canonical user, when it has been linked) with an
+    /// arrival number below `before`: live evaluation re-reads only what it has reached in
+    /// the stream, whatever the store has accepted since.
+    fn user_events(&self, user: &str, before: u64) -> Result<UserHistory, EngineError>;
 }
 
 impl History for Store {
-    fn user_events(&self, user: &str) -> Result<UserHistory, EngineError> {
-        let (events, next_seq) = Store::user_events(self, user)?;
+    fn user_events(&self, user: &str, before: u64) -> Result<UserHistory, EngineError> {
+        let (events, next_seq) = Store::user_events(self, user, before)?;
         Ok(UserHistory {
             events,
             next_seq,
@@ -288,6 +290,18 @@ pub struct LiveEngine {
     /// Ids found linked to another user while re-reading history, before their link event
     /// came through: their events go to that user.
     moved: FxHashMap<String, String>,
+    /// Users re-read from history since start, and the events re-fed doing so.
+    rebuilds: RebuildCounts,
+}
+
+/// How often live evaluation fell back to re-reading a user from history (an event older
+/// than the user's latest, or two linked histories), and what that cost in events re-fed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildCounts {
+    /// Users re-read.
+    pub users: u64,
+    /// Events re-fed.
+    pub events: u64,
 }
 
 impl LiveEngine {
@@ -311,7 +325,13 @@ impl LiveEngine {
             assumed: Vec::new(),
             processed: 0,
             moved: FxHashMap::default(),
+            rebuilds: RebuildCounts::default(),
         }
+    }
+
+    /// Users re-read from history since start, and the events re-fed doing so.
+    pub fn rebuilds(&self) -> RebuildCounts {
+        self.rebuilds
     }
 
     /// Every event with a lower arrival number has been evaluated.
@@ -472,6 +492,10 @@ impl LiveEngine {
         let mut alias: FxHashMap<&str, &str> = FxHashMap::default();
         let mut rebuild: Vec<&str> = Vec::new();
         let first_seq = batch.first().map_or(0, |a| a.seq);
+        // Re-reads stop at the end of this batch. The store may hold later events already
+        // (evaluation trails intake); taking them here would move this user, and the
+        // watermark with it, ahead of the stream, and make every user behind it look late.
+        let before = batch.last().map_or(self.processed, |a| a.seq + 1);
         for a in batch {
             if a.linked
                 && let Some((from, _)) = a.event.identity_link()
@@ -520,7 +544,7 @@ impl LiveEngine {
         }
         for unit in order {
             if rebuild.contains(&unit) {
-                self.rebuild_user(unit, history)?;
+                self.rebuild_user(unit, history, before)?;
                 continue;
             }
             let mut user = self
@@ -538,7 +562,7 @@ impl LiveEngine {
             evs.sort_by_key(|a| a.event.time);
             if user.events > 0 && evs[0].event.time <= user.clock {
                 self.store_user(unit.to_string(), user);
-                self.rebuild_user(unit, history)?;
+                self.rebuild_user(unit, history, before)?;
                 continue;
             }
             let prop_refs = self.refs.clone();
@@ -615,8 +639,13 @@ impl LiveEngine {
     }
 
     /// Re-evaluates one user from history and emits the corrections.
-    pub fn rebuild_user(&mut self, unit: &str, history: &dyn History) -> Result<(), EngineError> {
-        let h = history.user_events(unit)?;
+    pub fn rebuild_user(
+        &mut self,
+        unit: &str,
+        history: &dyn History,
+        before: u64,
+    ) -> Result<(), EngineError> {
+        let h = history.user_events(unit, before)?;
         if h.canonical != unit {
             // The store already links `unit` to another user (the link is still ahead of
             // us in the stream): its events are part of that user now.
@@ -634,6 +663,8 @@ impl LiveEngine {
     }
 
     fn rebuild_from(&mut self, unit: &str, h: UserHistory) {
+        self.rebuilds.users += 1;
+        self.rebuilds.events += h.events.len() as u64;
         let before = self.take_user(unit).unwrap_or_default();
         let old = self.memberships_of(unit, &before);
         self.forget(&old);

@@ -160,9 +160,9 @@ impl Live {
 struct SharedHistory<'a>(&'a Mutex<Store>);
 
 impl History for SharedHistory<'_> {
-    fn user_events(&self, user: &str) -> Result<UserHistory, EngineError> {
+    fn user_events(&self, user: &str, before: u64) -> Result<UserHistory, EngineError> {
         let store = self.0.lock().expect("store lock");
-        History::user_events(&*store, user)
+        History::user_events(&*store, user, before)
     }
 }
 

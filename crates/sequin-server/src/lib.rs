@@ -240,12 +240,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
         format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n")
     };
     let live = &state.live;
-    let (users, watermark, state_bytes) = {
+    let (users, watermark, state_bytes, rebuilds) = {
         let e = live.engine.read().expect("engine lock");
         (
             e.users() as u64,
             e.watermark().unwrap_or(0),
             e.state_bytes() as u64,
+            e.rebuilds(),
         )
     };
     [
@@ -254,6 +255,17 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
             "sequin_live_state_bytes",
             "Live per-user state, encoded, with the user keys.",
             state_bytes,
+        ),
+        gauge(
+            "sequin_live_rebuilds_total",
+            "Users re-evaluated from history (an event older than the user's latest, or a \
+             link between two users with events).",
+            rebuilds.users,
+        ),
+        gauge(
+            "sequin_live_rebuilt_events_total",
+            "Events re-fed by those re-evaluations.",
+            rebuilds.events,
         ),
         gauge(
             "sequin_live_backlog_events",

@@ -143,6 +143,8 @@ pub struct Store {
     /// A memtable taken out of intake to be written to history (see [`FlushJob`]). Reads
     /// still see its events until its runs are in the manifest.
     frozen: Option<Frozen>,
+    /// Memtables already written to history, oldest first (see [`Retained`]).
+    retained: std::collections::VecDeque<Retained>,
     identity: Identity,
     /// Links made since the last flush (persisted to the identity file at flush).
     new_links: Vec<(String, String)>,
@@ -284,6 +286,23 @@ struct Frozen {
     in_flight: bool,
 }
 
+/// A memtable whose runs are in history, kept in memory a while longer. The live evaluator
+/// reads a user back whenever one of its events arrives out of order, and such users are
+/// mostly active ones, whose earlier events were often just flushed: following the
+/// memtable's per-id chains costs microseconds where decoding the history file that holds
+/// them costs milliseconds. Reads of one user skip its runs and take its rows instead.
+/// Compaction rewrites runs, so it drops every retained memtable.
+struct Retained {
+    memtable: std::sync::Arc<Memtable>,
+    /// Its runs (paths relative to the store directory).
+    files: rustc_hash::FxHashSet<String>,
+}
+
+impl Retained {
+    /// How many flushed memtables stay readable (each is about `memtable_bytes`).
+    const KEEP: usize = 2;
+}
+
 /// Writing a frozen memtable to history runs: the slow part of a flush, which needs no
 /// access to the [`Store`], so that a server keeps accepting events meanwhile. Made by
 /// [`Store::start_flush`]; its result goes back to [`Store::finish_flush`].
@@ -423,6 +442,7 @@ impl Store {
             wal,
             memtable: Memtable::default(),
             frozen: None,
+            retained: Default::default(),
             identity,
             new_links: Vec::new(),
             memtable_bytes: opts.memtable_bytes,
@@ -700,18 +720,23 @@ impl Store {
         self.manifest.next_seq
     }
 
-    /// Every event of one user (after identity stitching: also those of ids linked to it),
-    /// from history and the memtable, sorted by time then arrival — and the sequence number
-    /// they are complete up to. For re-evaluating one unit after a late event or a link.
-    pub fn user_events(&self, user: &str) -> Result<(Vec<Event>, u64), StoreError> {
+    /// Every event of one user (after identity stitching: also those of ids linked to it)
+    /// with an arrival number below `before`, from history and the memtables, sorted by time
+    /// then arrival — and the sequence number they are complete up to. For re-evaluating
+    /// one unit after a late event or a link.
+    pub fn user_events(&self, user: &str, before: u64) -> Result<(Vec<Event>, u64), StoreError> {
         let user = self.identity.resolve(user);
         let ids = self.identity.ids_of(user);
         let n = self.manifest.partitions as u64;
         let partitions: std::collections::BTreeSet<usize> =
             ids.iter().map(|k| (unit_hash(k) % n) as usize).collect();
         let mut events: Vec<(u64, Event)> = Vec::new();
+        let retained = |file: &str| self.retained.iter().any(|r| r.files.contains(file));
         for p in partitions {
             for run in self.manifest.runs_of(p) {
+                if retained(&run.file) {
+                    continue;
+                }
                 let path = self.dir.join(&run.file);
                 let may_hold = self
                     .run_units
@@ -739,20 +764,27 @@ impl Store {
                             // earlier run; the stable sort below keeps its rows in file
                             // order, which is arrival order within a unit.
                             let seq = data.seq.get(r).copied().or(run.max_seq).unwrap_or(0);
-                            events.push((seq, data.event(r)));
+                            if seq < before {
+                                events.push((seq, data.event(r)));
+                            }
                         }
                     }
                 }
             }
         }
-        if let Some(f) = &self.frozen {
-            events.extend(f.memtable.events_of(&ids));
+        let memtables = self.retained.iter().map(|r| &*r.memtable);
+        let frozen = self.frozen.as_ref().map(|f| &*f.memtable);
+        for m in memtables.chain(frozen).chain([&self.memtable]) {
+            events.extend(
+                m.events_of(&ids)
+                    .into_iter()
+                    .filter(|(seq, _)| *seq < before),
+            );
         }
-        events.extend(self.memtable.events_of(&ids));
         events.sort_by_key(|(seq, e)| (e.time, *seq));
         Ok((
             events.into_iter().map(|(_, e)| e).collect(),
-            self.manifest.next_seq,
+            self.manifest.next_seq.min(before),
         ))
     }
 
@@ -828,6 +860,7 @@ impl Store {
             .run_units
             .lock()
             .map_err(|_| poisoned(&self.dir, "history unit index"))?;
+        let files = runs.iter().map(|(run, _)| run.file.clone()).collect();
         for (run, units) in runs {
             known
                 .by_path
@@ -840,8 +873,15 @@ impl Store {
         next.save(&self.dir)?;
         self.manifest = next;
         let frozen = self.frozen.take().expect("frozen above");
-        // Freeing millions of values takes a while: not on the writer's path.
-        std::thread::spawn(move || drop(frozen));
+        self.retained.push_back(Retained {
+            memtable: frozen.memtable,
+            files,
+        });
+        if self.retained.len() > Retained::KEEP {
+            let oldest = self.retained.pop_front();
+            // Freeing millions of values takes a while: not on the writer's path.
+            std::thread::spawn(move || drop(oldest));
+        }
         self.wal.remove_below(self.manifest.flushed_seq)?;
         Ok(())
     }
@@ -934,6 +974,8 @@ impl Store {
         next.rekey.clear();
         next.save(&self.dir)?;
         self.manifest = next;
+        let retained = std::mem::take(&mut self.retained);
+        std::thread::spawn(move || drop(retained));
         for r in old {
             let path = self.dir.join(&r.file);
             fs::remove_file(&path).at(&path)?;
