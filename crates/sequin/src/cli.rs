@@ -350,6 +350,20 @@ pub struct LoadArgs {
     /// Append the message ids of acknowledged events to this file (one per line).
     #[arg(long)]
     pub acked: Option<PathBuf>,
+    /// Order of replay. Either way each device's messages go through one connection in
+    /// order, as one SDK instance sends them.
+    #[arg(long, value_enum, default_value_t = ReplayOrder::Time)]
+    pub order: ReplayOrder,
+}
+
+/// How `sequin load` orders the file's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplayOrder {
+    /// By event time, as live traffic arrives.
+    Time,
+    /// As written (a file from `sequin gen` holds user after user: replayed this way, nearly
+    /// every event is older than the watermark, as in a backfill).
+    File,
 }
 
 /// `sequin serve`.

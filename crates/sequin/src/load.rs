@@ -22,9 +22,13 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use sequin_core::time::{TimeFormat, parse_text};
 
-use crate::cli::LoadArgs;
+use crate::cli::{LoadArgs, ReplayOrder};
 
 struct Batch {
+    /// Place among all connections' batches, by the replay position of their first message.
+    rank: u64,
+    /// Replay position of its first message.
+    first: usize,
     body: Bytes,
     events: usize,
     message_ids: Vec<String>,
@@ -32,57 +36,188 @@ struct Batch {
     keys: Vec<(String, i64)>,
 }
 
-fn read_batches(args: &LoadArgs) -> Result<Vec<Batch>> {
+/// One message of the file, as read: its text and what replay needs of it.
+struct Message {
+    line: String,
+    /// Its event time (the first event's), for replay in time order.
+    time: Option<i64>,
+    /// The device that sends it (anonymous id, else user id): one connection per device.
+    device: u64,
+    message_id: Option<String>,
+    keys: Vec<(String, i64)>,
+    /// Place in the replay order.
+    position: usize,
+}
+
+fn read_message(line: String, at: &dyn Fn() -> String) -> Result<Message> {
+    let v: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("{}: not JSON", at()))?;
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str());
+    let device = text("anonymousId").or_else(|| text("userId")).unwrap_or("");
+    let mut keys = Vec::new();
+    let mut time = None;
+    let mut evs = Vec::new();
+    if sequin_core::segment::map_message(&v, None, &mut evs).is_ok() {
+        time = evs.first().map(|e| e.time);
+        for e in evs {
+            if let Some(u) = e.unit_key() {
+                keys.push((u.to_string(), e.time));
+            }
+        }
+    }
+    Ok(Message {
+        time,
+        device: sequin_core::unit_hash(device),
+        message_id: text("messageId").map(str::to_string),
+        keys,
+        line,
+        position: 0,
+    })
+}
+
+/// Reads the file and cuts it into one stream of batches per connection. Each device's
+/// messages go to one connection, in order, as one SDK instance sends them; with
+/// `--order time` (the default) messages go out in event-time order, as live traffic
+/// arrives, rather than in file order (`sequin gen` writes user after user, which replays
+/// as a backfill of late events).
+fn read_batches(args: &LoadArgs) -> Result<Vec<Vec<Batch>>> {
     let f = std::fs::File::open(&args.file).with_context(|| args.file.display().to_string())?;
-    let mut batches = Vec::new();
-    let mut items: Vec<serde_json::Value> = Vec::new();
-    let mut total = 0usize;
-    let flush = |items: &mut Vec<serde_json::Value>, batches: &mut Vec<Batch>| {
-        if items.is_empty() {
-            return;
-        }
-        let mut message_ids = Vec::new();
-        let mut keys = Vec::new();
-        for m in items.iter() {
-            if let Some(id) = m.get("messageId").and_then(|v| v.as_str()) {
-                message_ids.push(id.to_string());
-            }
-            let mut evs = Vec::new();
-            if sequin_core::segment::map_message(m, None, &mut evs).is_ok() {
-                for e in evs {
-                    if let Some(u) = e.unit_key() {
-                        keys.push((u.to_string(), e.time));
-                    }
-                }
-            }
-        }
-        let body = serde_json::to_vec(&serde_json::json!({ "batch": items })).expect("json");
-        batches.push(Batch {
-            body: Bytes::from(body),
-            events: items.len(),
-            message_ids,
-            keys,
-        });
-        items.clear();
-    };
+    let mut messages = Vec::new();
     for (i, line) in BufReader::new(f).lines().enumerate() {
-        let line = line.with_context(|| format!("{}:{}", args.file.display(), i + 1))?;
+        let at = || format!("{}:{}", args.file.display(), i + 1);
+        let line = line.with_context(at)?;
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not JSON", args.file.display(), i + 1))?;
-        items.push(v);
-        total += 1;
-        if items.len() == args.batch {
-            flush(&mut items, &mut batches);
-        }
-        if args.limit.is_some_and(|l| total >= l) {
+        messages.push(read_message(line, &at)?);
+        if args.limit.is_some_and(|l| messages.len() >= l) {
             break;
         }
     }
-    flush(&mut items, &mut batches);
-    Ok(batches)
+    if args.order == ReplayOrder::Time {
+        // A message without a usable time stays behind the one before it.
+        let mut last = i64::MIN;
+        let mut order: Vec<(i64, usize)> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                last = m.time.unwrap_or(last);
+                (last, i)
+            })
+            .collect();
+        order.sort_unstable();
+        let mut slots: Vec<Option<Message>> = messages.into_iter().map(Some).collect();
+        messages = order
+            .into_iter()
+            .map(|(_, i)| slots[i].take().expect("each message once"))
+            .collect();
+    }
+    let mut streams: Vec<Vec<Batch>> = (0..args.connections).map(|_| Vec::new()).collect();
+    let mut open: Vec<Vec<Message>> = (0..args.connections).map(|_| Vec::new()).collect();
+    let seal = |items: &mut Vec<Message>| -> Batch {
+        let mut body = String::from("{\"batch\":[");
+        for (k, m) in items.iter().enumerate() {
+            if k > 0 {
+                body.push(',');
+            }
+            body.push_str(m.line.trim());
+        }
+        body.push_str("]}");
+        let batch = Batch {
+            rank: 0,
+            first: items.first().map_or(0, |m| m.position),
+            body: Bytes::from(body),
+            events: items.len(),
+            message_ids: items.iter().filter_map(|m| m.message_id.clone()).collect(),
+            keys: items.iter().flat_map(|m| m.keys.iter().cloned()).collect(),
+        };
+        items.clear();
+        batch
+    };
+    for (position, mut m) in messages.into_iter().enumerate() {
+        m.position = position;
+        let c = (m.device % args.connections as u64) as usize;
+        open[c].push(m);
+        if open[c].len() == args.batch {
+            streams[c].push(seal(&mut open[c]));
+        }
+    }
+    for (c, items) in open.iter_mut().enumerate() {
+        if !items.is_empty() {
+            streams[c].push(seal(items));
+        }
+    }
+    let mut by_position: Vec<(usize, usize, usize)> = streams
+        .iter()
+        .enumerate()
+        .flat_map(|(c, s)| s.iter().enumerate().map(move |(j, b)| (b.first, j, c)))
+        .collect();
+    by_position.sort_unstable();
+    for (rank, (_, j, c)) in by_position.into_iter().enumerate() {
+        streams[c][j].rank = rank as u64;
+    }
+    Ok(streams)
+}
+
+/// Lets a batch go only when every batch more than [`Lockstep::WINDOW`] places before it
+/// in event-time order has been answered, so that the replay moves through event time
+/// together, as live devices do. A file compresses weeks into seconds: a connection running
+/// a few percent ahead (or carrying a few percent more events) would be hours ahead in
+/// event time, and make every other connection's events look late.
+struct Lockstep {
+    /// Every batch ranked below `.0` is answered; `.1` holds those answered above it.
+    answered: Mutex<(u64, std::collections::BTreeSet<u64>)>,
+    moved: tokio::sync::Notify,
+}
+
+impl Lockstep {
+    /// Batches in flight or waiting to be answered, at most: two per connection.
+    fn window(connections: usize) -> u64 {
+        2 * connections as u64
+    }
+
+    fn new() -> Lockstep {
+        Lockstep {
+            answered: Mutex::new((0, Default::default())),
+            moved: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Waits until the batch ranked `rank` may go.
+    async fn turn(&self, rank: u64, window: u64) {
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if self.answered.lock().expect("lockstep").0 + window >= rank {
+                return;
+            }
+            moved.await;
+        }
+    }
+
+    fn answered(&self, rank: u64) {
+        let mut a = self.answered.lock().expect("lockstep");
+        a.1.insert(rank);
+        let (next, ahead) = &mut *a;
+        while ahead.remove(next) {
+            *next += 1;
+        }
+        drop(a);
+        self.moved.notify_waiters();
+    }
+}
+
+/// Marks the rest of its connection's batches answered however its task ends, so that no
+/// other connection waits for them.
+struct Stopped(Arc<Lockstep>, Vec<u64>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        for &rank in &self.1 {
+            self.0.answered(rank);
+        }
+    }
 }
 
 struct Target {
@@ -134,30 +269,33 @@ pub fn load(args: LoadArgs) -> Result<()> {
     }
     let t = target(&args.url)?;
     let read_started = Instant::now();
-    let batches = Arc::new(read_batches(&args)?);
-    let events: usize = batches.iter().map(|b| b.events).sum();
+    let streams = read_batches(&args)?;
+    let events: usize = streams.iter().flatten().map(|b| b.events).sum();
     eprintln!(
-        "read {events} events into {} batches in {:.1?}",
-        batches.len(),
-        read_started.elapsed()
+        "read {events} events into {} batches in {:.1?} ({} order, one connection per device)",
+        streams.iter().map(Vec::len).sum::<usize>(),
+        read_started.elapsed(),
+        match args.order {
+            ReplayOrder::Time => "event-time",
+            ReplayOrder::File => "file",
+        }
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(args, t, batches))
+    runtime.block_on(run(args, t, streams))
 }
 
-async fn run(args: LoadArgs, t: Target, batches: Arc<Vec<Batch>>) -> Result<()> {
+async fn run(args: LoadArgs, t: Target, streams: Vec<Vec<Batch>>) -> Result<()> {
     let auth = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{}:", args.write_key))
     );
     let totals = Arc::new(Totals::default());
-    let next = Arc::new(AtomicU64::new(0));
     let book = Arc::new(Mutex::new(AckBook::default()));
     if args.read_key.is_some() {
         let mut b = book.lock().expect("book");
-        for batch in batches.iter() {
+        for batch in streams.iter().flatten() {
             b.known.extend(batch.keys.iter().cloned());
         }
     }
@@ -199,9 +337,14 @@ async fn run(args: LoadArgs, t: Target, batches: Arc<Vec<Batch>>) -> Result<()> 
     };
     let start = tokio::time::Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..args.connections {
-        let batches = batches.clone();
-        let next = next.clone();
+    let window = Lockstep::window(streams.len());
+    let lockstep = Arc::new(Lockstep::new());
+    for (c, batches) in streams.into_iter().enumerate() {
+        // Ranks not yet answered, last first.
+        let stopped = Stopped(
+            lockstep.clone(),
+            batches.iter().rev().map(|b| b.rank).collect(),
+        );
         let totals = totals.clone();
         let book = book.clone();
         let acked_out = acked_out.clone();
@@ -219,13 +362,11 @@ async fn run(args: LoadArgs, t: Target, batches: Arc<Vec<Batch>>) -> Result<()> 
                 Ok(s) => s,
                 Err(e) => return (hist, Some(e.to_string())),
             };
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if i >= batches.len() {
-                    return (hist, None);
-                }
-                let b = &batches[i];
-                let due = per_batch.map(|d| start + d * i as u32);
+            let mut stopped = stopped;
+            for (j, b) in batches.iter().enumerate() {
+                stopped.0.turn(b.rank, window).await;
+                // The connections' batches go on one schedule, in event-time order.
+                let due = per_batch.map(|d| start + d.mul_f64(b.rank as f64));
                 if let Some(due) = due {
                     tokio::time::sleep_until(due).await;
                 }
@@ -243,11 +384,13 @@ async fn run(args: LoadArgs, t: Target, batches: Arc<Vec<Batch>>) -> Result<()> 
                     Ok(r) => r,
                     Err(e) => {
                         totals.failed_batches.fetch_add(1, Ordering::Relaxed);
-                        return (hist, Some(format!("batch {i}: {e}")));
+                        return (hist, Some(format!("connection {c}, batch {j}: {e}")));
                     }
                 };
                 let status = resp.status();
                 let body = resp.into_body().collect().await;
+                stopped.1.pop();
+                stopped.0.answered(b.rank);
                 if !status.is_success() || body.is_err() {
                     totals.failed_batches.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -272,6 +415,7 @@ async fn run(args: LoadArgs, t: Target, batches: Arc<Vec<Batch>>) -> Result<()> 
                     }
                 }
             }
+            (hist, None)
         }));
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
