@@ -11,12 +11,19 @@
 #     live-state checkpoint and of the process's resident memory.
 #
 # Client and server share this machine's cores: figures are for both together.
+#
+# `sequin load` replays the file in event-time order, each device on one connection, the
+# connections in step. The file compresses a month of 1,300 events per hour into seconds,
+# and the connections keep up to 16 batches (about an hour of this file's event time) in
+# flight, so the server runs with LATENESS (default 2h) of allowed lateness: live, 5 s of
+# lateness at these rates spans hundreds of thousands of events.
 # usage: bench/live.sh [EVENTS_FOR_LOAD] [RATE] [USERS_FOR_STATE]   (default 2000000 20000 1000000)
 # The latency part sends LAT_EVENTS (default 400000) of them at RATE.
 # PARTS="throughput latency state" (the default) picks the parts to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-2000000}; RATE=${2:-20000}; USERS=${3:-1000000}; LAT_EVENTS=${LAT_EVENTS:-400000}
+LATENESS=${LATENESS:-2h}
 PARTS=${PARTS:-throughput latency state}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 DATA=bench/data/live; mkdir -p "$DATA"
@@ -28,7 +35,7 @@ NDJSON=$DATA/events.ndjson
 [ -f "$NDJSON" ] || $BIN gen --out "$NDJSON" --users $((EVENTS / 20)) --seed 7 >/dev/null
 serve() { # store port
   rm -rf "$1"
-  $BIN serve --store "$1" --segments "$SEG" --listen "127.0.0.1:$2" --no-idle-advance >"$1.log" 2>&1 &
+  $BIN serve --store "$1" --segments "$SEG" --listen "127.0.0.1:$2" --no-idle-advance --lateness "$LATENESS" >"$1.log" 2>&1 &
   echo $! > "$1.pid"
   until curl -sf "127.0.0.1:$2/healthz" >/dev/null; do sleep 0.2; done
 }
@@ -38,9 +45,17 @@ if part throughput; then
 echo "== throughput: $EVENTS events, batches of 100, 8 connections, as fast as possible"
 serve "$DATA/st1" 18181
 # No change-stream reader here (the latency part has one): acknowledged throughput only.
-env -u SEQUIN_READ_KEY $BIN load "$NDJSON" --url http://127.0.0.1:18181 --limit "$EVENTS" --batch 100 --connections 8
-curl -s "127.0.0.1:18181/metrics" | grep -E "^sequin_(events_accepted_total|live_users|live_changes_total) "
-echo "server CPU seconds by thread (the evaluator may still be catching up):"
+env -u SEQUIN_READ_KEY $BIN load "$NDJSON" --url http://127.0.0.1:18181 --limit "$EVENTS" --batch 100 --connections 8 | tee "$DATA/st1.load"
+# Live evaluation trails acknowledgement: wait until it has evaluated every event.
+T0=$(date +%s.%N)
+until [ "$(curl -s 127.0.0.1:18181/metrics | awk '/^sequin_live_backlog_events / {print $2}')" = 0 ]; do sleep 0.1; done
+DRAIN=$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+ACK_S=$(awk '/acknowledged/ {for (i = 1; i <= NF; i++) if ($i == "in") {sub("s:", "", $(i + 1)); print $(i + 1)}}' "$DATA/st1.load")
+ACKED=$(awk '/acknowledged/ {for (i = 1; i <= NF; i++) if ($i == "acknowledged") print $(i + 1)}' "$DATA/st1.load")
+awk -v n="$ACKED" -v a="$ACK_S" -v d="$DRAIN" 'BEGIN {
+  printf "evaluated: every event %.1f s after the last acknowledgement: %.0f events/s acknowledged and evaluated\n", d, n / (a + d) }'
+curl -s "127.0.0.1:18181/metrics" | grep -E "^sequin_(events_accepted_total|live_users|live_changes_total|live_rebuilds_total|live_rebuilt_events_total) "
+echo "server CPU seconds by thread:"
 for t in /proc/"$(cat "$DATA/st1.pid")"/task/*; do
   awk -v c="$(cat "$t/comm")" '{print c, ($14 + $15) / 100}' "$t/stat"
 done | awk '{a[$1] += $2} END {for (k in a) printf "  %s %.1f", k, a[k]; print ""}'
