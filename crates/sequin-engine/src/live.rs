@@ -495,7 +495,12 @@ impl LiveEngine {
         // Re-reads stop at the end of this batch. The store may hold later events already
         // (evaluation trails intake); taking them here would move this user, and the
         // watermark with it, ahead of the stream, and make every user behind it look late.
-        let before = batch.last().map_or(self.processed, |a| a.seq + 1);
+        // Never below what a backfill already covers: a batch from before the backfill's
+        // snapshot can still arrive, and a re-read marks everything below that as included.
+        let before = batch
+            .last()
+            .map_or(self.processed, |a| a.seq + 1)
+            .max(self.processed);
         for a in batch {
             if a.linked
                 && let Some((from, _)) = a.event.identity_link()
