@@ -189,7 +189,14 @@ impl Lockstep {
             let moved = self.moved.notified();
             tokio::pin!(moved);
             moved.as_mut().enable();
-            if self.answered.lock().expect("lockstep").0 + window >= rank {
+            if self
+                .answered
+                .lock()
+                .expect("lockstep")
+                .0
+                .saturating_add(window)
+                >= rank
+            {
                 return;
             }
             moved.await;
@@ -337,7 +344,12 @@ async fn run(args: LoadArgs, t: Target, streams: Vec<Vec<Batch>>) -> Result<()> 
     };
     let start = tokio::time::Instant::now();
     let mut workers = Vec::new();
-    let window = Lockstep::window(streams.len());
+    // In file order a user's messages follow one another on one connection: holding the
+    // others to its pace would make the replay serial.
+    let window = match args.order {
+        ReplayOrder::Time => Lockstep::window(streams.len()),
+        ReplayOrder::File => u64::MAX,
+    };
     let lockstep = Arc::new(Lockstep::new());
     for (c, batches) in streams.into_iter().enumerate() {
         // Ranks not yet answered, last first.
