@@ -230,12 +230,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> String {
     let m = &state.metrics;
-    let line = |name: &str, help: &str, v: &AtomicU64| {
-        format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-            v.load(Ordering::Relaxed)
-        )
+    let counter = |name: &str, help: &str, v: u64| {
+        format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n")
     };
+    let line =
+        |name: &str, help: &str, v: &AtomicU64| counter(name, help, v.load(Ordering::Relaxed));
     let gauge = |name: &str, help: &str, v: u64| {
         format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n")
     };
@@ -256,13 +255,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
             "Live per-user state, encoded, with the user keys.",
             state_bytes,
         ),
-        gauge(
+        counter(
             "sequin_live_rebuilds_total",
             "Users re-evaluated from history (an event older than the user's latest, or a \
              link between two users with events).",
             rebuilds.users,
         ),
-        gauge(
+        counter(
             "sequin_live_rebuilt_events_total",
             "Events re-fed by those re-evaluations.",
             rebuilds.events,

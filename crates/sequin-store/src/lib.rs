@@ -750,7 +750,7 @@ impl Store {
                     .run_cache
                     .lock()
                     .map_err(|_| poisoned(&self.dir, "history cache"))?
-                    .get(&self.dir.join(&run.file))?;
+                    .get(&path)?;
                 // Units are filed sorted under their id at the time: find each of the user's.
                 for id in &ids {
                     let Ok(i) = data.units.binary_search_by(|u| u.as_str().cmp(id)) else {

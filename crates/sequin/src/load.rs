@@ -159,8 +159,8 @@ fn read_batches(args: &LoadArgs) -> Result<Vec<Vec<Batch>>> {
     Ok(streams)
 }
 
-/// Lets a batch go only when every batch more than [`Lockstep::WINDOW`] places before it
-/// in event-time order has been answered, so that the replay moves through event time
+/// Lets a batch go only when every batch more than [`Lockstep::window`] places before it
+/// in replay order has been answered, so that the replay moves through event time
 /// together, as live devices do. A file compresses weeks into seconds: a connection running
 /// a few percent ahead (or carrying a few percent more events) would be hours ahead in
 /// event time, and make every other connection's events look late.
@@ -377,7 +377,7 @@ async fn run(args: LoadArgs, t: Target, streams: Vec<Vec<Batch>>) -> Result<()> 
             let mut stopped = stopped;
             for (j, b) in batches.iter().enumerate() {
                 stopped.0.turn(b.rank, window).await;
-                // The connections' batches go on one schedule, in event-time order.
+                // The connections' batches go on one schedule, in replay order.
                 let due = per_batch.map(|d| start + d.mul_f64(b.rank as f64));
                 if let Some(due) = due {
                     tokio::time::sleep_until(due).await;
