@@ -268,6 +268,8 @@ struct Totals {
     sent_events: AtomicU64,
     acked_events: AtomicU64,
     failed_batches: AtomicU64,
+    /// What the first refused batch was told.
+    first_refusal: Mutex<Option<String>>,
 }
 
 pub fn load(args: LoadArgs) -> Result<()> {
@@ -403,8 +405,20 @@ async fn run(args: LoadArgs, t: Target, streams: Vec<Vec<Batch>>) -> Result<()> 
                 let body = resp.into_body().collect().await;
                 stopped.1.pop();
                 stopped.0.answered(b.rank);
-                if !status.is_success() || body.is_err() {
+                let refusal = match body {
+                    Err(e) => Some(format!(
+                        "connection {c}, batch {j}: reading the answer: {e}"
+                    )),
+                    Ok(body) if !status.is_success() => Some(format!(
+                        "connection {c}, batch {j}: HTTP {status}: {}",
+                        String::from_utf8_lossy(&body.to_bytes())
+                    )),
+                    Ok(_) => None,
+                };
+                if let Some(refusal) = refusal {
                     totals.failed_batches.fetch_add(1, Ordering::Relaxed);
+                    let mut first = totals.first_refusal.lock().expect("first refusal");
+                    first.get_or_insert(refusal);
                     continue;
                 }
                 let now = tokio::time::Instant::now();
@@ -481,6 +495,15 @@ async fn run(args: LoadArgs, t: Target, streams: Vec<Vec<Batch>>) -> Result<()> 
     }
     if let Some(e) = first_error {
         bail!("stopped early: {e}");
+    }
+    // A replay that lost batches did not replay the file: say so in the exit status too.
+    let failed = totals.failed_batches.load(Ordering::Relaxed);
+    if failed > 0 {
+        let first = totals.first_refusal.lock().expect("first refusal").take();
+        bail!(
+            "{failed} batches were not acknowledged; the first: {}",
+            first.unwrap_or_default()
+        );
     }
     Ok(())
 }

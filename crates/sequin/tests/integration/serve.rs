@@ -13,24 +13,21 @@ use sequin_engine::Program;
 use sequin_engine::batch::{EvalOptions, evaluate};
 use sequin_store::{EventSource, Projection, StoreReader};
 
-use crate::util::{free_port, run_ok, sequin};
+use crate::util::{run_ok, sequin, spawn_server};
 
 struct Server {
     child: Child,
+    port: u16,
 }
 
 impl Server {
-    fn start(store: &Path, segments: &Path, port: u16, log: &Path) -> Server {
-        let log = std::fs::File::create(log).unwrap();
-        let child = sequin()
-            .args([
-                "serve",
+    fn start(store: &Path, segments: &Path, log: &Path) -> Server {
+        let (child, port) = spawn_server(
+            &[
                 "--store",
                 store.to_str().unwrap(),
                 "--segments",
                 segments.to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
                 "--write-key",
                 "wk",
                 "--read-key",
@@ -44,17 +41,15 @@ impl Server {
                 "300ms",
                 "--memtable-mb",
                 "1",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            ],
+            log,
+        );
         let deadline = Instant::now() + Duration::from_secs(60);
         while get(port, "/healthz", None).is_none() {
             assert!(Instant::now() < deadline, "the server did not come up");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Server { child }
+        Server { child, port }
     }
 
     fn kill_9(mut self) {
@@ -181,10 +176,10 @@ fn kill_9_under_load_loses_no_acknowledged_event_and_live_equals_batch() {
     let segments = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/segments/funnels.seg");
     let store = dir.path().join("store");
     let acked = dir.path().join("acked.txt");
-    let port = free_port();
 
     // Load, and kill the server in the middle of it.
-    let server = Server::start(&store, &segments, port, &dir.path().join("serve1.log"));
+    let server = Server::start(&store, &segments, &dir.path().join("serve1.log"));
+    let port = server.port;
     let mut loader = load(&file, port, &acked, "8000");
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::fs::read_to_string(&acked).map_or(0, |s| s.lines().count()) < 1500 {
@@ -218,7 +213,8 @@ fn kill_9_under_load_loses_no_acknowledged_event_and_live_equals_batch() {
 
     // Restart (checkpoint + log tail), send everything again (the retries are dropped as
     // duplicates), and compare with batch evaluation at the server's watermark.
-    let server = Server::start(&store, &segments, port, &dir.path().join("serve2.log"));
+    let server = Server::start(&store, &segments, &dir.path().join("serve2.log"));
+    let port = server.port;
     let log2 = std::fs::read_to_string(dir.path().join("serve2.log")).unwrap();
     assert!(log2.contains("restored the checkpoint"), "{log2}");
     let acked2 = dir.path().join("acked2.txt");
@@ -315,9 +311,9 @@ fn a_bulk_import_between_restarts_rebuilds_live_state_and_live_equals_batch() {
     let (first, second) = (file("a.ndjson", "31"), file("b.ndjson", "32"));
     let segments = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/segments/funnels.seg");
     let store = dir.path().join("store");
-    let port = free_port();
 
-    let server = Server::start(&store, &segments, port, &dir.path().join("serve1.log"));
+    let server = Server::start(&store, &segments, &dir.path().join("serve1.log"));
+    let port = server.port;
     let status = load(&first, port, &dir.path().join("acked1.txt"), "0")
         .wait()
         .unwrap();
@@ -333,7 +329,8 @@ fn a_bulk_import_between_restarts_rebuilds_live_state_and_live_equals_batch() {
         second.to_str().unwrap(),
     ]);
 
-    let server = Server::start(&store, &segments, port, &dir.path().join("serve2.log"));
+    let server = Server::start(&store, &segments, &dir.path().join("serve2.log"));
+    let port = server.port;
     let log2 = std::fs::read_to_string(dir.path().join("serve2.log")).unwrap();
     assert!(
         log2.contains("rebuilding live state from history"),
@@ -356,8 +353,8 @@ fn segment_python_sdk_talks_to_the_server() {
     )
     .unwrap();
     let store = dir.path().join("store");
-    let port = free_port();
-    let server = Server::start(&store, &segments, port, &dir.path().join("serve.log"));
+    let server = Server::start(&store, &segments, &dir.path().join("serve.log"));
+    let port = server.port;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk/segment_sdk.py");
     let out = std::process::Command::new(&py)
         .arg(&script)
@@ -410,8 +407,8 @@ fn opentelemetry_sdk_genai_spans_become_live_conversation_signals() {
     )
     .unwrap();
     let store = dir.path().join("store");
-    let port = free_port();
-    let server = Server::start(&store, &segments, port, &dir.path().join("serve.log"));
+    let server = Server::start(&store, &segments, &dir.path().join("serve.log"));
+    let port = server.port;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/otel/genai_spans.py");
     let out = std::process::Command::new(&py)
         .arg(&script)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::util::{chromium_and_driver, free_port, generated_store, sequin};
+use crate::util::{chromium_and_driver, free_port, generated_store, spawn_server};
 
 /// A child process killed when the test ends, however it ends.
 struct Killed(Child);
@@ -131,19 +131,23 @@ async fn browser_edits_with_diagnostics_saves_sees_live_counts_replays_and_disco
     let segments = dir.path().join("demo.seg");
     std::fs::write(&segments, include_str!("../../../../examples/demo.seg")).unwrap();
 
-    let port = free_port();
-    let _server = Killed(
-        sequin()
-            .args(["serve", "--store", store.to_str().unwrap()])
-            .args(["--segments", segments.to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--write-key", "wk", "--read-key", "rk", "--admin-key", "ak"])
-            .args(["--no-idle-advance"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
-            .spawn()
-            .unwrap(),
+    let (server, port) = spawn_server(
+        &[
+            "--store",
+            store.to_str().unwrap(),
+            "--segments",
+            segments.to_str().unwrap(),
+            "--write-key",
+            "wk",
+            "--read-key",
+            "rk",
+            "--admin-key",
+            "ak",
+            "--no-idle-advance",
+        ],
+        &dir.path().join("serve.log"),
     );
+    let _server = Killed(server);
     let driver_port = free_port();
     let _driver = Killed(
         Command::new(&chromedriver)
@@ -153,7 +157,6 @@ async fn browser_edits_with_diagnostics_saves_sees_live_counts_replays_and_disco
             .spawn()
             .unwrap(),
     );
-    wait_for_port(port, "sequin serve");
     wait_for_port(driver_port, "chromedriver");
 
     let mut caps = serde_json::Map::new();

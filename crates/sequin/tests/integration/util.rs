@@ -1,7 +1,8 @@
 //! Helpers: run the binary, read JSON stats, find the shared data.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The `sequin` binary under test.
 pub fn sequin() -> Command {
@@ -209,6 +210,40 @@ pub fn chromium_and_driver() -> (PathBuf, PathBuf) {
             found().expect("chromium and chromedriver after installing them")
         })
         .clone()
+}
+
+/// Starts `sequin serve` (given its arguments, `--listen` excluded) on a port the kernel
+/// picks, with stderr going to `log`, and returns it with that port once it is listening.
+/// Asking for port 0 and reading the port back, rather than picking a free port first, is
+/// what keeps a restarted server's port from being taken by another test's server in the
+/// meantime (the tests run in parallel): a client would then talk to the wrong server.
+pub fn spawn_server(args: &[&str], log: &Path) -> (Child, u16) {
+    let mut child = sequin()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(port) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("listening on http://127.0.0.1:"))
+            .and_then(|p| p.trim().parse().ok())
+        {
+            return (child, port);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("sequin serve exited ({status}) before listening:\n{text}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sequin serve did not start listening:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A port nobody listens on now.
