@@ -1034,17 +1034,19 @@ impl LiveEngine {
         }
     }
 
-    fn bits_of(&mut self, name: &str) -> Vec<u64> {
+    /// Appends, for each program slot, the pattern bits an event called `name` sets.
+    fn push_bits_of(&mut self, name: &str, out: &mut Vec<u64>) {
         if let Some(b) = self.bits.get(name) {
-            return b.clone();
+            out.extend_from_slice(b);
+            return;
         }
         let b: Vec<u64> = self
             .programs
             .iter()
             .map(|p| p.as_ref().map_or(0, |p| p.name_bits(name, false)))
             .collect();
-        self.bits.insert(name.to_string(), b.clone());
-        b
+        out.extend_from_slice(&b);
+        self.bits.insert(name.to_string(), b);
     }
 
     /// Feeds the events of one timestamp to every state they concern, then settles.
@@ -1076,8 +1078,16 @@ impl LiveEngine {
             .collect();
         // User-level programs: the matcher sees the user's whole event list; an event no
         // pattern names is skipped (except the first, when an untouched state is a member).
-        let bits: Vec<Vec<u64>> = group.iter().map(|it| self.bits_of(it.name())).collect();
-        let sig_bits: Vec<Vec<u64>> = signals.iter().map(|it| self.bits_of(it.name())).collect();
+        // Pattern bits of item k for slot s at [k * slots + s]: one table for the group.
+        let slots = self.programs.len();
+        let mut bits = Vec::with_capacity(group.len() * slots);
+        for it in group {
+            self.push_bits_of(it.name(), &mut bits);
+        }
+        let mut sig_bits = Vec::with_capacity(signals.len() * slots);
+        for it in &signals {
+            self.push_bits_of(it.name(), &mut sig_bits);
+        }
         // A signal takes the index of the raw event before it.
         let sig_index = (user.events + group.len() as u64).saturating_sub(1);
         for (slot, prog) in self.programs.iter().enumerate() {
@@ -1090,12 +1100,12 @@ impl LiveEngine {
             let mut begun = false;
             let raw = group.iter().enumerate().map(|(k, item)| {
                 let index = user.events + k as u64;
-                let b = bits[k][slot];
+                let b = bits[k * slots + slot];
                 let skip = b == 0 && !feed_all && (index > 0 || skip_irrelevant);
                 (*item, index, b, skip)
             });
             let derived = signals.iter().enumerate().map(|(k, item)| {
-                let b = sig_bits[k][slot];
+                let b = sig_bits[k * slots + slot];
                 (
                     item as &dyn Item,
                     sig_index,
@@ -1135,28 +1145,30 @@ impl LiveEngine {
             if !has_sub(kind) {
                 continue;
             }
-            let id_of = |item: &dyn Item| match kind {
-                UnitKind::Sessions => item.session_id().map(str::to_string),
-                _ => item.conversation_id().map(str::to_string),
-            };
+            fn id_of(kind: UnitKind, item: &dyn Item) -> Option<&str> {
+                match kind {
+                    UnitKind::Sessions => item.session_id(),
+                    _ => item.conversation_id(),
+                }
+            }
             let mut routed: Vec<(usize, usize)> = Vec::new(); // (sub index, item index)
             for (k, item) in group.iter().enumerate() {
-                let id = id_of(*item);
+                let id = id_of(kind, *item);
                 if kind == UnitKind::Conversations && id.is_none() {
                     continue;
                 }
-                let found = user
-                    .subs
-                    .iter()
-                    .position(|s| s.open && s.kind == kind && s.id == id && t - s.last <= gap);
+                let found = user.subs.iter().position(|s| {
+                    s.open && s.kind == kind && s.id.as_deref() == id && t - s.last <= gap
+                });
                 let sub = match found {
                     Some(s) => s,
                     None => {
                         for s in user.subs.iter_mut() {
-                            if s.kind == kind && s.id == id {
+                            if s.kind == kind && s.id.as_deref() == id {
                                 s.open = false;
                             }
                         }
+                        let id = id.map(str::to_string);
                         let n = user
                             .runs
                             .entry((kind == UnitKind::Sessions, id.clone()))
@@ -1189,12 +1201,10 @@ impl LiveEngine {
                 if self.programs[slot].as_ref().map(|p| p.unit) != Some(kind) {
                     continue;
                 }
-                let id = id_of(item);
-                if let Some(s) = user
-                    .subs
-                    .iter()
-                    .position(|s| s.open && s.kind == kind && s.id == id && t - s.last <= gap)
-                {
+                let id = id_of(kind, item);
+                if let Some(s) = user.subs.iter().position(|s| {
+                    s.open && s.kind == kind && s.id.as_deref() == id && t - s.last <= gap
+                }) {
                     sig_routed.push((s, k));
                 }
             }
@@ -1217,7 +1227,9 @@ impl LiveEngine {
                     }
                     let sigs: Vec<usize> = sig_routed
                         .iter()
-                        .filter(|&&(x, k)| x == s && extra[k].0 == slot && sig_bits[k][slot] != 0)
+                        .filter(|&&(x, k)| {
+                            x == s && extra[k].0 == slot && sig_bits[k * slots + slot] != 0
+                        })
                         .map(|&(_, k)| k)
                         .collect();
                     if items.is_empty() && sigs.is_empty() {
@@ -1231,7 +1243,7 @@ impl LiveEngine {
                             &Ev {
                                 time: t,
                                 index: sub.events + n as u64,
-                                bits: bits[k][slot],
+                                bits: bits[k * slots + slot],
                                 props: &ItemProps {
                                     item: group[k],
                                     slot,
@@ -1245,7 +1257,7 @@ impl LiveEngine {
                             &Ev {
                                 time: t,
                                 index: sig_index,
-                                bits: sig_bits[k][slot],
+                                bits: sig_bits[k * slots + slot],
                                 props: &ItemProps {
                                     item: &signals[k],
                                     slot,
