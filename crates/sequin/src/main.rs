@@ -26,7 +26,8 @@ fn main() {
 /// Memory settings for bulk work. Import, flush and ingest allocate and free hundreds of
 /// MB at a time:
 /// - freed memory goes back to the OS after 1 s instead of 10 ms, so it is not handed back
-///   and zeroed again by the kernel between one batch and the next;
+///   and zeroed again by the kernel between one batch and the next (unless the environment
+///   sets `MIMALLOC_PURGE_DELAY`, for measuring other settings);
 /// - no transparent huge pages for this process: mimalloc asks for them ("madvise", this
 ///   machine's setting), each fault then zeroes 2 MB, and in a fragmented memory it stalls
 ///   in the kernel's compaction. Measured: 10M-event import ~1 s faster, live ingest
@@ -40,7 +41,9 @@ fn tune_memory() {
     // in `main`, before any other thread exists. The prctl takes plain integers; failing
     // (an old kernel) only leaves huge pages on.
     unsafe {
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, 1000);
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, 1000);
+        }
         #[cfg(target_os = "linux")]
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
