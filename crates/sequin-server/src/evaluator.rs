@@ -13,9 +13,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sequin_engine::live::{Change, ChangeKind, History, LiveEngine, LiveOptions, UserHistory};
@@ -140,6 +140,14 @@ pub struct Live {
     pub changes: ChangeLog,
     /// Events accepted but not yet evaluated.
     pub backlog: AtomicU64,
+    /// Intake waits while the backlog is at least this (0: never), see [`Live::wait_for_room`].
+    max_backlog: u64,
+    /// Signalled whenever the evaluator takes events off the backlog or stops.
+    room: (Mutex<()>, Condvar),
+    /// A backfill of new definitions is running, or the evaluator has stopped: intake
+    /// does not wait then (a backfill must not pause ingest; a stopped evaluator never
+    /// drains).
+    unbounded: AtomicBool,
     /// Size of the last checkpoint written, and the users it held.
     pub checkpoint_bytes: AtomicU64,
     /// Users with live state at the last checkpoint.
@@ -148,6 +156,40 @@ pub struct Live {
 }
 
 impl Live {
+    /// Blocks while the evaluator is `max_backlog` events or more behind intake. The
+    /// writer calls it before appending, so that sustained overload slows
+    /// acknowledgements down instead of queueing accepted events in memory without bound
+    /// (about 1.5 KB each), and live membership stays within a bounded delay of intake.
+    pub fn wait_for_room(&self) {
+        if self.max_backlog == 0 {
+            return;
+        }
+        let mut guard = self.room.0.lock().expect("backlog lock");
+        while self.backlog.load(Ordering::Acquire) >= self.max_backlog
+            && !self.unbounded.load(Ordering::Acquire)
+        {
+            // The timeout only bounds a missed wake-up; the evaluator signals every drain.
+            guard = self
+                .room
+                .1
+                .wait_timeout(guard, Duration::from_millis(50))
+                .expect("backlog lock")
+                .0;
+        }
+    }
+
+    /// Takes `n` evaluated events off the backlog and wakes a waiting writer.
+    fn drained(&self, n: u64) {
+        self.backlog.fetch_sub(n, Ordering::AcqRel);
+        self.wake_writer();
+    }
+
+    fn wake_writer(&self) {
+        // Taking the lock orders this signal after a waiter's check of the backlog.
+        drop(self.room.0.lock().expect("backlog lock"));
+        self.room.1.notify_all();
+    }
+
     /// Sends a command to the evaluator thread.
     pub fn send(&self, c: Command) -> Result<(), String> {
         self.queue
@@ -180,6 +222,9 @@ pub fn compile_segments(file: &SegFile) -> Result<Vec<Program>, EngineError> {
         .collect()
 }
 
+/// At most this many queued events are gathered into one evaluation.
+const COALESCE_EVENTS: usize = 16_384;
+
 /// Settings of the evaluator.
 #[derive(Debug, Clone)]
 pub struct EvaluatorOptions {
@@ -189,6 +234,8 @@ pub struct EvaluatorOptions {
     pub idle_advance: bool,
     /// How often live state is checkpointed (when it changed).
     pub checkpoint_every: Duration,
+    /// Intake waits while this many accepted events are not evaluated yet (0: never).
+    pub max_backlog: u64,
 }
 
 /// Starts the evaluator thread: assumes the memberships of the change log, backfills
@@ -278,6 +325,9 @@ pub fn start(
         source: RwLock::new(source),
         changes,
         backlog: AtomicU64::new(0),
+        max_backlog: opts.max_backlog,
+        room: (Mutex::new(()), Condvar::new()),
+        unbounded: AtomicBool::new(false),
         checkpoint_bytes: AtomicU64::new(written as u64),
         checkpoint_users: AtomicU64::new(users),
         queue: tx.clone(),
@@ -297,6 +347,15 @@ fn run(
     opts: EvaluatorOptions,
     dir: PathBuf,
 ) {
+    // However this thread ends (even by a panic), intake stops waiting for it.
+    struct Stopped<'a>(&'a Live);
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            self.0.unbounded.store(true, Ordering::Release);
+            self.0.wake_writer();
+        }
+    }
+    let _stopped = Stopped(&live);
     let mut last_event = Instant::now();
     let mut wm_at_last_event: Option<i64> = None;
     let checkpoint_path = dir.join("live").join("checkpoint.bin");
@@ -315,6 +374,8 @@ fn run(
             Err(e) => tracing_error(&format!("checkpoint: {e}")),
         }
     };
+    // A command taken off the queue while gathering events, to apply next.
+    let mut next: Option<Command> = None;
     loop {
         // Only this thread still holds the state: the server is gone, and so is the store
         // (dropping it here releases its lock).
@@ -329,7 +390,11 @@ fn run(
                 checkpoint(&live, &mut checkpointed_at);
             }
         }
-        let cmd = match rx.recv_timeout(Duration::from_millis(100)) {
+        let received = match next.take() {
+            Some(c) => Ok(c),
+            None => rx.recv_timeout(Duration::from_millis(100)),
+        };
+        let cmd = match received {
             Ok(c) => c,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if opts.idle_advance
@@ -345,7 +410,20 @@ fn run(
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
         match cmd {
-            Command::Events(batch) => {
+            Command::Events(mut batch) => {
+                // Events queued behind these are evaluated with them: the engine's cost
+                // per event falls with the batch (one pass over the due timers, fewer
+                // same-millisecond events split across batches and re-read).
+                while batch.len() < COALESCE_EVENTS {
+                    match rx.try_recv() {
+                        Ok(Command::Events(more)) => batch.extend(more),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 let n = batch.len() as u64;
                 let mut engine = live.engine.write().expect("engine lock");
                 if let Err(e) = engine.on_accepted(&batch, &SharedHistory(&store)) {
@@ -354,7 +432,7 @@ fn run(
                 record(&live, &mut engine);
                 wm_at_last_event = engine.watermark();
                 last_event = Instant::now();
-                live.backlog.fetch_sub(n, Ordering::Relaxed);
+                live.drained(n);
             }
             Command::SetDefinitions {
                 source,
@@ -365,6 +443,9 @@ fn run(
                     let s = store.lock().expect("store lock");
                     (s.reader(), s.next_seq())
                 };
+                // Ingest goes on during the backfill, however long the backlog grows.
+                live.unbounded.store(true, Ordering::Release);
+                live.wake_writer();
                 let mut engine = live.engine.write().expect("engine lock");
                 let r = engine
                     .rebuild_all(programs, &reader, next)
@@ -380,6 +461,7 @@ fn run(
                 if r.is_ok() {
                     checkpoint(&live, &mut checkpointed_at);
                 }
+                live.unbounded.store(false, Ordering::Release);
                 let _ = reply.send(r);
             }
             Command::Advance(t, reply) => {

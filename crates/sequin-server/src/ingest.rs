@@ -79,6 +79,9 @@ impl Ingestor {
                         all.extend(events);
                         replies.push(reply);
                     }
+                    if let Some(live) = &live {
+                        live.wait_for_room();
+                    }
                     let mut guard = store.lock().expect("store lock");
                     let result = guard.append_logged(all, &sizes);
                     metrics.commits.fetch_add(1, Ordering::Relaxed);

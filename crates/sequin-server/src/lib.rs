@@ -101,6 +101,8 @@ pub struct ServerConfig {
     pub memtable_bytes: usize,
     /// How often live state is checkpointed.
     pub checkpoint_every: std::time::Duration,
+    /// Ingest waits while this many accepted events are not evaluated yet (0: never).
+    pub max_backlog: u64,
 }
 
 /// A started server: the state to serve.
@@ -148,6 +150,7 @@ impl Server {
                 live: config.live.clone(),
                 idle_advance: config.idle_advance,
                 checkpoint_every: config.checkpoint_every,
+                max_backlog: config.max_backlog,
             },
         )?;
         let metrics = Arc::new(Metrics::default());

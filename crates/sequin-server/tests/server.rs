@@ -29,6 +29,7 @@ fn config(dir: &std::path::Path, segments: Option<&str>) -> ServerConfig {
         idle_advance: false,
         memtable_bytes: 64 << 20,
         checkpoint_every: std::time::Duration::from_secs(3600),
+        max_backlog: 200_000,
     }
 }
 
@@ -311,6 +312,53 @@ async fn membership_follows_ingest_and_late_events_correct_it() {
     send(&st, vec![ev("5", "u2", "purchase", "2024-03-01T11:00:00Z")]).await;
     sync(&st).await;
     assert!(member_units(&st, "browsing").await.is_empty());
+}
+
+/// Sustained overload slows acknowledgements down instead of queueing accepted events
+/// in memory: while `max_backlog` events wait for live evaluation, the next request is
+/// not acknowledged; once evaluation catches up, it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_wait_while_live_evaluation_is_max_backlog_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Some(DEFS));
+    cfg.max_backlog = 2;
+    let st = start(&cfg);
+    // A thread holding the engine keeps the evaluator from taking events off the backlog.
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let st = st.clone();
+        std::thread::spawn(move || {
+            let _engine = st.live.engine.read().unwrap();
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        })
+    };
+    held_rx.recv().unwrap();
+    let at = "2024-03-01T10:00:00Z";
+    send(
+        &st,
+        vec![ev("1", "u1", "purchase", at), ev("2", "u2", "purchase", at)],
+    )
+    .await;
+    let again = st.clone();
+    let third = tokio::spawn(async move {
+        send(&again, vec![ev("3", "u3", "purchase", at)]).await;
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "acknowledged while 2 events wait");
+    assert_eq!(
+        st.live.backlog.load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), third)
+        .await
+        .expect("acknowledged once evaluation caught up")
+        .unwrap();
+    sync(&st).await;
+    assert_eq!(member_units(&st, "buyers").await, ["u1", "u2", "u3"]);
 }
 
 #[tokio::test]

@@ -404,6 +404,11 @@ pub struct ServeArgs {
     /// Checkpoint live state this often (a restart then replays only the log after it).
     #[arg(long, default_value = "30s")]
     pub checkpoint_every: String,
+    /// Hold acknowledgements back while this many accepted events wait for live
+    /// evaluation (0: no limit). Bounds memory and the delay of membership under
+    /// sustained overload; a backfill of new definitions is never held back.
+    #[arg(long, default_value_t = 200_000)]
+    pub max_backlog: u64,
 }
 
 /// `sequin check`.

@@ -60,6 +60,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 .context("--checkpoint-every")?
                 .max(1) as u64,
         ),
+        max_backlog: a.max_backlog,
     };
     let runtime = runtime()?;
     runtime.block_on(async move {
@@ -113,6 +114,7 @@ pub fn demo_live(
         idle_advance: false,
         memtable_bytes: 256 << 20,
         checkpoint_every: std::time::Duration::from_secs(30),
+        max_backlog: 200_000,
     };
     let runtime = runtime()?;
     runtime.block_on(async move {
