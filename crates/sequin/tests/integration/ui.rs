@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::util::{chromium_and_driver, free_port, generated_store, spawn_server};
+use crate::util::{chromium_and_driver, generated_store, spawn_server};
 
 /// A child process killed when the test ends, however it ends.
 struct Killed(Child);
@@ -27,6 +27,27 @@ fn wait_for_port(port: u16, what: &str) {
         assert!(Instant::now() < deadline, "{what} did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The port of ChromeDriver's "ChromeDriver was started successfully on port N." line.
+/// The rest of its output is drained on a thread of its own, so that it never blocks on a
+/// full pipe.
+fn started_on_port(out: std::process::ChildStdout) -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if let Some(port) = line
+                .split_once("started successfully on port ")
+                .and_then(|(_, rest)| rest.trim_end_matches('.').trim().parse::<u16>().ok())
+            {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("chromedriver reports the port it listens on")
 }
 
 fn artifacts() -> PathBuf {
@@ -148,15 +169,16 @@ async fn browser_edits_with_diagnostics_saves_sees_live_counts_replays_and_disco
         &dir.path().join("serve.log"),
     );
     let _server = Killed(server);
-    let driver_port = free_port();
-    let _driver = Killed(
-        Command::new(&chromedriver)
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    // Port 0, read back from its start-up line: a port picked beforehand could be taken by
+    // a parallel test's server in the meantime.
+    let mut driver = Command::new(&chromedriver)
+        .arg("--port=0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let driver_port = started_on_port(driver.stdout.take().unwrap());
+    let _driver = Killed(driver);
     wait_for_port(driver_port, "chromedriver");
 
     let mut caps = serde_json::Map::new();

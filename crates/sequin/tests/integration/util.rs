@@ -245,12 +245,3 @@ pub fn spawn_server(args: &[&str], log: &Path) -> (Child, u16) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
-
-/// A port nobody listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
