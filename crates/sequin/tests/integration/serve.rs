@@ -23,20 +23,11 @@ struct Server {
 impl Server {
     fn start(store: &Path, segments: &Path, log: &Path) -> Server {
         let (child, port) = spawn_server(
+            store,
+            segments,
             &[
-                "--store",
-                store.to_str().unwrap(),
-                "--segments",
-                segments.to_str().unwrap(),
-                "--write-key",
-                "wk",
-                "--read-key",
-                "rk",
-                "--admin-key",
-                "ak",
                 "--lateness",
                 "0s",
-                "--no-idle-advance",
                 "--checkpoint-every",
                 "300ms",
                 "--memtable-mb",

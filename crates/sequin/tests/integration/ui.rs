@@ -152,22 +152,7 @@ async fn browser_edits_with_diagnostics_saves_sees_live_counts_replays_and_disco
     let segments = dir.path().join("demo.seg");
     std::fs::write(&segments, include_str!("../../../../examples/demo.seg")).unwrap();
 
-    let (server, port) = spawn_server(
-        &[
-            "--store",
-            store.to_str().unwrap(),
-            "--segments",
-            segments.to_str().unwrap(),
-            "--write-key",
-            "wk",
-            "--read-key",
-            "rk",
-            "--admin-key",
-            "ak",
-            "--no-idle-advance",
-        ],
-        &dir.path().join("serve.log"),
-    );
+    let (server, port) = spawn_server(&store, &segments, &[], &dir.path().join("serve.log"));
     let _server = Killed(server);
     // Port 0, read back from its start-up line: a port picked beforehand could be taken by
     // a parallel test's server in the meantime.

@@ -212,15 +212,22 @@ pub fn chromium_and_driver() -> (PathBuf, PathBuf) {
         .clone()
 }
 
-/// Starts `sequin serve` (given its arguments, `--listen` excluded) on a port the kernel
-/// picks, with stderr going to `log`, and returns it with that port once it is listening.
-/// Asking for port 0 and reading the port back, rather than picking a free port first, is
-/// what keeps a restarted server's port from being taken by another test's server in the
-/// meantime (the tests run in parallel): a client would then talk to the wrong server.
-pub fn spawn_server(args: &[&str], log: &Path) -> (Child, u16) {
+/// Starts `sequin serve` over `store` with `segments` live, the keys `wk` (write), `rk`
+/// (read) and `ak` (admin), no idle advance of the watermark, and `extra` arguments, on a
+/// port the kernel picks, with stderr going to `log`; returns it with that port once it is
+/// listening. Asking for port 0 and reading the port back, rather than picking a free port
+/// first, is what keeps a restarted server's port from being taken by another test's
+/// server in the meantime (the tests run in parallel): a client would then talk to the
+/// wrong server.
+pub fn spawn_server(store: &Path, segments: &Path, extra: &[&str], log: &Path) -> (Child, u16) {
     let mut child = sequin()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args)
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-idle-advance"])
+        .arg("--store")
+        .arg(store)
+        .arg("--segments")
+        .arg(segments)
+        .args(["--write-key", "wk", "--read-key", "rk", "--admin-key", "ak"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
