@@ -1,10 +1,10 @@
 //! The event: unit keys, time, name, typed properties, context.
 
 use crate::time::Micros;
-use crate::value::Value;
+use crate::value::{Text, Value};
 
 /// Flattened `(dotted.key, value)` pairs, in arrival order.
-pub type Props = Vec<(String, Value)>;
+pub type Props = Vec<(Text, Value)>;
 
 /// Which kind of message an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -10,7 +10,7 @@
 use crate::error::MapError;
 use crate::event::{Event, MessageKind};
 use crate::time::{TimeFormat, from_epoch, from_epoch_int, parse_text};
-use crate::value::{Value, flatten_into};
+use crate::value::{Text, Value, flatten_into};
 
 /// Customary names for the unit key column, in order of preference.
 pub const UNIT_COLUMNS: &[&str] = &[
@@ -158,15 +158,15 @@ impl Cell<'_> {
         r.map_err(|e| MapError::new(column, e))
     }
 
-    fn push_props(&self, column: &str, out: &mut Vec<(String, Value)>) {
+    fn push_props(&self, column: &str, out: &mut Vec<(Text, Value)>) {
         let v = match self {
             Cell::Missing => None,
             Cell::Text(s) => Value::infer(s),
-            Cell::Str(s) => Some(Value::Str(s.to_string())),
+            Cell::Str(s) => Some(Value::Str((*s).into())),
             Cell::Int(i) => Some(Value::Int(*i)),
             Cell::Float(f) => Some(Value::Float(*f)),
             Cell::Bool(b) => Some(Value::Bool(*b)),
-            Cell::Micros(t) => Some(Value::Str(crate::time::format_rfc3339(*t))),
+            Cell::Micros(t) => Some(Value::Str(crate::time::format_rfc3339(*t).into())),
             Cell::Json(j @ serde_json::Value::Object(_)) => {
                 flatten_into(column, j, out);
                 None
@@ -174,7 +174,7 @@ impl Cell<'_> {
             Cell::Json(j) => Value::from_json(j),
         };
         if let Some(v) = v {
-            out.push((column.to_string(), v));
+            out.push((column.into(), v));
         }
     }
 }

@@ -23,7 +23,7 @@ pub mod value;
 pub use error::MapError;
 pub use event::{Event, MessageKind, Props};
 pub use time::{Micros, TimeFormat};
-pub use value::Value;
+pub use value::{Text, Value};
 
 /// Stable 64-bit hash of a unit key; the partition of a unit is `unit_hash(key) % partitions`.
 ///

@@ -15,7 +15,7 @@ use serde_json::{Map, Value as Json};
 use crate::error::MapError;
 use crate::event::{Event, MessageKind};
 use crate::time::{Micros, TimeFormat, parse_text};
-use crate::value::{Value, flatten_into};
+use crate::value::{Text, Value, flatten_into};
 
 mod stream;
 
@@ -55,7 +55,7 @@ enum Object {
     #[default]
     Absent,
     /// The flattened entries; for `context`, also its `traits` (flattened apart).
-    Flat(Vec<(String, Value)>, Vec<(String, Value)>),
+    Flat(Vec<(Text, Value)>, Vec<(Text, Value)>),
     Not(&'static str),
 }
 
@@ -384,16 +384,16 @@ fn map_fields(mut obj: Fields, received_at: Option<Micros>) -> Result<Event, Map
         },
         MessageKind::Page => {
             if let Some(n) = name_field("name")? {
-                properties.push(("page".into(), Value::Str(n)));
+                properties.push(("page".into(), Value::Str(n.into())));
             }
             if let Some(c) = name_field("category")? {
-                properties.push(("category".into(), Value::Str(c)));
+                properties.push(("category".into(), Value::Str(c.into())));
             }
             "page_view".into()
         }
         MessageKind::Screen => {
             if let Some(n) = name_field("name")? {
-                properties.push(("screen".into(), Value::Str(n)));
+                properties.push(("screen".into(), Value::Str(n.into())));
             }
             "screen_view".into()
         }
@@ -416,14 +416,14 @@ fn map_fields(mut obj: Fields, received_at: Option<Micros>) -> Result<Event, Map
         }
         MessageKind::Group => {
             if let Some(g) = id_field(obj, "groupId")? {
-                properties.push(("group_id".into(), Value::Str(g)));
+                properties.push(("group_id".into(), Value::Str(g.into())));
             }
             "group".into()
         }
         MessageKind::Record => unreachable!("not a Segment type"),
     };
 
-    let lookup = |props: &[(String, Value)], keys: &[&str]| {
+    let lookup = |props: &[(Text, Value)], keys: &[&str]| {
         keys.iter().find_map(|k| {
             props
                 .iter()
@@ -516,7 +516,7 @@ mod tests {
         assert_eq!(out[1].identity_link(), Some(("a1", "u1")));
         assert_eq!(
             out[1].traits,
-            vec![("plan".to_string(), Value::Str("pro".into()))]
+            vec![("plan".into(), Value::Str("pro".into()))]
         );
     }
 
@@ -559,7 +559,7 @@ mod tests {
         assert_eq!(ev.property("tags"), Some(&Value::Json(r#"["a",1]"#.into())));
         assert_eq!(
             ev.traits,
-            vec![("plan".to_string(), Value::Str("pro".into()))]
+            vec![("plan".into(), Value::Str("pro".into()))]
         );
         let keys: Vec<&str> = ev.context.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["device.type", "locale", "os.name", "os.version"]);

@@ -6,6 +6,11 @@
 
 use std::fmt;
 
+/// Short text kept inline (up to 24 bytes) instead of on the heap: property keys and
+/// values are mostly short, and an event carries dozens of them, so this saves an
+/// allocation and a cross-thread free for each.
+pub type Text = compact_str::CompactString;
+
 /// One property value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -16,7 +21,7 @@ pub enum Value {
     /// A number with a fractional part (or too large for `i64`).
     Float(f64),
     /// Text.
-    Str(String),
+    Str(Text),
     /// An array (or other composite), kept as JSON text.
     Json(String),
 }
@@ -59,7 +64,7 @@ impl Value {
                 Some(i) => Value::Int(i),
                 None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
             },
-            serde_json::Value::String(s) => Value::Str(s.clone()),
+            serde_json::Value::String(s) => Value::Str(s.as_str().into()),
             other => Value::Json(other.to_string()),
         })
     }
@@ -95,7 +100,7 @@ impl Value {
                 return Some(Value::Float(f));
             }
         }
-        Some(Value::Str(cell.to_string()))
+        Some(Value::Str(cell.into()))
     }
 
     /// The value as JSON.
@@ -106,7 +111,7 @@ impl Value {
             Value::Float(f) => serde_json::Number::from_f64(*f)
                 .map(serde_json::Value::Number)
                 .unwrap_or(serde_json::Value::Null),
-            Value::Str(s) => serde_json::Value::String(s.clone()),
+            Value::Str(s) => serde_json::Value::String(s.to_string()),
             Value::Json(s) => {
                 serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.clone()))
             }
@@ -120,13 +125,14 @@ impl fmt::Display for Value {
             Value::Bool(b) => write!(f, "{b}"),
             Value::Int(i) => write!(f, "{i}"),
             Value::Float(x) => write!(f, "{x}"),
-            Value::Str(s) | Value::Json(s) => f.write_str(s),
+            Value::Str(s) => f.write_str(s),
+            Value::Json(s) => f.write_str(s),
         }
     }
 }
 
 /// Flattens a JSON object into `(dotted.key, value)` pairs appended to `out`; nulls are dropped.
-pub fn flatten_into(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, Value)>) {
+pub fn flatten_into(prefix: &str, v: &serde_json::Value, out: &mut Vec<(Text, Value)>) {
     match v {
         serde_json::Value::Object(map) => {
             for (k, child) in map {
@@ -143,7 +149,7 @@ pub fn flatten_into(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, 
                 if prefix.is_empty() {
                     return;
                 }
-                out.push((prefix.to_string(), value));
+                out.push((prefix.into(), value));
             }
         }
     }
@@ -177,9 +183,9 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                ("a.b".to_string(), Value::Int(1)),
-                ("d".to_string(), Value::Json("[1,2]".into())),
-                ("e".to_string(), Value::Str("x".into())),
+                ("a.b".into(), Value::Int(1)),
+                ("d".into(), Value::Json("[1,2]".into())),
+                ("e".into(), Value::Str("x".into())),
             ]
         );
     }

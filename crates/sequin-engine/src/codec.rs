@@ -188,7 +188,7 @@ impl<'a> Dec<'a> {
             0 => Value::Bool(self.b()?),
             1 => Value::Int(self.i()?),
             2 => Value::Float(self.f()?),
-            3 => Value::Str(self.s()?),
+            3 => Value::Str((self.s()?).into()),
             4 => Value::Json(self.s()?),
             _ => return Err(DecodeError("unknown value tag")),
         })

@@ -25,7 +25,8 @@ impl<'a> Val<'a> {
             Value::Bool(b) => Val::Bool(*b),
             Value::Int(i) => Val::Int(*i),
             Value::Float(f) => Val::Float(*f),
-            Value::Str(s) | Value::Json(s) => Val::Str(s),
+            Value::Str(s) => Val::Str(s),
+            Value::Json(s) => Val::Str(s),
         }
     }
 
@@ -35,7 +36,7 @@ impl<'a> Val<'a> {
             Val::Bool(b) => Value::Bool(b),
             Val::Int(i) => Value::Int(i),
             Val::Float(f) => Value::Float(f),
-            Val::Str(s) => Value::Str(s.to_string()),
+            Val::Str(s) => Value::Str(s.to_string().into()),
         }
     }
 
@@ -52,7 +53,7 @@ impl<'a> Val<'a> {
 /// A literal as a stored value.
 pub fn literal_value(l: &Literal) -> Value {
     match l {
-        Literal::Str(s) => Value::Str(s.clone()),
+        Literal::Str(s) => Value::Str(s.as_str().into()),
         Literal::Int(i) => Value::Int(*i),
         Literal::Float(f) => Value::Float(*f),
         Literal::Bool(b) => Value::Bool(*b),

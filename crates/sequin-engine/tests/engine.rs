@@ -30,11 +30,11 @@ fn event(user: &str, name: &str, secs: i64, props: &[(&str, Value)]) -> Event {
         properties: props
             .iter()
             .filter(|(k, _)| !k.starts_with("c."))
-            .map(|(k, v)| (k.to_string(), v.clone()))
+            .map(|(k, v)| ((*k).into(), v.clone()))
             .collect(),
         context: props
             .iter()
-            .filter_map(|(k, v)| k.strip_prefix("c.").map(|k| (k.to_string(), v.clone())))
+            .filter_map(|(k, v)| k.strip_prefix("c.").map(|k| (k.into(), v.clone())))
             .collect(),
         traits: Vec::new(),
     }
@@ -289,10 +289,10 @@ fn signal_events_s() -> impl Strategy<Value = Vec<Event>> {
             .map(|(u, kind, step, v, c)| {
                 clock[u] += [0, 0, 1, 1, 2, 3, 7, 15][step as usize];
                 let user = format!("u{u}");
-                let conv = Value::Str(format!("c{u}-{c}"));
+                let conv = Value::Str(format!("c{u}-{c}").into());
                 let mut e = match kind {
                     0..=2 => {
-                        let mut props = vec![("element_id", Value::Str(format!("e{}", v % 2)))];
+                        let mut props = vec![("element_id", Value::Str(format!("e{}", v % 2).into()))];
                         if v < 3 {
                             props.push(("x", Value::Int(v as i64 * 20)));
                             props.push(("y", Value::Int(5)));
@@ -305,7 +305,7 @@ fn signal_events_s() -> impl Strategy<Value = Vec<Event>> {
                             "page_view",
                             clock[u],
                             &[
-                                ("page", Value::Str(format!("p{}", v % 3))),
+                                ("page", Value::Str(format!("p{}", v % 3).into())),
                                 ("load_time_ms", Value::Int(v as i64 * 1500)),
                             ],
                         );
@@ -350,7 +350,7 @@ fn signal_events_s() -> impl Strategy<Value = Vec<Event>> {
                 };
                 if (7..=11).contains(&kind) {
                     e.conversation_id = match conv {
-                        Value::Str(s) => Some(s),
+                        Value::Str(s) => Some(s.to_string()),
                         _ => None,
                     };
                 }

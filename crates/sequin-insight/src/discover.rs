@@ -39,7 +39,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
-use sequin_core::Value;
+use sequin_core::{Text, Value};
 use sequin_core::time::Micros;
 use sequin_engine::Program;
 use sequin_engine::batch::{EvalOptions, evaluate};
@@ -207,14 +207,16 @@ impl ItemDef {
 
 fn plain(v: &Value) -> String {
     match v {
-        Value::Str(s) | Value::Json(s) => s.clone(),
+        Value::Str(s) => s.to_string(),
+        Value::Json(s) => s.clone(),
         other => other.to_string(),
     }
 }
 
 fn literal(v: &Value) -> String {
     match v {
-        Value::Str(s) | Value::Json(s) => quote(s),
+        Value::Str(s) => quote(s),
+        Value::Json(s) => quote(s),
         Value::Bool(b) => b.to_string(),
         Value::Int(i) => i.to_string(),
         Value::Float(f) => number(*f),
@@ -254,7 +256,7 @@ struct PropStats {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum ValueKey {
-    S(String),
+    S(Text),
     I(i64),
     B(bool),
 }
@@ -490,7 +492,7 @@ fn census_of(part: &PartUnits, as_of: i64, sample: Option<&dyn Fn(&str) -> bool>
                     by_name
                         .entry(n)
                         .or_default()
-                        .add_count(ValueKey::S(text.dict[code as usize].clone()), count);
+                        .add_count(ValueKey::S((text.dict[code as usize].clone()).into()), count);
                 }
             } else {
                 for (r, &ok) in live.iter().enumerate() {
@@ -517,7 +519,7 @@ fn census_of(part: &PartUnits, as_of: i64, sample: Option<&dyn Fn(&str) -> bool>
                 }
                 for (code, &count) in counts.iter().enumerate() {
                     if count > 0 {
-                        s.add_count(ValueKey::S(text.dict[code].clone()), count);
+                        s.add_count(ValueKey::S(text.dict[code].as_str().into()), count);
                     }
                 }
             } else {
@@ -948,7 +950,7 @@ fn code_items(col: &PropColumn, items: &FxHashMap<ValueKey, u32>) -> Vec<u32> {
         PropColumn::Str(text) => text
             .dict
             .iter()
-            .map(|s| items.get(&ValueKey::S(s.clone())).copied().unwrap_or(NONE))
+            .map(|s| items.get(&ValueKey::S(s.as_str().into())).copied().unwrap_or(NONE))
             .collect(),
         _ => Vec::new(),
     }

@@ -28,7 +28,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prost::Message as _;
-use sequin_core::{Event, MessageKind, Value};
+use sequin_core::{Event, MessageKind, Text, Value};
 use serde_json::Value as Json;
 
 use crate::AppState;
@@ -396,7 +396,7 @@ fn to_json(v: &Any) -> Json {
 
 fn to_value(v: &Any) -> Value {
     match v {
-        Any::StringValue(s) => Value::Str(s.clone()),
+        Any::StringValue(s) => Value::Str(s.as_str().into()),
         Any::BoolValue(b) => Value::Bool(*b),
         Any::IntValue(i) => Value::Int(*i),
         Any::DoubleValue(d) => Value::Float(*d),
@@ -511,21 +511,21 @@ fn map_span(
         .or_else(|| attr("enduser.id"))
         .and_then(text)
         .unwrap_or_else(|| conversation.clone());
-    let context: Vec<(String, Value)> = resource
+    let context: Vec<(Text, Value)> = resource
         .iter()
         .filter_map(|kv| {
             let v = kv.value.as_ref()?.value.as_ref()?;
-            Some((kv.key.clone(), to_value(v)))
+            Some((kv.key.as_str().into(), to_value(v)))
         })
         .collect();
     let mut n = 0;
-    let mut event = |name: &str, time: i64, mut props: Vec<(String, Value)>| {
+    let mut event = |name: &str, time: i64, mut props: Vec<(Text, Value)>| {
         props.push((
             "gen_ai.operation.name".into(),
-            Value::Str(operation.clone()),
+            Value::Str(operation.as_str().into()),
         ));
-        props.push(("trace_id".into(), Value::Str(trace.clone())));
-        props.push(("span_id".into(), Value::Str(span_id.clone())));
+        props.push(("trace_id".into(), Value::Str(trace.as_str().into())));
+        props.push(("span_id".into(), Value::Str(span_id.as_str().into())));
         for key in [
             "gen_ai.agent.name",
             "gen_ai.request.model",
@@ -557,7 +557,7 @@ fn map_span(
     match operation.as_str() {
         "execute_tool" => {
             let mut props = vec![(
-                "status".to_string(),
+                "status".into(),
                 Value::Str(
                     if failed || error_type.is_some() {
                         "error"
@@ -568,13 +568,13 @@ fn map_span(
                 ),
             )];
             if let Some(t) = attr("gen_ai.tool.name").and_then(text) {
-                props.push(("tool_name".into(), Value::Str(t)));
+                props.push(("tool_name".into(), Value::Str(t.into())));
             }
             if let Some(e) = &error_type {
-                props.push(("error.type".into(), Value::Str(e.clone())));
+                props.push(("error.type".into(), Value::Str(e.as_str().into())));
             }
             if let Some(id) = attr("gen_ai.tool.call.id").and_then(text) {
-                props.push(("tool_call_id".into(), Value::Str(id)));
+                props.push(("tool_call_id".into(), Value::Str(id.into())));
             }
             events.push(event("tool_call", end, props));
         }
@@ -592,7 +592,7 @@ fn map_span(
                     let said = message_text(m);
                     let props = vec![
                         ("role".into(), Value::Str("user".into())),
-                        ("text".into(), Value::Str(said)),
+                        ("text".into(), Value::Str(said.into())),
                     ];
                     events.push(event("user_message", start, props));
                 }
@@ -604,7 +604,7 @@ fn map_span(
                 }
                 let mut props = vec![
                     ("role".into(), Value::Str("assistant".into())),
-                    ("text".into(), Value::Str(said)),
+                    ("text".into(), Value::Str(said.into())),
                 ];
                 if let Some(f) = m.get("finish_reason").and_then(Json::as_str) {
                     props.push(("finish_reason".into(), Value::Str(f.into())));
@@ -615,11 +615,11 @@ fn map_span(
     }
     if operation != "execute_tool" && (failed || error_type.is_some()) {
         let mut props = vec![(
-            "code".to_string(),
-            Value::Str(error_type.unwrap_or_else(|| "error".into())),
+            "code".into(),
+            Value::Str(error_type.map_or_else(|| "error".into(), Text::from)),
         )];
         if let Some(m) = span.status.as_ref().filter(|s| !s.message.is_empty()) {
-            props.push(("message".into(), Value::Str(m.message.clone())));
+            props.push(("message".into(), Value::Str(m.message.as_str().into())));
         }
         events.push(event("error", end, props));
     }

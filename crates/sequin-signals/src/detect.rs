@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use sequin_core::Value;
+use sequin_core::{Text, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::text;
@@ -176,7 +176,7 @@ fn text_of(ev: &dyn Input, keys: &[&str]) -> Option<String> {
 fn value_of(ev: &dyn Input, keys: &[&str]) -> Option<Value> {
     keys.iter().find_map(|k| {
         ev.field(k).map(|f| match f {
-            Field::Str(s) => Value::Str(s.to_string()),
+            Field::Str(s) => Value::Str(s.to_string().into()),
             Field::Bool(b) => Value::Bool(b),
             Field::Num(x) if x.fract() == 0.0 && x.abs() < 9e15 => Value::Int(x as i64),
             Field::Num(x) => Value::Float(x),
@@ -189,7 +189,7 @@ fn num_of(ev: &dyn Input, keys: &[&str]) -> Option<f64> {
 }
 
 fn opt_str(v: Option<String>) -> Value {
-    v.map_or(Value::Str(String::new()), Value::Str)
+    v.map_or(Value::Str(Text::default()), |s| Value::Str(s.into()))
 }
 
 impl DetectorState {
@@ -325,11 +325,11 @@ impl DetectorState {
             let code = value_of(ev, CODE_FIELDS);
             let silent = ev.field("silent").is_some_and(Field::truthy);
             let mut props = vec![
-                ("code", code.clone().unwrap_or(Value::Str(String::new()))),
+                ("code", code.clone().unwrap_or(Value::Str(String::new().into()))),
                 ("silent", Value::Bool(silent)),
             ];
             if let Some(m) = text_of(ev, &["message"]) {
-                props.push(("message", Value::Str(m)));
+                props.push(("message", Value::Str(m.into())));
             }
             emit(out, SignalKind::Error, props);
             if let Some(c) = &self.last_click
@@ -340,7 +340,7 @@ impl DetectorState {
                     SignalKind::ErrorClick,
                     vec![
                         ("element_id", opt_str(c.element.clone())),
-                        ("code", code.unwrap_or(Value::Str(String::new()))),
+                        ("code", code.unwrap_or(Value::Str(String::new().into()))),
                     ],
                 );
             }
@@ -351,11 +351,11 @@ impl DetectorState {
             && ms * 1000.0 >= cfg.slow_threshold as f64
         {
             let mut props = vec![
-                ("event", Value::Str(name.to_string())),
+                ("event", Value::Str(name.to_string().into())),
                 ("ms", Value::Float(ms)),
             ];
             if let Some(p) = text_of(ev, PAGE_FIELDS) {
-                props.push(("page", Value::Str(p)));
+                props.push(("page", Value::Str(p.into())));
             }
             emit(out, SignalKind::SlowLoad, props);
         }
@@ -369,7 +369,7 @@ impl DetectorState {
                     emit(
                         out,
                         SignalKind::FormResubmission,
-                        vec![("form_id", Value::Str(form))],
+                        vec![("form_id", Value::Str(form.into()))],
                     );
                 }
                 None => self.forms.push((form, t)),
@@ -414,7 +414,7 @@ impl DetectorState {
                 out,
                 SignalKind::PageLoop,
                 vec![
-                    ("page", Value::Str(page.clone())),
+                    ("page", Value::Str(page.as_str().into())),
                     ("views", Value::Int(same as i64)),
                 ],
             );
@@ -428,7 +428,7 @@ impl DetectorState {
                         out,
                         SignalKind::QuickBack,
                         vec![
-                            ("page", Value::Str(current.clone())),
+                            ("page", Value::Str(current.as_str().into())),
                             ("dwell_ms", Value::Int((t - entered) / 1000)),
                         ],
                     );
@@ -499,7 +499,7 @@ impl DetectorState {
             } else {
                 name.to_string()
             };
-            emit(out, SignalKind::Escalation, vec![("via", Value::Str(how))]);
+            emit(out, SignalKind::Escalation, vec![("via", Value::Str(how.into()))]);
         }
         if is_tool {
             let status = text_of(ev, &["status"]).map(|s| s.to_ascii_lowercase());

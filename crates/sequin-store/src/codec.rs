@@ -7,7 +7,7 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
-use sequin_core::{Event, MessageKind, Value};
+use sequin_core::{Event, MessageKind, Text, Value};
 
 /// Appends an unsigned varint.
 pub fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
@@ -66,7 +66,7 @@ impl<'a> Writer<'a> {
         self.written += 1;
     }
 
-    fn props(&mut self, props: &'a [(String, Value)]) {
+    fn props(&mut self, props: &'a [(Text, Value)]) {
         put_uvarint(self.out, props.len() as u64);
         for (k, v) in props {
             self.opt_str(Some(k));
@@ -175,11 +175,15 @@ impl<'a> Reader<'a> {
         self.opt_str()?.map(str::to_string).ok_or(DecodeError)
     }
 
-    fn props(&mut self) -> Result<Vec<(String, Value)>, DecodeError> {
+    fn text(&mut self) -> Result<Text, DecodeError> {
+        self.opt_str()?.map(Text::from).ok_or(DecodeError)
+    }
+
+    fn props(&mut self) -> Result<Vec<(Text, Value)>, DecodeError> {
         let n = self.uvarint()? as usize;
         let mut out = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
-            let k = self.string()?;
+            let k = self.text()?;
             let v = match self.byte()? {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
@@ -190,7 +194,7 @@ impl<'a> Reader<'a> {
                     self.pos = end;
                     Value::Float(f64::from_le_bytes(b.try_into().map_err(|_| DecodeError)?))
                 }
-                4 => Value::Str(self.string()?),
+                4 => Value::Str(self.text()?),
                 5 => Value::Json(self.string()?),
                 _ => return Err(DecodeError),
             };

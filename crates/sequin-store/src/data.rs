@@ -179,7 +179,7 @@ impl PropColumn {
             PropColumn::Int(v) => v[row].map(Value::Int),
             PropColumn::Float(v) => v[row].map(Value::Float),
             PropColumn::Bool(v) => v[row].map(Value::Bool),
-            PropColumn::Str(c) => c.get(row).map(|s| Value::Str(s.to_string())),
+            PropColumn::Str(c) => c.get(row).map(|s| Value::Str(s.to_string().into())),
             PropColumn::Mixed(v) => v[row].clone(),
         }
     }
@@ -475,7 +475,7 @@ impl PartitionData {
                     "t." => &mut ev.traits,
                     _ => &mut ev.properties,
                 };
-                target.push((k.to_string(), v));
+                target.push((k.to_string().into(), v));
             }
         }
         ev

@@ -325,7 +325,7 @@ fn bad_type(what: &str) -> StoreError {
 fn parse_mixed(s: &str) -> Value {
     match serde_json::from_str::<serde_json::Value>(s) {
         Ok(j) => Value::from_json(&j).unwrap_or(Value::Json(s.to_string())),
-        Err(_) => Value::Str(s.to_string()),
+        Err(_) => Value::Str(s.to_string().into()),
     }
 }
 
@@ -522,7 +522,7 @@ mod tests {
                 if i % 2 == 0 {
                     Value::Int(i)
                 } else {
-                    Value::Str(format!("{i}"))
+                    Value::Str(format!("{i}").into())
                 },
             ));
             e.context.push(("os.name".into(), Value::Str("iOS".into())));

@@ -146,7 +146,7 @@ impl HeldValue {
             HeldValue::Bool(b) => Value::Bool(b),
             HeldValue::Int(i) => Value::Int(i),
             HeldValue::Float(f) => Value::Float(f),
-            HeldValue::Str(k) => Value::Str(strings.get(k).to_string()),
+            HeldValue::Str(k) => Value::Str(strings.get(k).to_string().into()),
             HeldValue::Json(k) => Value::Json(strings.get(k).to_string()),
         }
     }
@@ -572,7 +572,7 @@ impl Memtable {
                     "t." => &mut e.traits,
                     _ => &mut e.properties,
                 };
-                target.push((k.to_string(), self.prop_val[i].to_value(&self.strings)));
+                target.push((k.to_string().into(), self.prop_val[i].to_value(&self.strings)));
             }
             out.push((self.seq[r], e));
         }

@@ -14,7 +14,7 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 
 use super::{FIELD_KEYS, Fields, Object};
-use crate::value::Value;
+use crate::value::{Text, Value};
 
 /// Reads one message object from `text`. `None` when the text is not a JSON object (the
 /// caller then reads it as a tree, which reports the problem).
@@ -145,8 +145,8 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 fn flatten_object<'de, A: MapAccess<'de>>(
     mut map: A,
     prefix: &mut String,
-    out: &mut Vec<(String, Value)>,
-    mut traits_apart: Option<&mut Vec<(String, Value)>>,
+    out: &mut Vec<(Text, Value)>,
+    mut traits_apart: Option<&mut Vec<(Text, Value)>>,
 ) -> Result<(), A::Error> {
     let base = out.len();
     let prefix_len = prefix.len();
@@ -184,7 +184,7 @@ fn flatten_object<'de, A: MapAccess<'de>>(
         let mut order: Vec<usize> = (0..entries.len()).rev().collect();
         order.sort_by(|&a, &b| entries[a].0.0.cmp(&entries[b].0.0));
         order.dedup_by(|later, earlier| entries[*later].0.0 == entries[*earlier].0.0);
-        let mut written: Vec<Option<(String, Value)>> = out.drain(base..).map(Some).collect();
+        let mut written: Vec<Option<(Text, Value)>> = out.drain(base..).map(Some).collect();
         for i in order {
             let (_, start, end) = entries[i];
             out.extend(
@@ -201,7 +201,7 @@ fn flatten_object<'de, A: MapAccess<'de>>(
 /// whose entries are then flattened without a prefix).
 struct FlattenSeed<'k, 'o> {
     key: &'k mut String,
-    out: &'o mut Vec<(String, Value)>,
+    out: &'o mut Vec<(Text, Value)>,
 }
 
 impl<'de> DeserializeSeed<'de> for FlattenSeed<'_, '_> {
@@ -215,7 +215,7 @@ impl<'de> DeserializeSeed<'de> for FlattenSeed<'_, '_> {
 impl FlattenSeed<'_, '_> {
     fn leaf(self, v: Value) {
         if !self.key.is_empty() {
-            self.out.push((self.key.clone(), v));
+            self.out.push((self.key.as_str().into(), v));
         }
     }
 }
@@ -253,11 +253,11 @@ impl<'de> Visitor<'de> for FlattenSeed<'_, '_> {
         Ok(())
     }
     fn visit_str<E>(self, s: &str) -> Result<(), E> {
-        self.leaf(Value::Str(s.to_string()));
+        self.leaf(Value::Str(s.into()));
         Ok(())
     }
     fn visit_string<E>(self, s: String) -> Result<(), E> {
-        self.leaf(Value::Str(s));
+        self.leaf(Value::Str(s.into()));
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
