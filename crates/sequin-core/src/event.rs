@@ -47,21 +47,21 @@ pub struct Event {
     /// What message it came from.
     pub kind: MessageKind,
     /// Event name (`page_view`, `purchase`, `W_Completeren aanvraag`, …).
-    pub name: String,
+    pub name: Text,
     /// Event time, µs since the epoch (UTC), after clock-skew correction.
     pub time: Micros,
     /// Known user id.
-    pub user_id: Option<String>,
+    pub user_id: Option<Text>,
     /// Anonymous (device/cookie) id.
-    pub anonymous_id: Option<String>,
+    pub anonymous_id: Option<Text>,
     /// For `alias`: the id being merged into `user_id`.
-    pub previous_id: Option<String>,
+    pub previous_id: Option<Text>,
     /// Explicit session id, when the source carries one.
-    pub session_id: Option<String>,
+    pub session_id: Option<Text>,
     /// Conversation id (AI-agent conversations; `gen_ai.conversation.id`).
-    pub conversation_id: Option<String>,
+    pub conversation_id: Option<Text>,
     /// Producer-assigned id used to drop duplicates (Segment `messageId`).
-    pub message_id: Option<String>,
+    pub message_id: Option<Text>,
     /// Event properties, flattened.
     pub properties: Props,
     /// Context (device, os, app, network, locale, page, campaign…), flattened.
@@ -72,7 +72,7 @@ pub struct Event {
 
 impl Event {
     /// A bare event with no properties.
-    pub fn new(user: impl Into<String>, time: Micros, name: impl Into<String>) -> Event {
+    pub fn new(user: impl Into<Text>, time: Micros, name: impl Into<Text>) -> Event {
         Event {
             kind: MessageKind::Record,
             name: name.into(),

@@ -247,12 +247,12 @@ fn deep_merge(base: &mut Map<String, Json>, own: &Map<String, Json>) {
     }
 }
 
-fn id_field(obj: &Fields, key: &str) -> Result<Option<String>, MapError> {
+fn id_field(obj: &Fields, key: &str) -> Result<Option<Text>, MapError> {
     match obj.get(key) {
         None | Some(Json::Null) => Ok(None),
         Some(Json::String(s)) if s.is_empty() => Ok(None),
-        Some(Json::String(s)) => Ok(Some(s.clone())),
-        Some(Json::Number(n)) => Ok(Some(n.to_string())),
+        Some(Json::String(s)) => Ok(Some(s.as_str().into())),
+        Some(Json::Number(n)) => Ok(Some(n.to_string().into())),
         Some(other) => Err(MapError::new(
             key,
             format!("must be a string, found {}", json_type(other)),
@@ -361,10 +361,10 @@ fn map_fields(mut obj: Fields, received_at: Option<Micros>) -> Result<Event, Map
     traits.extend(object(&mut obj.traits, "traits")?.0);
     let obj = &obj;
 
-    let name_field = |key: &str| -> Result<Option<String>, MapError> {
+    let name_field = |key: &str| -> Result<Option<Text>, MapError> {
         match obj.get(key) {
             None | Some(Json::Null) => Ok(None),
-            Some(Json::String(s)) => Ok(Some(s.clone())),
+            Some(Json::String(s)) => Ok(Some(s.as_str().into())),
             Some(other) => Err(MapError::new(
                 key,
                 format!("must be a string, found {}", json_type(other)),
@@ -384,16 +384,16 @@ fn map_fields(mut obj: Fields, received_at: Option<Micros>) -> Result<Event, Map
         },
         MessageKind::Page => {
             if let Some(n) = name_field("name")? {
-                properties.push(("page".into(), Value::Str(n.into())));
+                properties.push(("page".into(), Value::Str(n)));
             }
             if let Some(c) = name_field("category")? {
-                properties.push(("category".into(), Value::Str(c.into())));
+                properties.push(("category".into(), Value::Str(c)));
             }
             "page_view".into()
         }
         MessageKind::Screen => {
             if let Some(n) = name_field("name")? {
-                properties.push(("screen".into(), Value::Str(n.into())));
+                properties.push(("screen".into(), Value::Str(n)));
             }
             "screen_view".into()
         }
@@ -416,7 +416,7 @@ fn map_fields(mut obj: Fields, received_at: Option<Micros>) -> Result<Event, Map
         }
         MessageKind::Group => {
             if let Some(g) = id_field(obj, "groupId")? {
-                properties.push(("group_id".into(), Value::Str(g.into())));
+                properties.push(("group_id".into(), Value::Str(g)));
             }
             "group".into()
         }
@@ -450,8 +450,8 @@ fn map_fields(mut obj: Fields, received_at: Option<Micros>) -> Result<Event, Map
         user_id,
         anonymous_id,
         previous_id,
-        session_id,
-        conversation_id,
+        session_id: session_id.map(Text::from),
+        conversation_id: conversation_id.map(Text::from),
         message_id,
         properties,
         context,
@@ -557,10 +557,7 @@ mod tests {
         assert_eq!(ev, one(serde_json::from_str(t).unwrap()).unwrap());
         assert_eq!(ev.name, "search");
         assert_eq!(ev.property("tags"), Some(&Value::Json(r#"["a",1]"#.into())));
-        assert_eq!(
-            ev.traits,
-            vec![("plan".into(), Value::Str("pro".into()))]
-        );
+        assert_eq!(ev.traits, vec![("plan".into(), Value::Str("pro".into()))]);
         let keys: Vec<&str> = ev.context.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["device.type", "locale", "os.name", "os.version"]);
     }

@@ -19,9 +19,9 @@ const GAP: i64 = 30 * SECOND; // a short session gap keeps random streams intere
 fn event(user: &str, name: &str, secs: i64, props: &[(&str, Value)]) -> Event {
     Event {
         kind: MessageKind::Track,
-        name: name.to_string(),
+        name: name.into(),
         time: T0 + secs * SECOND,
-        user_id: Some(user.to_string()),
+        user_id: Some(user.into()),
         anonymous_id: None,
         previous_id: None,
         session_id: None,
@@ -53,7 +53,7 @@ fn reference_events(events: &[Event]) -> Vec<RefEvent> {
             }
             RefEvent {
                 time: e.time,
-                name: e.name.clone(),
+                name: e.name.to_string(),
                 props,
                 synthetic: false,
             }
@@ -89,7 +89,7 @@ fn reference_members(src: &str, name: &str, events: &[Event], as_of: i64) -> Vec
     let mut by_user: HashMap<String, Vec<Event>> = HashMap::new();
     for e in events {
         by_user
-            .entry(e.user_id.clone().unwrap())
+            .entry(e.user_id.clone().unwrap().to_string())
             .or_default()
             .push(e.clone());
     }
@@ -292,7 +292,8 @@ fn signal_events_s() -> impl Strategy<Value = Vec<Event>> {
                 let conv = Value::Str(format!("c{u}-{c}").into());
                 let mut e = match kind {
                     0..=2 => {
-                        let mut props = vec![("element_id", Value::Str(format!("e{}", v % 2).into()))];
+                        let mut props =
+                            vec![("element_id", Value::Str(format!("e{}", v % 2).into()))];
                         if v < 3 {
                             props.push(("x", Value::Int(v as i64 * 20)));
                             props.push(("y", Value::Int(5)));
@@ -350,12 +351,12 @@ fn signal_events_s() -> impl Strategy<Value = Vec<Event>> {
                 };
                 if (7..=11).contains(&kind) {
                     e.conversation_id = match conv {
-                        Value::Str(s) => Some(s.to_string()),
+                        Value::Str(s) => Some(s),
                         _ => None,
                     };
                 }
                 if v == 3 {
-                    e.session_id = Some(format!("s{u}-{c}"));
+                    e.session_id = Some(format!("s{u}-{c}").into());
                 }
                 e
             })
@@ -529,7 +530,7 @@ mod live {
             // anonymous id and a user id that stay unlinked.
             if rng.below(3) == 0 && e.conversation_id.is_none() && e.session_id.is_none() {
                 let u = e.user_id.take().unwrap();
-                e.anonymous_id = Some(format!("anon-{u}"));
+                e.anonymous_id = Some(format!("anon-{u}").into());
                 anon_users.insert(u);
             }
             out.push(e);
@@ -551,7 +552,7 @@ mod live {
             let at = positions[rng.below(positions.len() as u64) as usize];
             let mut link = Event::new(u.clone(), out[at].time, "identify");
             link.kind = MessageKind::Identify;
-            link.anonymous_id = Some(anon);
+            link.anonymous_id = Some(anon.into());
             out.insert(at, link);
         }
         out
@@ -646,7 +647,7 @@ mod live {
         let events = with_identities(events, &mut rng);
         let mut events = events;
         for (i, e) in events.iter_mut().enumerate() {
-            e.message_id = Some(format!("m{i}"));
+            e.message_id = Some(format!("m{i}").into());
         }
         // Deliver in a locally shuffled order, with some events sent twice.
         let mut order: Vec<(u64, usize)> = (0..events.len())

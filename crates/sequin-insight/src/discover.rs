@@ -39,8 +39,8 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
-use sequin_core::{Text, Value};
 use sequin_core::time::Micros;
+use sequin_core::{Text, Value};
 use sequin_engine::Program;
 use sequin_engine::batch::{EvalOptions, evaluate};
 use sequin_engine::outcome::{Outcome, OutcomeJudge};
@@ -489,10 +489,10 @@ fn census_of(part: &PartUnits, as_of: i64, sample: Option<&dyn Fn(&str) -> bool>
                     }
                 }
                 for ((n, code), count) in counts {
-                    by_name
-                        .entry(n)
-                        .or_default()
-                        .add_count(ValueKey::S((text.dict[code as usize].clone()).into()), count);
+                    by_name.entry(n).or_default().add_count(
+                        ValueKey::S((text.dict[code as usize].clone()).into()),
+                        count,
+                    );
                 }
             } else {
                 for (r, &ok) in live.iter().enumerate() {
@@ -950,7 +950,12 @@ fn code_items(col: &PropColumn, items: &FxHashMap<ValueKey, u32>) -> Vec<u32> {
         PropColumn::Str(text) => text
             .dict
             .iter()
-            .map(|s| items.get(&ValueKey::S(s.as_str().into())).copied().unwrap_or(NONE))
+            .map(|s| {
+                items
+                    .get(&ValueKey::S(s.as_str().into()))
+                    .copied()
+                    .unwrap_or(NONE)
+            })
             .collect(),
         _ => Vec::new(),
     }

@@ -538,14 +538,14 @@ fn map_span(
         n += 1;
         Event {
             kind: MessageKind::Track,
-            name: name.to_string(),
+            name: name.into(),
             time,
-            user_id: Some(user.clone()),
+            user_id: Some(user.as_str().into()),
             anonymous_id: None,
             previous_id: None,
             session_id: None,
-            conversation_id: Some(conversation.clone()),
-            message_id: Some(format!("otel-{trace}-{span_id}-{n}")),
+            conversation_id: Some(conversation.as_str().into()),
+            message_id: Some(format!("otel-{trace}-{span_id}-{n}").into()),
             properties: props,
             context: context.clone(),
             traits: Vec::new(),

@@ -325,7 +325,10 @@ impl DetectorState {
             let code = value_of(ev, CODE_FIELDS);
             let silent = ev.field("silent").is_some_and(Field::truthy);
             let mut props = vec![
-                ("code", code.clone().unwrap_or(Value::Str(String::new().into()))),
+                (
+                    "code",
+                    code.clone().unwrap_or(Value::Str(String::new().into())),
+                ),
                 ("silent", Value::Bool(silent)),
             ];
             if let Some(m) = text_of(ev, &["message"]) {
@@ -499,7 +502,11 @@ impl DetectorState {
             } else {
                 name.to_string()
             };
-            emit(out, SignalKind::Escalation, vec![("via", Value::Str(how.into()))]);
+            emit(
+                out,
+                SignalKind::Escalation,
+                vec![("via", Value::Str(how.into()))],
+            );
         }
         if is_tool {
             let status = text_of(ev, &["status"]).map(|s| s.to_ascii_lowercase());

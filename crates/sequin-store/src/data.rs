@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap as HashMap;
 use std::ops::Range;
 
-use sequin_core::{Event, MessageKind, Value};
+use sequin_core::{Event, MessageKind, Text, Value};
 
 /// Marks a missing entry in a [`StrColumn`].
 pub const NULL_KEY: u32 = u32::MAX;
@@ -448,15 +448,15 @@ impl PartitionData {
 
     /// Rebuilds the full event at `row` (for tests and exports; evaluation reads columns).
     pub fn event(&self, row: usize) -> Event {
-        let id = |c: &str| self.id(c, row).map(str::to_string);
+        let id = |c: &str| self.id(c, row).map(Text::from);
         let mut ev = Event {
             kind: MessageKind::from_u8(self.kind[row]),
-            name: self.names[self.name[row] as usize].clone(),
+            name: self.names[self.name[row] as usize].as_str().into(),
             time: self.time[row],
             user_id: if self.ids.contains_key("user_id") {
                 id("user_id")
             } else {
-                Some(self.unit_of(row).to_string())
+                Some(self.unit_of(row).into())
             },
             anonymous_id: id("anonymous_id"),
             previous_id: id("previous_id"),
@@ -508,7 +508,7 @@ impl PartitionData {
             data.seq.push(i as u64);
             let next = name_index.len() as u32;
             let k = *name_index.entry(&e.name).or_insert_with(|| {
-                data.names.push(e.name.clone());
+                data.names.push(e.name.to_string());
                 next
             });
             data.name.push(k);
@@ -800,7 +800,7 @@ mod tests {
             PartitionData::from_events(&b, &ub),
         ]);
         assert_eq!(m.units, vec!["a", "b", "c"]);
-        let names: Vec<String> = (0..m.len()).map(|r| m.event(r).name).collect();
+        let names: Vec<String> = (0..m.len()).map(|r| m.event(r).name.into()).collect();
         assert_eq!(names, vec!["first", "second", "b", "c"]);
         assert_eq!(m.event(1).property("x"), Some(&Value::Str("text".into())));
         assert_eq!(m.event(0).property("x"), Some(&Value::Int(5)));

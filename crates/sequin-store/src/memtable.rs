@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use rayon::prelude::*;
 
-use sequin_core::{Event, Value, unit_hash};
+use sequin_core::{Event, Text, Value, unit_hash};
 
 use crate::data::{ColumnKind, ID_COLUMNS, NULL_KEY, PartitionData, PropColumn, StrColumn};
 use crate::identity::Identity;
@@ -542,13 +542,13 @@ impl Memtable {
         let mut out = Vec::with_capacity(rows.len());
         let id = |c: usize, r: usize| match self.ids[c][r] {
             NULL_KEY => None,
-            k => Some(self.id_text(c, k).to_string()),
+            k => Some(Text::from(self.id_text(c, k))),
         };
         for r in rows {
             let r = r as usize;
             let mut e = Event {
                 kind: sequin_core::MessageKind::from_u8(self.kind[r]),
-                name: self.strings.get(self.name[r]).to_string(),
+                name: self.strings.get(self.name[r]).into(),
                 time: self.time[r],
                 user_id: id(USER, r),
                 anonymous_id: id(ANON, r),
@@ -572,7 +572,10 @@ impl Memtable {
                     "t." => &mut e.traits,
                     _ => &mut e.properties,
                 };
-                target.push((k.to_string().into(), self.prop_val[i].to_value(&self.strings)));
+                target.push((
+                    k.to_string().into(),
+                    self.prop_val[i].to_value(&self.strings),
+                ));
             }
             out.push((self.seq[r], e));
         }
@@ -984,7 +987,7 @@ mod tests {
         let mut m = Memtable::default();
         let event = |i: i64| {
             let mut e = Event::new(format!("u{}", i % 3), i, "x");
-            e.message_id = Some(format!("m{i}"));
+            e.message_id = Some(format!("m{i}").into());
             e.properties.push(("k".into(), Value::Int(i)));
             e
         };
@@ -1017,14 +1020,14 @@ mod tests {
             .collect();
         for (i, id) in ids.iter().enumerate() {
             let mut e = Event::new("u", i as i64, "x");
-            e.message_id = id.clone();
+            e.message_id = id.as_deref().map(Text::from);
             m.push(&e, i as u64);
         }
         assert!(m.messages.blocks.len() > 2);
         let back: Vec<Option<String>> = m
             .events_from(0)
             .into_iter()
-            .map(|(_, e)| e.message_id)
+            .map(|(_, e)| e.message_id.map(String::from))
             .collect();
         assert_eq!(back, ids);
         let (_, data) = m.to_partitions(&UnitMap::default(), 1).remove(0);

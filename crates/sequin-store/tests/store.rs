@@ -250,7 +250,7 @@ fn reopening_after_a_crash_mid_flush_keeps_the_live_log_segment() {
     let dir = tempfile::tempdir().unwrap();
     let mk = |i: i64| {
         let mut e = Event::new("u", i, "e");
-        e.message_id = Some(format!("m{i}"));
+        e.message_id = Some(format!("m{i}").into());
         e
     };
     {
@@ -271,7 +271,7 @@ fn reopening_after_a_crash_mid_flush_keeps_the_live_log_segment() {
         store.append((8..10).map(mk).collect()).unwrap();
     }
     let store = Store::open(dir.path(), &opts()).unwrap();
-    let ids: Vec<String> = all_events(&store.reader())
+    let ids: Vec<sequin_core::Text> = all_events(&store.reader())
         .into_iter()
         .map(|(_, e)| e.message_id.unwrap())
         .collect();
@@ -287,14 +287,14 @@ fn a_background_flush_keeps_every_event_readable_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let mk = |u: &str, t: i64| {
         let mut e = anon(u, t, &format!("e{t}"));
-        e.message_id = Some(format!("m{t}"));
+        e.message_id = Some(format!("m{t}").into());
         e
     };
     let identify = |anon_id: &str, user: &str, t: i64| {
         let mut e = Event::new(user, t, "identify");
         e.kind = MessageKind::Identify;
         e.anonymous_id = Some(anon_id.into());
-        e.message_id = Some(format!("m{t}"));
+        e.message_id = Some(format!("m{t}").into());
         e
     };
     let mut accepted = Vec::new();
@@ -378,8 +378,8 @@ fn reading_one_user_back_is_the_same_from_kept_memtables_and_from_history() {
     let mut store = Store::open(dir.path(), &opts()).unwrap();
     let mut accepted: Vec<Event> = Vec::new();
     // Expected: the user's events with an arrival number below `before`, by (time, arrival).
-    let expect = |accepted: &[Event], user: &str, before: u64| -> Vec<(i64, String)> {
-        let mut want: Vec<(i64, usize, String)> = accepted
+    let expect = |accepted: &[Event], user: &str, before: u64| -> Vec<(i64, sequin_core::Text)> {
+        let mut want: Vec<(i64, usize, sequin_core::Text)> = accepted
             .iter()
             .enumerate()
             .filter(|(seq, e)| (*seq as u64) < before && e.anonymous_id.as_deref() == Some(user))
@@ -393,7 +393,8 @@ fn reading_one_user_back_is_the_same_from_kept_memtables_and_from_history() {
         for user in ["a0", "a1", "a2"] {
             for before in [0, n / 3, n / 2, n - 1, n, u64::MAX] {
                 let (got, complete_to) = store.user_events(user, before).unwrap();
-                let got: Vec<(i64, String)> = got.into_iter().map(|e| (e.time, e.name)).collect();
+                let got: Vec<(i64, sequin_core::Text)> =
+                    got.into_iter().map(|e| (e.time, e.name)).collect();
                 assert_eq!(
                     got,
                     expect(accepted, user, before),
@@ -410,7 +411,7 @@ fn reading_one_user_back_is_the_same_from_kept_memtables_and_from_history() {
             .map(|i| {
                 let t = (i * 7 + round * 11) % 50;
                 let mut e = anon(&format!("a{}", i % 3), t, &format!("r{round}e{i}"));
-                e.message_id = Some(format!("m{round}-{i}"));
+                e.message_id = Some(format!("m{round}-{i}").into());
                 e
             })
             .collect();

@@ -269,7 +269,7 @@ fn golden_segments_agree_with_the_reference_evaluator() {
                         }
                         RefEvent {
                             time: e.time,
-                            name: e.name,
+                            name: e.name.to_string(),
                             props,
                             synthetic: false,
                         }
