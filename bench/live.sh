@@ -14,9 +14,11 @@
 #
 # `sequin load` replays the file in event-time order, each device on one connection, the
 # connections in step. The file compresses a month of 1,300 events per hour into seconds,
-# and the connections keep up to 16 batches (about an hour of this file's event time) in
-# flight, so the server runs with LATENESS (default 2h) of allowed lateness: live, 5 s of
-# lateness at these rates spans hundreds of thousands of events.
+# and the connections keep up to two batches each (32 with 16 connections: about two hours
+# of this file's event time) in flight, so the server runs with LATENESS (default 2h) of
+# allowed lateness: live, 5 s of lateness at these rates spans hundreds of thousands of
+# events. CONNECTIONS (default 16) sets the throughput part's connections: with 8, each
+# waiting for its acknowledgement (a log sync), the cores sat about 15% idle.
 # usage: bench/live.sh [EVENTS_FOR_LOAD] [RATE] [USERS_FOR_STATE]   (default 2000000 20000 1000000)
 # The latency part sends LAT_EVENTS (default 400000) of them at RATE.
 # PARTS="throughput latency state" (the default) picks the parts to run.
@@ -24,6 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-2000000}; RATE=${2:-20000}; USERS=${3:-1000000}; LAT_EVENTS=${LAT_EVENTS:-400000}
 LATENESS=${LATENESS:-2h}
+CONNECTIONS=${CONNECTIONS:-16}
 PARTS=${PARTS:-throughput latency state}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 DATA=bench/data/live; mkdir -p "$DATA"
@@ -42,10 +45,10 @@ serve() { # store port
 stop() { kill "$(cat "$1.pid")"; wait "$(cat "$1.pid")" 2>/dev/null || true; }
 
 if part throughput; then
-echo "== throughput: $EVENTS events, batches of 100, 8 connections, as fast as possible"
+echo "== throughput: $EVENTS events, batches of 100, $CONNECTIONS connections, as fast as possible"
 serve "$DATA/st1" 18181
 # No change-stream reader here (the latency part has one): acknowledged throughput only.
-env -u SEQUIN_READ_KEY $BIN load "$NDJSON" --url http://127.0.0.1:18181 --limit "$EVENTS" --batch 100 --connections 8 | tee "$DATA/st1.load"
+env -u SEQUIN_READ_KEY $BIN load "$NDJSON" --url http://127.0.0.1:18181 --limit "$EVENTS" --batch 100 --connections "$CONNECTIONS" | tee "$DATA/st1.load"
 # Live evaluation trails acknowledgement: wait until it has evaluated every event.
 T0=$(date +%s.%N)
 until [ "$(curl -s 127.0.0.1:18181/metrics | awk '/^sequin_live_backlog_events / {print $2}')" = 0 ]; do sleep 0.1; done
