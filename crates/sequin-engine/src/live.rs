@@ -381,7 +381,7 @@ impl LiveEngine {
     /// Units that are members of `segment` now, with their entry times, sorted by unit.
     pub fn members(&self, segment: &str) -> Option<&BTreeMap<String, i64>> {
         let slot = self.slot_of(segment)?;
-        Some(&self.ledger.members[slot])
+        Some(self.ledger.members[slot].sorted())
     }
 
     /// The segments `unit` is a member of now, with entry times.
@@ -393,7 +393,7 @@ impl LiveEngine {
                 let p = p.as_ref()?;
                 self.ledger.members[s]
                     .get(unit)
-                    .map(|&t| (p.name.as_str(), t))
+                    .map(|t| (p.name.as_str(), t))
             })
             .collect()
     }
@@ -432,7 +432,7 @@ impl LiveEngine {
         self.refs = std::sync::Arc::new(programs.iter().map(|p| p.props.clone()).collect());
         for p in programs {
             self.programs.push(Some(p));
-            self.ledger.members.push(BTreeMap::new());
+            self.ledger.members.push(Members::default());
         }
         self.users.clear();
         self.timers.clear();
@@ -709,7 +709,7 @@ impl LiveEngine {
         for (p, members) in self.programs.iter().zip(&self.ledger.members) {
             w.os(p.as_ref().map(|p| p.name.as_str()));
             w.u(members.len() as u64);
-            for (unit, &t) in members {
+            for (unit, &t) in members.sorted() {
                 w.s(unit);
                 w.i(t);
             }
@@ -755,7 +755,7 @@ impl LiveEngine {
                 return Err(DecodeError("the definitions changed since the checkpoint"));
             }
             let k = r.count()?;
-            let mut members = BTreeMap::new();
+            let mut members = Members::default();
             for _ in 0..k {
                 let unit = r.s()?;
                 members.insert(unit, r.i()?);
@@ -1331,12 +1331,12 @@ impl LiveEngine {
     fn memberships_of(&self, unit: &str, user: &UserLive) -> Vec<(usize, String, i64)> {
         let mut out = Vec::new();
         for (slot, m) in self.ledger.members.iter().enumerate() {
-            if let Some(&t) = m.get(unit) {
+            if let Some(t) = m.get(unit) {
                 out.push((slot, unit.to_string(), t));
             }
         }
         for (slot, key) in &user.sub_members {
-            if let Some(&t) = self.ledger.members[*slot].get(key) {
+            if let Some(t) = self.ledger.members[*slot].get(key) {
                 out.push((*slot, key.clone(), t));
             }
         }
@@ -1355,7 +1355,7 @@ impl LiveEngine {
             let Some(p) = &self.programs[slot] else {
                 continue;
             };
-            for (unit, t) in std::mem::take(m) {
+            for (unit, t) in std::mem::take(m).into_sorted() {
                 out.push((p.name.clone(), unit, t));
             }
         }
@@ -1368,7 +1368,7 @@ impl LiveEngine {
             let Some(p) = &self.programs[slot] else {
                 continue;
             };
-            for (unit, &t) in m {
+            for (unit, &t) in m.sorted() {
                 out.push((p.name.clone(), unit.clone(), t));
             }
         }
@@ -1433,9 +1433,64 @@ impl SegmentKey for String {
 #[derive(Debug, Default)]
 struct Ledger {
     /// Per slot: unit → entry time.
-    members: Vec<BTreeMap<String, i64>>,
+    members: Vec<Members>,
     changes: Vec<Change>,
     next_change: u64,
+}
+
+/// One segment's members now, sorted by unit (the API pages them in that order), with a
+/// hash index in front: nearly every lookup, one per unit and segment on each event, is of
+/// a non-member, which the index answers without the tree's string comparisons.
+#[derive(Debug, Default)]
+struct Members {
+    sorted: BTreeMap<String, i64>,
+    /// Unit hash → how many members have it (a collision only costs a tree lookup).
+    hashes: FxHashMap<u64, u32>,
+}
+
+impl Members {
+    fn hash(unit: &str) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        BuildHasherDefault::<rustc_hash::FxHasher>::default().hash_one(unit)
+    }
+
+    fn get(&self, unit: &str) -> Option<i64> {
+        if !self.hashes.contains_key(&Self::hash(unit)) {
+            return None;
+        }
+        self.sorted.get(unit).copied()
+    }
+
+    fn insert(&mut self, unit: String, t: i64) {
+        let h = Self::hash(&unit);
+        if self.sorted.insert(unit, t).is_none() {
+            *self.hashes.entry(h).or_insert(0) += 1;
+        }
+    }
+
+    fn remove(&mut self, unit: &str) {
+        if self.sorted.remove(unit).is_some() {
+            let h = Self::hash(unit);
+            if let Some(n) = self.hashes.get_mut(&h) {
+                *n -= 1;
+                if *n == 0 {
+                    self.hashes.remove(&h);
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    fn sorted(&self) -> &BTreeMap<String, i64> {
+        &self.sorted
+    }
+
+    fn into_sorted(self) -> BTreeMap<String, i64> {
+        self.sorted
+    }
 }
 
 impl Ledger {
@@ -1461,7 +1516,7 @@ impl Ledger {
         t: i64,
         emit: bool,
     ) -> bool {
-        let old = self.members[slot].get(unit).copied();
+        let old = self.members[slot].get(unit);
         if old == since {
             return false;
         }
