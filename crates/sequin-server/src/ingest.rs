@@ -327,14 +327,15 @@ pub async fn batch(
         // takes the ordinary path, which merges and reports the error.
         if raw.context.is_none_or(|c| c.get() == "null") {
             let now = Some(received_now());
-            let events: Result<Vec<Event>, _> = raw
-                .batch
-                .iter()
-                .map(|item| {
-                    sequin_core::segment::map_message_text(item.get(), raw.sent_at.as_ref(), now)
-                })
-                .collect();
-            if let Ok(events) = events {
+            // Sized up front: collecting a `Result` iterator would grow the vector by
+            // doubling, copying the (large) events each time.
+            let mut events = Vec::with_capacity(raw.batch.len());
+            let all_read = raw.batch.iter().all(|item| {
+                sequin_core::segment::map_message_text(item.get(), raw.sent_at.as_ref(), now)
+                    .map(|e| events.push(e))
+                    .is_ok()
+            });
+            if all_read {
                 return accepted(append_counted(&state, events).await?);
             }
         }
