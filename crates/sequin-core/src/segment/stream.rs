@@ -141,7 +141,10 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 /// the entry `traits` goes there instead, flattened without a prefix (the context's traits).
 ///
 /// Entries are written straight into `out` in text order, and reordered only when the
-/// keys were not already sorted and distinct: no allocation per entry.
+/// keys were not already sorted and distinct. While every entry is a leaf, giving one value
+/// under its own key (the usual flat object), `out[base..]` is its own bookkeeping and a
+/// reorder is an in-place sort; any other entry switches to keeping each entry's key and
+/// range.
 fn flatten_object<'de, A: MapAccess<'de>>(
     mut map: A,
     prefix: &mut String,
@@ -150,8 +153,11 @@ fn flatten_object<'de, A: MapAccess<'de>>(
 ) -> Result<(), A::Error> {
     let base = out.len();
     let prefix_len = prefix.len();
-    // Each entry's key and the range of `out` it produced.
-    let mut entries: Vec<(Key<'de>, usize, usize)> = Vec::new();
+    // Where an entry's own key starts in its full key.
+    let key_start = if prefix_len > 0 { prefix_len + 1 } else { 0 };
+    // Each entry's key and the range of `out` it produced, once some entry did not
+    // produce exactly one value.
+    let mut entries: Option<Vec<(Key<'de>, usize, usize)>> = None;
     let mut in_order = true;
     while let Some(key) = map.next_key::<Key<'de>>()? {
         if key.0 == "traits"
@@ -176,22 +182,56 @@ fn flatten_object<'de, A: MapAccess<'de>>(
         });
         prefix.truncate(prefix_len);
         value?;
-        in_order &= entries.last().is_none_or(|last| last.0.0 < key.0);
-        entries.push((key, start, out.len()));
+        let end = out.len();
+        // One value under exactly this entry's key: a leaf (a nested object with one
+        // entry gives one value too, under a longer key, and is ordered by its own key).
+        let leaf = end == start + 1 && out[start].0.len() == key_start + key.0.len();
+        if entries.is_none() && leaf {
+            // Same prefix: full keys compare as the entries' own keys.
+            in_order &= start == base || out[start - 1].0 < out[start].0;
+            continue;
+        }
+        let list = entries.get_or_insert_with(|| {
+            (base..start)
+                .map(|i| (Key(Cow::Owned(out[i].0[key_start..].to_string())), i, i + 1))
+                .collect()
+        });
+        in_order &= list.last().is_none_or(|last| last.0.0 < key.0);
+        list.push((key, start, end));
     }
-    if !in_order {
-        // Sorted as a map holds them; of equal keys the last one written wins.
-        let mut order: Vec<usize> = (0..entries.len()).rev().collect();
-        order.sort_by(|&a, &b| entries[a].0.0.cmp(&entries[b].0.0));
-        order.dedup_by(|later, earlier| entries[*later].0.0 == entries[*earlier].0.0);
-        let mut written: Vec<Option<(Text, Value)>> = out.drain(base..).map(Some).collect();
-        for i in order {
-            let (_, start, end) = entries[i];
-            out.extend(
-                written[start - base..end - base]
-                    .iter_mut()
-                    .filter_map(Option::take),
-            );
+    if in_order {
+        return Ok(());
+    }
+    match entries {
+        None => {
+            // Sorted by key with the last of equal keys first (reversed, then a stable
+            // sort), then the others of equal keys dropped.
+            let own = &mut out[base..];
+            own.reverse();
+            own.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut kept = base;
+            for i in base..out.len() {
+                if i == base || out[i].0 != out[kept - 1].0 {
+                    out.swap(kept, i);
+                    kept += 1;
+                }
+            }
+            out.truncate(kept);
+        }
+        Some(entries) => {
+            // Sorted as a map holds them; of equal keys the last one written wins.
+            let mut order: Vec<usize> = (0..entries.len()).rev().collect();
+            order.sort_by(|&a, &b| entries[a].0.0.cmp(&entries[b].0.0));
+            order.dedup_by(|later, earlier| entries[*later].0.0 == entries[*earlier].0.0);
+            let mut written: Vec<Option<(Text, Value)>> = out.drain(base..).map(Some).collect();
+            for i in order {
+                let (_, start, end) = entries[i];
+                out.extend(
+                    written[start - base..end - base]
+                        .iter_mut()
+                        .filter_map(Option::take),
+                );
+            }
         }
     }
     Ok(())
