@@ -41,12 +41,37 @@ const FIELD_KEYS: [&str; 13] = [
 /// text ([`stream`]); [`map_fields`] is the one mapping of both.
 #[derive(Default)]
 struct Fields {
-    scalars: [Option<Json>; FIELD_KEYS.len()],
+    scalars: [Option<Scalar>; FIELD_KEYS.len()],
     properties: Object,
     context: Object,
     traits: Object,
     /// A `batch` key was present (read as a tree instead: it is an envelope).
     batch: bool,
+}
+
+/// A top-level field as read: text kept as [`Text`] (mostly short ids, names and
+/// timestamps, so inline, with no allocation), anything else as JSON.
+#[derive(Debug, Clone)]
+enum Scalar {
+    Text(Text),
+    /// Any JSON value but a string.
+    Json(Json),
+}
+
+impl Scalar {
+    fn from_json(v: Json) -> Scalar {
+        match v {
+            Json::String(s) => Scalar::Text(s.into()),
+            other => Scalar::Json(other),
+        }
+    }
+}
+
+/// A [`Scalar`] looked at: its text, or its (non-string) JSON value.
+#[derive(Clone, Copy)]
+enum Field<'a> {
+    Text(&'a str),
+    Json(&'a Json),
 }
 
 /// An object field: absent (or null), flattened, or the JSON type it had instead.
@@ -62,23 +87,24 @@ enum Object {
 impl Fields {
     /// What [`is_segment_message`] asks of a message that is not a batch.
     fn is_message(&self) -> bool {
-        self.get("type")
-            .and_then(Json::as_str)
-            .is_some_and(|t| MESSAGE_TYPES.contains(&t))
+        matches!(self.get("type"), Some(Field::Text(t)) if MESSAGE_TYPES.contains(&t))
             && ["userId", "anonymousId", "messageId"]
                 .iter()
                 .any(|k| self.get(k).is_some())
     }
 
-    fn get(&self, key: &str) -> Option<&Json> {
+    fn get(&self, key: &str) -> Option<Field<'_>> {
         let i = FIELD_KEYS.iter().position(|k| *k == key)?;
-        self.scalars[i].as_ref()
+        self.scalars[i].as_ref().map(|v| match v {
+            Scalar::Text(t) => Field::Text(t),
+            Scalar::Json(j) => Field::Json(j),
+        })
     }
 
     fn from_map(mut obj: Map<String, Json>) -> Fields {
         let mut fields = Fields::default();
         for (slot, key) in fields.scalars.iter_mut().zip(FIELD_KEYS) {
-            *slot = obj.remove(key);
+            *slot = obj.remove(key).map(Scalar::from_json);
         }
         let object = |v: Option<Json>, context: bool| match v {
             None | Some(Json::Null) => Object::Absent,
@@ -118,7 +144,7 @@ pub fn map_message_text(
             .position(|k| *k == "sentAt")
             .expect("a key");
         if fields.scalars[sent].is_none() {
-            fields.scalars[sent] = sent_at.cloned();
+            fields.scalars[sent] = sent_at.cloned().map(Scalar::from_json);
         }
         if let Ok(event) = map_fields(fields, received_at) {
             return Ok(event);
@@ -249,11 +275,11 @@ fn deep_merge(base: &mut Map<String, Json>, own: &Map<String, Json>) {
 
 fn id_field(obj: &Fields, key: &str) -> Result<Option<Text>, MapError> {
     match obj.get(key) {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::String(s)) if s.is_empty() => Ok(None),
-        Some(Json::String(s)) => Ok(Some(s.as_str().into())),
-        Some(Json::Number(n)) => Ok(Some(n.to_string().into())),
-        Some(other) => Err(MapError::new(
+        None | Some(Field::Json(Json::Null)) => Ok(None),
+        Some(Field::Text("")) => Ok(None),
+        Some(Field::Text(s)) => Ok(Some(s.into())),
+        Some(Field::Json(Json::Number(n))) => Ok(Some(n.to_string().into())),
+        Some(Field::Json(other)) => Err(MapError::new(
             key,
             format!("must be a string, found {}", json_type(other)),
         )),
@@ -273,18 +299,18 @@ fn json_type(v: &Json) -> &'static str {
 
 fn time_field(obj: &Fields, key: &str) -> Result<Option<Micros>, MapError> {
     match obj.get(key) {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::String(s)) => parse_text(s, TimeFormat::Auto)
+        None | Some(Field::Json(Json::Null)) => Ok(None),
+        Some(Field::Text(s)) => parse_text(s, TimeFormat::Auto)
             .map(Some)
             .map_err(|e| MapError::new(key, e)),
-        Some(Json::Number(n)) => {
+        Some(Field::Json(Json::Number(n))) => {
             let r = match n.as_i64() {
                 Some(i) => crate::time::from_epoch_int(i, TimeFormat::Auto),
                 None => crate::time::from_epoch(n.as_f64().unwrap_or(f64::NAN), TimeFormat::Auto),
             };
             r.map(Some).map_err(|e| MapError::new(key, e))
         }
-        Some(other) => Err(MapError::new(
+        Some(Field::Json(other)) => Err(MapError::new(
             key,
             format!("must be a time, found {}", json_type(other)),
         )),
@@ -311,8 +337,8 @@ fn event_time(obj: &Fields, received_at: Option<Micros>) -> Result<Micros, MapEr
 
 fn map_fields(mut obj: Fields, received_at: Option<Micros>) -> Result<Event, MapError> {
     let ty = match obj.get("type") {
-        Some(Json::String(s)) => s.as_str(),
-        Some(other) => {
+        Some(Field::Text(s)) => s,
+        Some(Field::Json(other)) => {
             return Err(MapError::new(
                 "type",
                 format!("must be a string, found {}", json_type(other)),
@@ -363,9 +389,9 @@ fn map_fields(mut obj: Fields, received_at: Option<Micros>) -> Result<Event, Map
 
     let name_field = |key: &str| -> Result<Option<Text>, MapError> {
         match obj.get(key) {
-            None | Some(Json::Null) => Ok(None),
-            Some(Json::String(s)) => Ok(Some(s.as_str().into())),
-            Some(other) => Err(MapError::new(
+            None | Some(Field::Json(Json::Null)) => Ok(None),
+            Some(Field::Text(s)) => Ok(Some(s.into())),
+            Some(Field::Json(other)) => Err(MapError::new(
                 key,
                 format!("must be a string, found {}", json_type(other)),
             )),

@@ -13,7 +13,7 @@ use serde::Deserializer;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 
-use super::{FIELD_KEYS, Fields, Object};
+use super::{FIELD_KEYS, Fields, Object, Scalar};
 use crate::value::{Text, Value};
 
 /// Reads one message object from `text`. `None` when the text is not a JSON object (the
@@ -46,7 +46,7 @@ impl<'de> Visitor<'de> for MessageVisitor {
                     map.next_value::<IgnoredAny>()?;
                 }
                 k => match FIELD_KEYS.iter().position(|f| *f == k) {
-                    Some(i) => fields.scalars[i] = Some(map.next_value::<Json>()?),
+                    Some(i) => fields.scalars[i] = Some(map.next_value_seed(ScalarSeed)?),
                     None => {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -54,6 +54,56 @@ impl<'de> Visitor<'de> for MessageVisitor {
             }
         }
         Ok(fields)
+    }
+}
+
+/// A top-level scalar field: text straight into a [`Text`], anything else as JSON.
+struct ScalarSeed;
+
+impl<'de> DeserializeSeed<'de> for ScalarSeed {
+    type Value = Scalar;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ScalarSeed {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Text(s.into()))
+    }
+    fn visit_unit<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Json(Json::Null))
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Json(Json::Bool(b)))
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Json(Json::from(i)))
+    }
+    fn visit_u64<E>(self, u: u64) -> Result<Scalar, E> {
+        Ok(Scalar::Json(Json::from(u)))
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<Scalar, E> {
+        // As `serde_json::Value` reads one.
+        Ok(Scalar::Json(
+            serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number),
+        ))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scalar, A::Error> {
+        let v: Json =
+            serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Scalar::Json(v))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Scalar, A::Error> {
+        let v: Json =
+            serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(Scalar::Json(v))
     }
 }
 
