@@ -23,8 +23,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use rustc_hash::FxHashMap;
-use sequin_core::Event;
 use sequin_core::time::{MINUTE, Micros};
+use sequin_core::{Event, Text};
 use sequin_lang::ast::UnitKind;
 use sequin_store::{Accepted, EventSource, PartitionData, PropColumn, Store};
 
@@ -274,7 +274,7 @@ pub struct LiveEngine {
     /// Each user's state, encoded (see [`LiveEngine::encode_user`]): a few hundred bytes
     /// a user instead of the several kilobytes of the working form, decoded while the
     /// user's events or timers are processed.
-    users: FxHashMap<String, Box<[u8]>>,
+    users: FxHashMap<Text, Box<[u8]>>,
     timers: BinaryHeap<Reverse<(i64, String)>>,
     /// Memberships and the changes not yet drained.
     ledger: Ledger,
@@ -473,7 +473,7 @@ impl LiveEngine {
                 let mut user = self.fresh_user(next_seq);
                 self.feed_sorted(unit, &mut user, &refs, false);
                 self.fire_timers(unit, &mut user, false);
-                self.store_user(unit.to_string(), user);
+                self.store_user(unit, user);
             }
         }
         let new = self.current_memberships();
@@ -561,12 +561,12 @@ impl LiveEngine {
                 .filter(|a| a.seq >= user.skip_below)
                 .collect();
             if evs.is_empty() {
-                self.store_user(unit.to_string(), user);
+                self.store_user(unit, user);
                 continue;
             }
             evs.sort_by_key(|a| a.event.time);
             if user.events > 0 && evs[0].event.time <= user.clock {
-                self.store_user(unit.to_string(), user);
+                self.store_user(unit, user);
                 self.rebuild_user(unit, history, before)?;
                 continue;
             }
@@ -581,7 +581,7 @@ impl LiveEngine {
                 .collect();
             let refs: Vec<&dyn Item> = items.iter().map(|i| i as &dyn Item).collect();
             self.feed_sorted(unit, &mut user, &refs, true);
-            self.store_user(unit.to_string(), user);
+            self.store_user(unit, user);
         }
         if let Some(last) = batch.last() {
             self.processed = self.processed.max(last.seq + 1);
@@ -599,13 +599,13 @@ impl LiveEngine {
                 break;
             }
             let Reverse((t, unit)) = self.timers.pop().expect("peeked");
-            match self.users.get(&unit) {
+            match self.users.get(unit.as_str()) {
                 Some(bytes) if peek_wake(bytes) == t => {}
                 _ => continue, // stale entry
             }
             let mut user = self.take_user(&unit).expect("present");
             self.fire_timers(&unit, &mut user, true);
-            self.store_user(unit, user);
+            self.store_user(&unit, user);
         }
     }
 
@@ -640,7 +640,7 @@ impl LiveEngine {
         }
         self.emit_diff(old, new);
         user.wake = i64::MAX; // re-register its timer under the new key
-        self.store_user(to.to_string(), user);
+        self.store_user(to, user);
     }
 
     /// Re-evaluates one user from history and emits the corrections.
@@ -691,7 +691,7 @@ impl LiveEngine {
         self.feed_sorted(unit, &mut user, &refs, false);
         self.fire_timers(unit, &mut user, false);
         let new = self.memberships_of(unit, &user);
-        self.store_user(unit.to_string(), user);
+        self.store_user(unit, user);
         self.emit_diff(old, new);
     }
 
@@ -772,7 +772,7 @@ impl LiveEngine {
             if user.wake != i64::MAX {
                 e.timers.push(Reverse((user.wake, key.clone())));
             }
-            e.users.insert(key, bytes);
+            e.users.insert(key.into(), bytes);
         }
         let moved = r.count()?;
         for _ in 0..moved {
@@ -797,7 +797,7 @@ impl LiveEngine {
         }
     }
 
-    fn store_user(&mut self, unit: String, mut user: UserLive) {
+    fn store_user(&mut self, unit: &str, mut user: UserLive) {
         user.subs.retain(|s| {
             s.open
                 || s.states
@@ -812,11 +812,11 @@ impl LiveEngine {
         if wake != user.wake {
             user.wake = wake;
             if wake != i64::MAX {
-                self.timers.push(Reverse((wake, unit.clone())));
+                self.timers.push(Reverse((wake, unit.to_string())));
             }
         }
         let bytes = self.encode_user(&user);
-        self.users.insert(unit, bytes);
+        self.users.insert(unit.into(), bytes);
     }
 
     /// Takes a user's state out of the map, decoded.

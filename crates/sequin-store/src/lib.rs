@@ -126,7 +126,7 @@ pub struct Accepted {
     /// Its sequence number in the log.
     pub seq: u64,
     /// Its unit (user), after identity stitching.
-    pub unit: String,
+    pub unit: sequin_core::Text,
     /// It linked another id to its user for the first time (that id's events moved here).
     pub linked: bool,
     /// The event.
@@ -641,7 +641,7 @@ impl Store {
                 continue;
             }
             if let Some(key) = e.unit_key() {
-                let unit = self.identity.resolve(key).to_string();
+                let unit = self.identity.resolve(key).into();
                 accepted.push(Accepted {
                     seq: first + i as u64,
                     unit,
@@ -706,7 +706,7 @@ impl Store {
     }
 
     fn accepted(&self, seq: u64, event: Event) -> Option<Accepted> {
-        let unit = self.identity.resolve(event.unit_key()?).to_string();
+        let unit = self.identity.resolve(event.unit_key()?).into();
         Some(Accepted {
             seq,
             unit,
