@@ -629,6 +629,10 @@ mod tests {
             Just(String::new()),
             Just("traits".to_string()),
             Just("a.b".to_string()),
+            // Sort below and around `.`: a flat object's in-place reorder compares full
+            // dotted keys, a nested one's entries by their own keys.
+            Just("a-b".to_string()),
+            Just("a.".to_string()),
             Just("session_id".to_string()),
             Just("conversation_id".to_string()),
             "[a-c]{1,2}",
