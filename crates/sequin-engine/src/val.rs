@@ -36,7 +36,7 @@ impl<'a> Val<'a> {
             Val::Bool(b) => Value::Bool(b),
             Val::Int(i) => Value::Int(i),
             Val::Float(f) => Value::Float(f),
-            Val::Str(s) => Value::Str(s.to_string().into()),
+            Val::Str(s) => Value::Str((*s).into()),
         }
     }
 

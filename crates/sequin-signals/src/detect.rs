@@ -176,7 +176,7 @@ fn text_of(ev: &dyn Input, keys: &[&str]) -> Option<String> {
 fn value_of(ev: &dyn Input, keys: &[&str]) -> Option<Value> {
     keys.iter().find_map(|k| {
         ev.field(k).map(|f| match f {
-            Field::Str(s) => Value::Str(s.to_string().into()),
+            Field::Str(s) => Value::Str(s.into()),
             Field::Bool(b) => Value::Bool(b),
             Field::Num(x) if x.fract() == 0.0 && x.abs() < 9e15 => Value::Int(x as i64),
             Field::Num(x) => Value::Float(x),
@@ -325,10 +325,7 @@ impl DetectorState {
             let code = value_of(ev, CODE_FIELDS);
             let silent = ev.field("silent").is_some_and(Field::truthy);
             let mut props = vec![
-                (
-                    "code",
-                    code.clone().unwrap_or(Value::Str(String::new().into())),
-                ),
+                ("code", code.clone().unwrap_or(Value::Str(Text::default()))),
                 ("silent", Value::Bool(silent)),
             ];
             if let Some(m) = text_of(ev, &["message"]) {
@@ -343,7 +340,7 @@ impl DetectorState {
                     SignalKind::ErrorClick,
                     vec![
                         ("element_id", opt_str(c.element.clone())),
-                        ("code", code.unwrap_or(Value::Str(String::new().into()))),
+                        ("code", code.unwrap_or(Value::Str(Text::default()))),
                     ],
                 );
             }
@@ -353,10 +350,7 @@ impl DetectorState {
             && let Some(ms) = num_of(ev, LOAD_FIELDS)
             && ms * 1000.0 >= cfg.slow_threshold as f64
         {
-            let mut props = vec![
-                ("event", Value::Str(name.to_string().into())),
-                ("ms", Value::Float(ms)),
-            ];
+            let mut props = vec![("event", Value::Str(name.into())), ("ms", Value::Float(ms))];
             if let Some(p) = text_of(ev, PAGE_FIELDS) {
                 props.push(("page", Value::Str(p.into())));
             }
