@@ -36,6 +36,14 @@ const FIELD_KEYS: [&str; 13] = [
     "receivedAt",
 ];
 
+/// Where `sentAt` is among [`FIELD_KEYS`]: a message without its own takes its batch's.
+fn sent_at_slot() -> usize {
+    FIELD_KEYS
+        .iter()
+        .position(|k| *k == "sentAt")
+        .expect("a key")
+}
+
 /// What mapping reads of one message: the [`FIELD_KEYS`] values and the three objects,
 /// already flattened. Built from a parsed tree ([`Fields::from_map`]) or straight from the
 /// text ([`stream`]); [`map_fields`] is the one mapping of both.
@@ -128,39 +136,34 @@ impl Fields {
     }
 }
 
-/// Maps one message given as JSON text (not a batch) to its event, reading the text
-/// straight into the fields mapping needs: the same event as parsing the text and calling
-/// [`map_message_owned`], faster. `sent_at` is used when the message has no `sentAt` (a
-/// batch's). On any problem the text is read the ordinary way, so errors are reported as
-/// [`map_message_owned`] reports them.
-pub fn map_message_text(
+/// Maps a batch given as JSON text, `{"batch": [..], "sentAt": ..}`, reading its items
+/// straight from the text in one pass: the events [`map_message_owned`] gives for the
+/// parsed batch, faster. `None` when the batch has a `context` of its own (merged into
+/// each item on a tree), when any item's text is longer than `max_item_bytes`, or when
+/// anything is wrong with it: the caller then reads it the ordinary way, which reports the
+/// problem.
+pub fn map_batch_text(
     text: &str,
-    sent_at: Option<&Json>,
     received_at: Option<Micros>,
-) -> Result<Event, MapError> {
-    if let Some(mut fields) = stream::read_fields(text) {
-        let sent = FIELD_KEYS
-            .iter()
-            .position(|k| *k == "sentAt")
-            .expect("a key");
+    max_item_bytes: usize,
+) -> Option<Vec<Event>> {
+    let batch = stream::read_batch(text)?;
+    // No item can be longer than the whole text; past that, measure each.
+    if text.len() > max_item_bytes {
+        let sizes = stream::batch_item_sizes(text)?;
+        if sizes.len() != batch.items.len() || sizes.iter().any(|&n| n > max_item_bytes) {
+            return None;
+        }
+    }
+    let sent = sent_at_slot();
+    let mut events = Vec::with_capacity(batch.items.len());
+    for mut fields in batch.items {
         if fields.scalars[sent].is_none() {
-            fields.scalars[sent] = sent_at.cloned().map(Scalar::from_json);
+            fields.scalars[sent] = batch.sent_at.clone();
         }
-        if let Ok(event) = map_fields(fields, received_at) {
-            return Ok(event);
-        }
+        events.push(map_fields(fields, received_at).ok()?);
     }
-    let msg: Json = serde_json::from_str(text)
-        .map_err(|e| MapError::new("$", format!("malformed JSON: {e}")))?;
-    let Json::Object(mut obj) = msg else {
-        return Err(MapError::new("$", "a message must be a JSON object"));
-    };
-    if let Some(sent) = sent_at
-        && !obj.contains_key("sentAt")
-    {
-        obj.insert("sentAt".into(), sent.clone());
-    }
-    map_fields(Fields::from_map(obj), received_at)
+    Some(events)
 }
 
 /// Maps a line that may hold a Segment message, reading it straight from its text:
@@ -714,6 +717,19 @@ mod tests {
             })
     }
 
+    /// A valid message whose time depends on its batch's `sentAt` (clock skew).
+    fn timed_item() -> J {
+        J::Obj(vec![
+            ("type".into(), J::Str("track".into())),
+            ("userId".into(), J::Str("u1".into())),
+            ("event".into(), J::Str("x".into())),
+            (
+                "originalTimestamp".into(),
+                J::Str("2024-01-01T00:00:00Z".into()),
+            ),
+        ])
+    }
+
     proptest::proptest! {
         /// Reading a message straight from its text maps it exactly as parsing it first:
         /// same event, or the same error.
@@ -722,16 +738,78 @@ mod tests {
             let t = text(&msg);
             let received = Some(1_704_067_300 * SECOND);
             // The text is read straight (no fallback) and maps as the tree does, errors
-            // included; `map_message_text` (which falls back on errors) agrees too.
+            // included.
             let fields = stream::read_fields(&t);
             proptest::prop_assert!(fields.is_some(), "not read: {}", t);
             let direct = map_fields(fields.unwrap(), received);
-            let streamed = map_message_text(&t, None, received);
             let mut out = Vec::new();
             let parsed = map_message_owned(serde_json::from_str(&t).unwrap(), received, &mut out)
                 .map(|()| out.remove(0));
-            proptest::prop_assert_eq!(&direct, &parsed, "{}", t);
-            proptest::prop_assert_eq!(streamed, parsed, "{}", t);
+            proptest::prop_assert_eq!(direct, parsed, "{}", t);
+        }
+
+        /// A batch read in one pass from its text maps as the parsed batch does, and is
+        /// declined (for the ordinary path) only for a reason: a context of its own, a
+        /// repeated envelope key, an item over the size limit, or an error the parsed
+        /// batch reports too. Item sizes are the lengths of the items' raw text.
+        #[test]
+        fn reading_a_batch_from_text_equals_reading_the_parsed_tree(
+            items in prop::collection::vec(
+                prop_oneof![4 => message_s(), 1 => json_s(), 2 => Just(timed_item())], 0..5),
+            sent_at in prop::option::of(prop_oneof![
+                Just(J::Str("2024-01-01T00:00:10Z".into())),
+                Just(J::Null),
+                Just(J::Int(3)),
+            ]),
+            context in prop::option::of(prop_oneof![Just(J::Null), json_s()]),
+            extra in prop::option::of(json_s()),
+            repeat_batch in proptest::bool::weighted(0.1),
+            max in prop_oneof![0usize..400, Just(32 * 1024)],
+            pretty in any::<bool>(),
+        ) {
+            let mut envelope = vec![("batch".to_string(), J::Arr(items))];
+            envelope.extend(sent_at.map(|v| ("sentAt".to_string(), v)));
+            let has_context = context.as_ref().is_some_and(|c| !matches!(c, J::Null));
+            envelope.extend(context.map(|v| ("context".to_string(), v)));
+            envelope.extend(extra.map(|v| ("extra".to_string(), v)));
+            if repeat_batch {
+                envelope.push(("batch".to_string(), J::Arr(vec![])));
+            }
+            envelope.reverse();
+            let mut t = text(&J::Obj(envelope));
+            let tree: Json = serde_json::from_str(&t).unwrap();
+            if pretty {
+                // Whitespace everywhere (and keys sorted, a repeat gone).
+                t = serde_json::to_string_pretty(&tree).unwrap();
+            }
+            let repeated = repeat_batch && !pretty;
+
+            #[derive(serde::Deserialize)]
+            struct Raw<'a> {
+                #[serde(borrow)]
+                batch: Vec<&'a serde_json::value::RawValue>,
+            }
+            let sizes = serde_json::from_str::<Raw<'_>>(&t)
+                .ok()
+                .map(|r| r.batch.iter().map(|i| i.get().len()).collect::<Vec<_>>());
+            if let Some(sizes) = &sizes {
+                proptest::prop_assert_eq!(Some(sizes.clone()), stream::batch_item_sizes(&t));
+            }
+            let oversize = sizes.iter().flatten().any(|&n| n > max);
+
+            let received = Some(1_704_067_300 * SECOND);
+            let mut out = Vec::new();
+            let parsed = map_message_owned(tree, received, &mut out).map(|()| out);
+            match map_batch_text(&t, received, max) {
+                Some(events) => {
+                    proptest::prop_assert!(!has_context && !repeated && !oversize, "{}", t);
+                    proptest::prop_assert_eq!(Ok(events), parsed, "{}", t);
+                }
+                None => proptest::prop_assert!(
+                    has_context || repeated || oversize || parsed.is_err(),
+                    "declined: {}", t
+                ),
+            }
         }
     }
 }

@@ -297,15 +297,20 @@ pub async fn batch(
     let r = async {
         check_write_key(&headers, &state.keys.write)?;
         let bytes = read_bounded(&headers, body, MAX_BATCH_BYTES, "batch").await?;
+        // The usual batch is read in one pass straight from its text, with no JSON tree.
+        // Anything else (a context of the batch's own to merge into the items, or any
+        // problem) takes the ordinary path, which merges and words the error.
+        if let Ok(text) = std::str::from_utf8(&bytes)
+            && let Some(events) =
+                sequin_core::segment::map_batch_text(text, Some(received_now()), MAX_EVENT_BYTES)
+        {
+            return accepted(append_counted(&state, events).await?);
+        }
         // The items as sent, without building them: each must fit Segment's limit.
         #[derive(serde::Deserialize)]
         struct RawBatch<'a> {
             #[serde(borrow)]
             batch: Vec<&'a serde_json::value::RawValue>,
-            #[serde(borrow, default)]
-            context: Option<&'a serde_json::value::RawValue>,
-            #[serde(default, rename = "sentAt")]
-            sent_at: Option<Json_>,
         }
         let raw: RawBatch<'_> = serde_json::from_slice(&bytes).map_err(|e| {
             if e.is_syntax() || e.is_eof() {
@@ -320,23 +325,6 @@ pub async fn batch(
                 return Err(ApiError::BadRequest(format!(
                     "batch[{i}]: event of {size} bytes exceeds 32 KB (Segment's limit)"
                 )));
-            }
-        }
-        // Items are read straight from their text (no JSON tree), unless the batch has a
-        // context of its own to merge into them, or an item is bad: then the whole batch
-        // takes the ordinary path, which merges and reports the error.
-        if raw.context.is_none_or(|c| c.get() == "null") {
-            let now = Some(received_now());
-            // Sized up front: collecting a `Result` iterator would grow the vector by
-            // doubling, copying the (large) events each time.
-            let mut events = Vec::with_capacity(raw.batch.len());
-            let all_read = raw.batch.iter().all(|item| {
-                sequin_core::segment::map_message_text(item.get(), raw.sent_at.as_ref(), now)
-                    .map(|e| events.push(e))
-                    .is_ok()
-            });
-            if all_read {
-                return accepted(append_counted(&state, events).await?);
             }
         }
         let msg = parse_json(&bytes)?;
