@@ -27,6 +27,7 @@ pub mod history;
 pub mod identity;
 pub mod manifest;
 pub mod memtable;
+mod recent;
 pub mod stats;
 pub mod wal;
 
@@ -45,6 +46,7 @@ pub use manifest::{Manifest, Run};
 
 use error::IoContext;
 use memtable::Memtable;
+use recent::RecentIds;
 use wal::Wal;
 
 /// Anything that can hand out sorted partitions of events.
@@ -220,48 +222,6 @@ impl RunUnits {
             }
         };
         Ok(ids.iter().any(|id| units.contains(&unit_hash(id))))
-    }
-}
-
-/// A sliding window of the last [`RecentIds::CAPACITY`] accepted message ids (as 128-bit
-/// hashes): a duplicate arriving within it is dropped on arrival, even after the first copy
-/// was flushed; an older duplicate is dropped when history is compacted. It never forgets an
-/// id whose event is not flushed yet: it is the only duplicate check for the memtables.
-#[derive(Default)]
-struct RecentIds {
-    set: rustc_hash::FxHashSet<u128>,
-    order: std::collections::VecDeque<u128>,
-}
-
-impl RecentIds {
-    const CAPACITY: usize = 4_000_000;
-
-    fn hash(id: &str) -> u128 {
-        xxhash_rust::xxh3::xxh3_128(id.as_bytes())
-    }
-
-    /// Adds an id by its hash; false if it is held already. Past the capacity the oldest id
-    /// leaves, unless fewer than `unflushed` (the events not yet in history) are held.
-    fn insert(&mut self, h: u128, unflushed: usize) -> bool {
-        if !self.set.insert(h) {
-            return false;
-        }
-        self.order.push_back(h);
-        if self.order.len() > Self::CAPACITY.max(unflushed)
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        true
-    }
-
-    /// Takes back the `n` newest ids (their events were not accepted after all).
-    fn forget_newest(&mut self, n: usize) {
-        for _ in 0..n {
-            if let Some(h) = self.order.pop_back() {
-                self.set.remove(&h);
-            }
-        }
     }
 }
 
@@ -597,9 +557,16 @@ impl Store {
         let mut kept = Vec::with_capacity(events.len());
         let mut new_ids = 0;
         let unflushed = self.unflushed() + events.len();
+        let hashes: Vec<u128> = events
+            .iter()
+            .filter_map(|e| e.message_id.as_deref().map(RecentIds::hash))
+            .collect();
+        self.recent.warm(&hashes, unflushed);
+        let mut hashes = hashes.into_iter();
         for (e, g) in events.into_iter().zip(group_of) {
-            if let Some(m) = &e.message_id {
-                if !self.recent.insert(RecentIds::hash(m), unflushed) {
+            if e.message_id.is_some() {
+                let h = hashes.next().expect("one hash per message id");
+                if !self.recent.insert(h, unflushed) {
                     continue;
                 }
                 new_ids += 1;
