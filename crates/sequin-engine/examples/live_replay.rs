@@ -91,8 +91,7 @@ fn main() {
         if chunk.is_empty() {
             break;
         }
-        let size = chunk.len();
-        let (_, accepted) = store.append_logged(chunk, &[size]).expect("append");
+        let (_, accepted) = store.append_logged(vec![chunk]).expect("append");
         let t0 = Instant::now();
         live.on_accepted(&accepted, &store).expect("evaluate");
         let _ = live.drain_changes();

@@ -694,8 +694,7 @@ mod live {
                 .collect();
             let before = k;
             k += batch.len();
-            let sizes = [batch.len()];
-            let (_, accepted) = store.append_logged(batch, &sizes).unwrap();
+            let (_, accepted) = store.append_logged(vec![batch]).unwrap();
             store.flush_if_full().unwrap();
             // The evaluator may lag the writer: batches wait, and history read back for
             // a late event may already hold later events and links.

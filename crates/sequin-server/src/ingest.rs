@@ -72,18 +72,12 @@ impl Ingestor {
                     }
                     // One append (one sync) for the whole group; then each request learns
                     // its own share of accepted and duplicate events.
-                    let sizes: Vec<usize> = group.iter().map(|(e, _)| e.len()).collect();
-                    let mut all = Vec::with_capacity(sizes.iter().sum());
-                    let mut replies = Vec::with_capacity(group.len());
-                    for (events, reply) in group {
-                        all.extend(events);
-                        replies.push(reply);
-                    }
+                    let (events, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
                     if let Some(live) = &live {
                         live.wait_for_room();
                     }
                     let mut guard = store.lock().expect("store lock");
-                    let result = guard.append_logged(all, &sizes);
+                    let result = guard.append_logged(events);
                     metrics.commits.fetch_add(1, Ordering::Relaxed);
                     match result {
                         Ok((outcomes, accepted)) => {

@@ -94,13 +94,18 @@ impl<'a> Writer<'a> {
 }
 
 /// Encodes `events` into `out`.
-pub fn encode_events<'a>(events: &'a [Event], out: &'a mut Vec<u8>) {
+pub fn encode_events<'a, I>(events: I, out: &mut Vec<u8>)
+where
+    I: IntoIterator<Item = &'a Event>,
+    I::IntoIter: Clone,
+{
+    let events = events.into_iter();
     let mut w = Writer {
         out,
         strings: HashMap::default(),
         written: 0,
     };
-    put_uvarint(w.out, events.len() as u64);
+    put_uvarint(w.out, events.clone().count() as u64);
     let mut prev_time = 0i64;
     for e in events {
         w.out.push(e.kind as u8);

@@ -504,76 +504,66 @@ impl Store {
     /// Events whose message id was already accepted since the last flush are dropped here;
     /// older duplicates are dropped when history is compacted.
     pub fn append(&mut self, events: Vec<Event>) -> Result<AppendOutcome, StoreError> {
-        let n = events.len();
-        Ok(self.append_each(events, &[n])?.remove(0))
-    }
-
-    /// [`Store::append`] for several requests at once (group commit): `events` is their
-    /// concatenation and `sizes` how many each contributed. One log write and one sync for
-    /// all; the outcome of each request in order.
-    pub fn append_each(
-        &mut self,
-        events: Vec<Event>,
-        sizes: &[usize],
-    ) -> Result<Vec<AppendOutcome>, StoreError> {
-        let outcomes = self.append_inner(events, sizes, false)?.0;
+        let outcomes = self.append_inner(vec![events], false)?.0;
         self.flush_if_full()?;
-        Ok(outcomes)
+        Ok(outcomes[0])
     }
 
-    /// [`Store::append_each`], also handing back every accepted event with its sequence
-    /// number and its unit (after identity stitching, including links made by this very
-    /// batch), in arrival order: what a live evaluator consumes. Does not flush: call
+    /// [`Store::append`] for several requests at once (group commit), each request's
+    /// events in a group of their own, also handing back every accepted event with its
+    /// sequence number and its unit (after identity stitching, including links made by this
+    /// very batch), in arrival order: what a live evaluator consumes. One log write and one
+    /// sync for all; the outcome of each request in order. Does not flush: call
     /// [`Store::flush_if_full`] after.
     pub fn append_logged(
         &mut self,
-        events: Vec<Event>,
-        sizes: &[usize],
+        groups: Vec<Vec<Event>>,
     ) -> Result<(Vec<AppendOutcome>, Vec<Accepted>), StoreError> {
-        self.append_inner(events, sizes, true)
+        self.append_inner(groups, true)
     }
 
     /// Appends; hands the accepted events back only when `hand_back` (a bulk import has no
-    /// use for them, and building them costs a unit string per event).
+    /// use for them, and building them costs a unit string per event). The groups are
+    /// never concatenated: copying every event once more cost more than the log write.
     fn append_inner(
         &mut self,
-        events: Vec<Event>,
-        sizes: &[usize],
+        mut groups: Vec<Vec<Event>>,
         hand_back: bool,
     ) -> Result<(Vec<AppendOutcome>, Vec<Accepted>), StoreError> {
-        let mut outcomes = vec![AppendOutcome::default(); sizes.len()];
-        let mut group_of = Vec::with_capacity(events.len());
-        for (g, &n) in sizes.iter().enumerate() {
-            group_of.extend(std::iter::repeat_n(g, n));
-        }
-        assert_eq!(
-            group_of.len(),
-            events.len(),
-            "sizes must add up to the events"
-        );
+        let total: usize = groups.iter().map(Vec::len).sum();
+        let mut outcomes = vec![AppendOutcome::default(); groups.len()];
         // Duplicates of accepted messages, and repeats inside this batch, are dropped
-        // before they are logged. The window takes the new ids now (hashed once), and gives
-        // them back if the log write fails.
-        let mut kept = Vec::with_capacity(events.len());
+        // before they are logged (in place: nothing moves unless one is). The window takes
+        // the new ids now (hashed once), and gives them back if the log write fails.
         let mut new_ids = 0;
-        let unflushed = self.unflushed() + events.len();
-        let hashes: Vec<u128> = events
+        let unflushed = self.unflushed() + total;
+        let hashes: Vec<u128> = groups
             .iter()
+            .flatten()
             .filter_map(|e| e.message_id.as_deref().map(RecentIds::hash))
             .collect();
         self.recent.warm(&hashes, unflushed);
         let mut hashes = hashes.into_iter();
-        for (e, g) in events.into_iter().zip(group_of) {
-            if e.message_id.is_some() {
-                let h = hashes.next().expect("one hash per message id");
-                if !self.recent.insert(h, unflushed) {
-                    continue;
+        for (group, outcome) in groups.iter_mut().zip(&mut outcomes) {
+            let sent = group.len() as u64;
+            group.retain(|e| {
+                if e.message_id.is_none() {
+                    return true;
                 }
-                new_ids += 1;
-            }
-            outcomes[g].accepted += 1;
-            kept.push(e);
+                let h = hashes.next().expect("one hash per message id");
+                let new = self.recent.insert(h, unflushed);
+                new_ids += usize::from(new);
+                new
+            });
+            outcome.accepted = group.len() as u64;
+            outcome.duplicates = sent - outcome.accepted;
         }
+        let kept = || groups.iter().flatten();
+        let kept_len = total
+            - outcomes
+                .iter()
+                .map(|o| o.duplicates as usize)
+                .sum::<usize>();
         let first = self.manifest.next_seq;
         // The log write and sync run beside the memtable's intake (two cores at work on
         // one batch). Nothing reads the memtable meanwhile (`&mut self`), and if the log
@@ -583,14 +573,14 @@ impl Store {
         let (wal, memtable) = (&mut self.wal, &mut self.memtable);
         let (logged, ()) = rayon::join(
             || {
-                if kept.is_empty() {
+                if kept_len == 0 {
                     return Ok(());
                 }
-                wal.append(first, &kept)?;
+                wal.append(first, kept())?;
                 wal.sync()
             },
             || {
-                for (i, e) in kept.iter().enumerate() {
+                for (i, e) in kept().enumerate() {
                     memtable.push(e, first + i as u64);
                 }
             },
@@ -600,9 +590,9 @@ impl Store {
             self.recent.forget_newest(new_ids);
             return Err(e);
         }
-        self.manifest.next_seq += kept.len() as u64;
-        let mut accepted = Vec::with_capacity(if hand_back { kept.len() } else { 0 });
-        for (i, e) in kept.into_iter().enumerate() {
+        self.manifest.next_seq += kept_len as u64;
+        let mut accepted = Vec::with_capacity(if hand_back { kept_len } else { 0 });
+        for (i, e) in groups.into_iter().flatten().enumerate() {
             let linked = self.link_identity(&e);
             if !hand_back {
                 continue;
@@ -616,9 +606,6 @@ impl Store {
                     event: e,
                 });
             }
-        }
-        for (o, &n) in outcomes.iter_mut().zip(sizes) {
-            o.duplicates = n as u64 - o.accepted;
         }
         Ok((outcomes, accepted))
     }

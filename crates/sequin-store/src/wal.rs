@@ -100,7 +100,11 @@ impl Wal {
     }
 
     /// Appends a block (not yet durable: call [`Wal::sync`]).
-    pub fn append(&mut self, first_seq: u64, events: &[Event]) -> Result<(), StoreError> {
+    pub fn append<'a, I>(&mut self, first_seq: u64, events: I) -> Result<(), StoreError>
+    where
+        I: IntoIterator<Item = &'a Event>,
+        I::IntoIter: Clone,
+    {
         if self.bytes >= SEGMENT_BYTES {
             self.rotate(first_seq)?;
         }

@@ -110,6 +110,46 @@ fn reopening_replays_the_log_and_compaction_drops_duplicate_message_ids() {
 }
 
 #[test]
+fn a_group_commit_counts_each_request_and_numbers_the_kept_events_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mk = |t: i64, m: Option<&str>| {
+        let mut e = Event::new("u", t, format!("e{t}"));
+        e.message_id = m.map(Into::into);
+        e
+    };
+    let mut store = Store::open(dir.path(), &opts()).unwrap();
+    store.append(vec![mk(1, Some("m1"))]).unwrap();
+    let (outcomes, accepted) = store
+        .append_logged(vec![
+            // An old duplicate, a new id, and an event with no id.
+            vec![mk(2, Some("m1")), mk(3, Some("m3")), mk(4, None)],
+            // A repeat of the first group's new id, and one inside this group.
+            vec![mk(5, Some("m3")), mk(6, Some("m6")), mk(7, Some("m6"))],
+            vec![],
+            vec![mk(8, None)],
+        ])
+        .unwrap();
+    let counts: Vec<_> = outcomes
+        .iter()
+        .map(|o| (o.accepted, o.duplicates))
+        .collect();
+    assert_eq!(counts, vec![(2, 1), (1, 2), (0, 0), (1, 0)]);
+    let kept: Vec<_> = accepted.iter().map(|a| (a.seq, a.event.time)).collect();
+    assert_eq!(kept, vec![(1, 3), (2, 4), (3, 6), (4, 8)]);
+    assert_eq!(store.next_seq(), 5);
+    drop(store);
+    // The log holds exactly the kept events, numbered as handed back.
+    let store = Store::open(dir.path(), &opts()).unwrap();
+    let tail: Vec<_> = store
+        .events_since(0)
+        .unwrap()
+        .iter()
+        .map(|a| (a.seq, a.event.time))
+        .collect();
+    assert_eq!(tail, vec![(0, 1), (1, 3), (2, 4), (3, 6), (4, 8)]);
+}
+
+#[test]
 fn store_reads_equal_the_in_memory_source() {
     let dir = tempfile::tempdir().unwrap();
     let mut events = Vec::new();

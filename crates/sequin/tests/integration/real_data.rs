@@ -264,9 +264,7 @@ fn bpic2012_live_delivery_equals_batch() {
     live.rebuild_all(programs.clone(), &live_store.reader(), 0)
         .unwrap();
     for chunk in events.chunks(500) {
-        let (_, accepted) = live_store
-            .append_logged(chunk.to_vec(), &[chunk.len()])
-            .unwrap();
+        let (_, accepted) = live_store.append_logged(vec![chunk.to_vec()]).unwrap();
         live_store.flush_if_full().unwrap();
         live.on_accepted(&accepted, &live_store).unwrap();
     }
