@@ -148,12 +148,8 @@ pub fn map_batch_text(
     max_item_bytes: usize,
 ) -> Option<Vec<Event>> {
     let batch = stream::read_batch(text)?;
-    // No item can be longer than the whole text; past that, measure each.
-    if text.len() > max_item_bytes {
-        let sizes = stream::batch_item_sizes(text)?;
-        if sizes.len() != batch.items.len() || sizes.iter().any(|&n| n > max_item_bytes) {
-            return None;
-        }
+    if batch.sizes.iter().any(|&n| n > max_item_bytes) {
+        return None;
     }
     let sent = sent_at_slot();
     let mut events = Vec::with_capacity(batch.items.len());
@@ -717,6 +713,50 @@ mod tests {
             })
     }
 
+    /// Text that is not JSON is never read as a batch, however close it comes; the
+    /// ordinary path then reports it.
+    #[test]
+    fn a_malformed_batch_is_declined() {
+        let item =
+            r#"{"type":"track","userId":"u","event":"e","timestamp":"2024-01-01T00:00:00Z"}"#;
+        let bad = [
+            format!(r#"{{"batch":[{item}]}} x"#),
+            format!(r#"{{"batch":[{item}]}}}}"#),
+            format!(r#"{{"batch":[{item}],}}"#),
+            format!(r#"{{"batch":[{item},]}}"#),
+            format!(r#"{{"batch":[{item} {item}]}}"#),
+            format!(r#"{{"batch" [{item}]}}"#),
+            format!(r#"{{"batch":[{item}] "sentAt":1}}"#),
+            format!(r#"{{1:2, "batch":[{item}]}}"#),
+            format!(r#"{{"batch":[{item}]"#),
+            format!(r#"{{"batch":[{item}}}"#),
+            format!(r#"{{"batch":[{item}], "sentAt": 12x}}"#),
+        ];
+        for text in &bad {
+            assert!(serde_json::from_str::<Json>(text).is_err(), "{text}");
+            assert!(map_batch_text(text, None, 32 * 1024).is_none(), "{text}");
+        }
+        // JSON, but no batch envelope.
+        for text in [
+            format!("[{item}]"),
+            item.to_string(),
+            r#"{"batch":{}}"#.into(),
+        ] {
+            assert!(map_batch_text(&text, None, 32 * 1024).is_none(), "{text}");
+        }
+        let good = [
+            format!(" \n{{ \"batch\" :\t[ {item} ,{item} ] , \"sentAt\" : null }}\r\n"),
+            r#"{"x":[1,{"batch":2}],"batch":[]}"#.to_string(),
+        ];
+        for text in &good {
+            let events = map_batch_text(text, None, 32 * 1024);
+            let tree = serde_json::from_str(text).unwrap();
+            let mut out = Vec::new();
+            map_message_owned(tree, None, &mut out).unwrap();
+            assert_eq!(events, Some(out), "{text}");
+        }
+    }
+
     /// A valid message whose time depends on its batch's `sentAt` (clock skew).
     fn timed_item() -> J {
         J::Obj(vec![
@@ -792,8 +832,8 @@ mod tests {
             let sizes = serde_json::from_str::<Raw<'_>>(&t)
                 .ok()
                 .map(|r| r.batch.iter().map(|i| i.get().len()).collect::<Vec<_>>());
-            if let Some(sizes) = &sizes {
-                proptest::prop_assert_eq!(Some(sizes.clone()), stream::batch_item_sizes(&t));
+            if let (Some(sizes), Some(read)) = (&sizes, stream::read_batch(&t)) {
+                proptest::prop_assert_eq!(sizes, &read.sizes);
             }
             let oversize = sizes.iter().flatten().any(|&n| n > max);
 

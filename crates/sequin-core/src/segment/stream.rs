@@ -58,9 +58,11 @@ impl<'de> Visitor<'de> for MessageVisitor {
     }
 }
 
-/// A batch envelope read straight from its text: its items and its `sentAt`.
+/// A batch envelope read straight from its text: its items, their sizes and its `sentAt`.
 pub(super) struct BatchFields {
     pub(super) items: Vec<Fields>,
+    /// Each item's length in bytes as written (what a `RawValue` of it would hold).
+    pub(super) sizes: Vec<usize>,
     /// The envelope's `sentAt`, which items without their own take.
     pub(super) sent_at: Option<Scalar>,
 }
@@ -69,135 +71,94 @@ pub(super) struct BatchFields {
 /// when the text is anything else: not JSON, no `batch` array, an item that is not an
 /// object, a repeated envelope key, or a `context` of the envelope's own (which must be
 /// merged into each item's, on a tree). The caller then reads it the ordinary way.
+///
+/// The envelope's punctuation is walked here, and every value in it is parsed on its own
+/// (`value_at`): that is how each item's size comes out of the one pass. Segment's limit
+/// is per item, and a parser reading the whole envelope does not say where items end.
 pub(super) fn read_batch(text: &str) -> Option<BatchFields> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let batch = de.deserialize_map(BatchVisitor).ok()?;
-    de.end().ok()?;
-    batch
-}
-
-struct BatchVisitor;
-
-impl<'de> Visitor<'de> for BatchVisitor {
-    type Value = Option<BatchFields>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a Segment batch object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        use serde::de::Error;
-        let (mut items, mut sent_at) = (None, None);
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            match key.0.as_ref() {
-                "batch" if items.is_none() => items = Some(map.next_value_seed(ItemsSeed)?),
-                "sentAt" if sent_at.is_none() => sent_at = Some(map.next_value_seed(ScalarSeed)?),
-                "context" => {
-                    if map.next_value::<Option<IgnoredAny>>()?.is_some() {
-                        return Err(A::Error::custom("the batch has a context"));
-                    }
-                }
-                "batch" | "sentAt" => return Err(A::Error::custom("a repeated key")),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(items.map(|items| BatchFields { items, sent_at }))
-    }
-}
-
-/// The `batch` array: each item read as one message.
-struct ItemsSeed;
-
-impl<'de> DeserializeSeed<'de> for ItemsSeed {
-    type Value = Vec<Fields>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Fields>, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ItemsSeed {
-    type Value = Vec<Fields>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of messages")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Fields>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(fields) = seq.next_element_seed(ItemSeed)? {
-            items.push(fields);
-        }
-        Ok(items)
-    }
-}
-
-struct ItemSeed;
-
-impl<'de> DeserializeSeed<'de> for ItemSeed {
-    type Value = Fields;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Fields, D::Error> {
-        d.deserialize_map(MessageVisitor)
-    }
-}
-
-/// The length in bytes of each item of the top-level `batch` array of `text`, as written
-/// (what a `RawValue` of it would hold). `text` must be valid JSON: this only finds where
-/// items start and end, far faster than a parser can skip them. `None` when the text has
-/// no `batch` key spelled plainly whose value is an array; for a repeated key, the last.
-pub(super) fn batch_item_sizes(text: &str) -> Option<Vec<usize>> {
     let b = text.as_bytes();
     let mut i = skip_ws(b, 0);
-    if b.get(i) != Some(&b'{') {
-        return None;
-    }
-    i += 1;
-    let mut sizes = None;
-    loop {
-        i = skip_ws(b, i);
-        match b.get(i)? {
-            b'}' => return sizes,
-            b',' => {
-                i += 1;
-                continue;
-            }
-            b'"' => {}
-            _ => return None,
-        }
-        let key_end = skip_string(b, i)?;
-        let is_batch = &b[i..key_end] == b"\"batch\"";
-        i = skip_ws(b, key_end);
-        if b.get(i) != Some(&b':') {
-            return None;
-        }
-        i = skip_ws(b, i + 1);
-        if !is_batch {
-            i = skip_value(b, i)?;
-            continue;
-        }
-        if b.get(i) != Some(&b'[') {
-            return None;
-        }
+    expect(b, i, b'{')?;
+    let (mut items, mut sizes, mut sent_at) = (None, Vec::new(), None);
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
         i += 1;
-        let mut items = Vec::new();
+    } else {
         loop {
+            let (key, end) = value_at::<Key<'_>>(text, i)?;
+            i = skip_ws(b, end);
+            expect(b, i, b':')?;
+            i = skip_ws(b, i + 1);
+            i = match key.0.as_ref() {
+                "batch" if items.is_none() => {
+                    let (list, end) = read_items(text, i, &mut sizes)?;
+                    items = Some(list);
+                    end
+                }
+                "sentAt" if sent_at.is_none() => {
+                    let (ScalarValue(v), end) = value_at(text, i)?;
+                    sent_at = Some(v);
+                    end
+                }
+                "batch" | "sentAt" => return None,
+                "context" => match value_at::<Option<IgnoredAny>>(text, i)? {
+                    (None, end) => end,
+                    (Some(_), _) => return None,
+                },
+                _ => value_at::<IgnoredAny>(text, i)?.1,
+            };
             i = skip_ws(b, i);
             match b.get(i)? {
-                b']' => break,
-                b',' => i += 1,
-                _ => {
-                    let end = skip_value(b, i)?;
-                    items.push(end - i);
-                    i = end;
+                b',' => i = skip_ws(b, i + 1),
+                b'}' => {
+                    i += 1;
+                    break;
                 }
+                _ => return None,
             }
         }
-        i += 1;
-        sizes = Some(items);
     }
+    (skip_ws(b, i) == b.len()).then_some(())?;
+    Some(BatchFields {
+        items: items?,
+        sizes,
+        sent_at,
+    })
+}
+
+/// The `batch` array from its `[` at `i`: its items, each's size pushed to `sizes`, and
+/// the index just past its `]`.
+fn read_items(text: &str, mut i: usize, sizes: &mut Vec<usize>) -> Option<(Vec<Fields>, usize)> {
+    let b = text.as_bytes();
+    expect(b, i, b'[')?;
+    let mut items = Vec::new();
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b']') {
+        return Some((items, i + 1));
+    }
+    loop {
+        let (Item(fields), end) = value_at(text, i)?;
+        sizes.push(end - i);
+        items.push(fields);
+        i = skip_ws(b, end);
+        match b.get(i)? {
+            b',' => i = skip_ws(b, i + 1),
+            b']' => return Some((items, i + 1)),
+            _ => return None,
+        }
+    }
+}
+
+/// The JSON value starting at `i` (no whitespace before it), read as a `T`, and the index
+/// just past it.
+fn value_at<'de, T: serde::Deserialize<'de>>(text: &'de str, i: usize) -> Option<(T, usize)> {
+    let mut values = serde_json::Deserializer::from_str(text.get(i..)?).into_iter::<T>();
+    let value = values.next()?.ok()?;
+    Some((value, i + values.byte_offset()))
+}
+
+fn expect(b: &[u8], i: usize, byte: u8) -> Option<()> {
+    (b.get(i) == Some(&byte)).then_some(())
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -207,53 +168,21 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// From the opening quote of a string at `i`, the index just past its closing quote.
-fn skip_string(b: &[u8], i: usize) -> Option<usize> {
-    let mut j = i + 1;
-    loop {
-        j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
-        if b[j] == b'"' {
-            return Some(j + 1);
-        }
-        j += 2; // an escape: the next byte is never the closing quote
+/// One message of a batch.
+struct Item(Fields);
+
+impl<'de> serde::Deserialize<'de> for Item {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Item, D::Error> {
+        d.deserialize_map(MessageVisitor).map(Item)
     }
 }
 
-/// From the first byte of a value at `i`, the index just past it.
-fn skip_value(b: &[u8], i: usize) -> Option<usize> {
-    match *b.get(i)? {
-        b'"' => skip_string(b, i),
-        b'{' | b'[' => {
-            let (mut depth, mut j) = (0usize, i);
-            loop {
-                match *b.get(j)? {
-                    b'"' => {
-                        j = skip_string(b, j)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(j + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                j += 1;
-            }
-        }
-        // A number or a literal.
-        _ => {
-            let mut j = i;
-            while !matches!(
-                b.get(j),
-                None | Some(b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')
-            ) {
-                j += 1;
-            }
-            Some(j)
-        }
+/// A top-level scalar field on its own.
+struct ScalarValue(Scalar);
+
+impl<'de> serde::Deserialize<'de> for ScalarValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ScalarValue, D::Error> {
+        ScalarSeed.deserialize(d).map(ScalarValue)
     }
 }
 
