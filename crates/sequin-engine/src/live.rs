@@ -488,20 +488,38 @@ impl LiveEngine {
         batch: &[Accepted],
         history: &dyn History,
     ) -> Result<(), EngineError> {
+        self.on_accepted_in(batch.iter(), history)
+    }
+
+    /// [`LiveEngine::on_accepted`] for consecutive batches at once, each as it came: a
+    /// server coalescing what queued up need not copy the events into one vector.
+    pub fn on_accepted_batches(
+        &mut self,
+        batches: &[Vec<Accepted>],
+        history: &dyn History,
+    ) -> Result<(), EngineError> {
+        self.on_accepted_in(batches.iter().flatten(), history)
+    }
+
+    fn on_accepted_in<'b>(
+        &mut self,
+        batch: impl Iterator<Item = &'b Accepted> + Clone,
+        history: &dyn History,
+    ) -> Result<(), EngineError> {
         // Links first: an id linked to a user moves its events (and state) there.
         let mut alias: FxHashMap<&str, &str> = FxHashMap::default();
         let mut rebuild: Vec<&str> = Vec::new();
-        let first_seq = batch.first().map_or(0, |a| a.seq);
+        let first_seq = batch.clone().next().map_or(0, |a| a.seq);
+        let last_seq = batch.clone().last().map(|a| a.seq);
         // Re-reads stop at the end of this batch. The store may hold later events already
         // (evaluation trails intake); taking them here would move this user, and the
         // watermark with it, ahead of the stream, and make every user behind it look late.
         // Never below what a backfill already covers: a batch from before the backfill's
         // snapshot can still arrive, and a re-read marks everything below that as included.
-        let before = batch
-            .last()
-            .map_or(self.processed, |a| a.seq + 1)
+        let before = last_seq
+            .map_or(self.processed, |seq| seq + 1)
             .max(self.processed);
-        for a in batch {
+        for a in batch.clone() {
             if a.linked
                 && let Some((from, _)) = a.event.identity_link()
             {
@@ -583,8 +601,8 @@ impl LiveEngine {
             self.feed_sorted(unit, &mut user, &refs, true);
             self.store_user(unit, user);
         }
-        if let Some(last) = batch.last() {
-            self.processed = self.processed.max(last.seq + 1);
+        if let Some(last) = last_seq {
+            self.processed = self.processed.max(last + 1);
         }
         let wm = self.max_time.saturating_sub(self.opts.lateness);
         self.advance(wm);

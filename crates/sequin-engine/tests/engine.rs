@@ -700,8 +700,14 @@ mod live {
             // a late event may already hold later events and links.
             queue.push_back(accepted);
             while !queue.is_empty() && (rng.below(3) > 0 || k == order.len()) {
-                let next = queue.pop_front().unwrap();
-                live.on_accepted(&next, &store).unwrap();
+                // One batch, or several at once as a server coalesces them.
+                let take = (1 + rng.below(3) as usize).min(queue.len());
+                let next: Vec<Vec<sequin_store::Accepted>> = queue.drain(..take).collect();
+                if let [one] = next.as_slice() {
+                    live.on_accepted(one, &store).unwrap();
+                } else {
+                    live.on_accepted_batches(&next, &store).unwrap();
+                }
             }
             changes.extend(live.drain_changes());
             if restart && before < restart_at && k >= restart_at {

@@ -410,13 +410,18 @@ fn run(
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
         match cmd {
-            Command::Events(mut batch) => {
+            Command::Events(batch) => {
                 // Events queued behind these are evaluated with them: the engine's cost
                 // per event falls with the batch (one pass over the due timers, fewer
                 // same-millisecond events split across batches and re-read).
-                while batch.len() < COALESCE_EVENTS {
+                let mut n = batch.len();
+                let mut batches = vec![batch];
+                while n < COALESCE_EVENTS {
                     match rx.try_recv() {
-                        Ok(Command::Events(more)) => batch.extend(more),
+                        Ok(Command::Events(more)) => {
+                            n += more.len();
+                            batches.push(more);
+                        }
                         Ok(other) => {
                             next = Some(other);
                             break;
@@ -424,9 +429,9 @@ fn run(
                         Err(_) => break,
                     }
                 }
-                let n = batch.len() as u64;
+                let n = n as u64;
                 let mut engine = live.engine.write().expect("engine lock");
-                if let Err(e) = engine.on_accepted(&batch, &SharedHistory(&store)) {
+                if let Err(e) = engine.on_accepted_batches(&batches, &SharedHistory(&store)) {
                     tracing_error(&format!("live evaluation: {e}"));
                 }
                 record(&live, &mut engine);
