@@ -138,10 +138,10 @@ impl Fields {
 
 /// Maps a batch given as JSON text, `{"batch": [..], "sentAt": ..}`, reading its items
 /// straight from the text in one pass: the events [`map_message_owned`] gives for the
-/// parsed batch, faster. `None` when the batch has a `context` of its own (merged into
-/// each item on a tree), when any item's text is longer than `max_item_bytes`, or when
-/// anything is wrong with it: the caller then reads it the ordinary way, which reports the
-/// problem.
+/// parsed batch, faster. `None` when the batch has a non-null `context` of its own (merged
+/// into each item on a tree), when any item's text is longer than `max_item_bytes`, or
+/// when anything is wrong with it: the caller then reads it the ordinary way, which
+/// reports the problem.
 pub fn map_batch_text(
     text: &str,
     received_at: Option<Micros>,

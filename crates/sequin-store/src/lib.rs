@@ -501,8 +501,9 @@ impl Store {
     }
 
     /// Appends events; when this returns `Ok`, they are durable (in the synced log).
-    /// Events whose message id was already accepted since the last flush are dropped here;
-    /// older duplicates are dropped when history is compacted.
+    /// Events whose message id is in the duplicate window (the last 4M accepted, see
+    /// [`RecentIds`]) are dropped here; older duplicates are dropped when history is
+    /// compacted.
     pub fn append(&mut self, events: Vec<Event>) -> Result<AppendOutcome, StoreError> {
         let outcomes = self.append_inner(vec![events], false)?.0;
         self.flush_if_full()?;
@@ -510,8 +511,8 @@ impl Store {
     }
 
     /// [`Store::append`] for several requests at once (group commit), each request's
-    /// events in a group of their own, also handing back every accepted event with its
-    /// sequence number and its unit (after identity stitching, including links made by this
+    /// events in a group of their own, also handing back every accepted event that has a
+    /// unit (a user or anonymous id) with its sequence number and its unit (after identity stitching, including links made by this
     /// very batch), in arrival order: what a live evaluator consumes. One log write and one
     /// sync for all; the outcome of each request in order. Does not flush: call
     /// [`Store::flush_if_full`] after.

@@ -69,8 +69,13 @@ pub(super) struct BatchFields {
 
 /// Reads a batch envelope, `{"batch": [{..}, ..], "sentAt": ..}`, in one pass. `None`
 /// when the text is anything else: not JSON, no `batch` array, an item that is not an
-/// object, a repeated envelope key, or a `context` of the envelope's own (which must be
-/// merged into each item's, on a tree). The caller then reads it the ordinary way.
+/// object, a repeated `batch` or `sentAt`, or a
+/// non-null `context` of the envelope's own (an object must be merged into each item's, on
+/// a tree). The caller then reads it the ordinary way.
+///
+/// Values passed over (unknown keys) are checked as serde's `IgnoredAny` checks them, and
+/// each value starts with serde's full nesting budget: an item nested 127 deep is read
+/// here where a whole-body parse would refuse it.
 ///
 /// The envelope's punctuation is walked here, and every value in it is parsed on its own
 /// (`value_at`): that is how each item's size comes out of the one pass. Segment's limit
