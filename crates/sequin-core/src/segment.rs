@@ -36,12 +36,9 @@ const FIELD_KEYS: [&str; 13] = [
     "receivedAt",
 ];
 
-/// Where `sentAt` is among [`FIELD_KEYS`]: a message without its own takes its batch's.
-fn sent_at_slot() -> usize {
-    FIELD_KEYS
-        .iter()
-        .position(|k| *k == "sentAt")
-        .expect("a key")
+/// Where `key` is among [`FIELD_KEYS`].
+fn slot(key: &str) -> Option<usize> {
+    FIELD_KEYS.iter().position(|k| *k == key)
 }
 
 /// What mapping reads of one message: the [`FIELD_KEYS`] values and the three objects,
@@ -102,8 +99,7 @@ impl Fields {
     }
 
     fn get(&self, key: &str) -> Option<Field<'_>> {
-        let i = FIELD_KEYS.iter().position(|k| *k == key)?;
-        self.scalars[i].as_ref().map(|v| match v {
+        self.scalars[slot(key)?].as_ref().map(|v| match v {
             Scalar::Text(t) => Field::Text(t),
             Scalar::Json(j) => Field::Json(j),
         })
@@ -151,7 +147,8 @@ pub fn map_batch_text(
     if batch.sizes.iter().any(|&n| n > max_item_bytes) {
         return None;
     }
-    let sent = sent_at_slot();
+    // An item without its own `sentAt` takes the batch's.
+    let sent = slot("sentAt").expect("a field key");
     let mut events = Vec::with_capacity(batch.items.len());
     for mut fields in batch.items {
         if fields.scalars[sent].is_none() {

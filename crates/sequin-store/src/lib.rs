@@ -512,10 +512,10 @@ impl Store {
 
     /// [`Store::append`] for several requests at once (group commit), each request's
     /// events in a group of their own, also handing back every accepted event that has a
-    /// unit (a user or anonymous id) with its sequence number and its unit (after identity stitching, including links made by this
-    /// very batch), in arrival order: what a live evaluator consumes. One log write and one
-    /// sync for all; the outcome of each request in order. Does not flush: call
-    /// [`Store::flush_if_full`] after.
+    /// unit (a user or anonymous id) with its sequence number and its unit (after identity
+    /// stitching, including links made by this very batch), in arrival order: what a live
+    /// evaluator consumes. One log write and one sync for all; the outcome of each request
+    /// in order. Does not flush: call [`Store::flush_if_full`] after.
     pub fn append_logged(
         &mut self,
         groups: Vec<Vec<Event>>,
@@ -560,11 +560,7 @@ impl Store {
             outcome.duplicates = sent - outcome.accepted;
         }
         let kept = || groups.iter().flatten();
-        let kept_len = total
-            - outcomes
-                .iter()
-                .map(|o| o.duplicates as usize)
-                .sum::<usize>();
+        let kept_len: usize = groups.iter().map(Vec::len).sum();
         let first = self.manifest.next_seq;
         // The log write and sync run beside the memtable's intake (two cores at work on
         // one batch). Nothing reads the memtable meanwhile (`&mut self`), and if the log
