@@ -181,6 +181,9 @@ impl Item for EventItem<'_> {
     }
     fn prop(&self, slot: usize, id: usize) -> Option<Val<'_>> {
         let r = &self.refs[slot][id];
+        if !self.input.may_have(&r.path) {
+            return None;
+        }
         let e = self.event;
         let order = match r.role {
             PropRole::Event => [&e.properties, &e.context, &e.traits],
@@ -594,7 +597,7 @@ impl LiveEngine {
                 .map(|a| EventItem {
                     event: &a.event,
                     refs: &prop_refs,
-                    input: EventInput(&a.event),
+                    input: EventInput::new(&a.event),
                 })
                 .collect();
             let refs: Vec<&dyn Item> = items.iter().map(|i| i as &dyn Item).collect();
@@ -702,7 +705,7 @@ impl LiveEngine {
             .map(|event| EventItem {
                 event,
                 refs: &prop_refs,
-                input: EventInput(event),
+                input: EventInput::new(event),
             })
             .collect();
         let refs: Vec<&dyn Item> = items.iter().map(|i| i as &dyn Item).collect();

@@ -130,31 +130,81 @@ impl Input for RowInput<'_> {
     }
 }
 
+/// Which keys an event may have, one bit per key's length and end bytes: most keys the
+/// detectors and definitions ask for are absent from a given event, and the filter answers
+/// those without scanning its properties.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyFilter(u128);
+
+impl KeyFilter {
+    fn bit(key: &str) -> u128 {
+        let b = key.as_bytes();
+        let (first, last) = (b.first().copied(), b.last().copied());
+        let mix = (b.len() as u64) << 16
+            | u64::from(first.unwrap_or(0)) << 8
+            | u64::from(last.unwrap_or(0));
+        1 << (mix.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 57)
+    }
+
+    pub(crate) fn of(e: &Event) -> KeyFilter {
+        let keys = [&e.properties, &e.context, &e.traits]
+            .into_iter()
+            .flatten()
+            .fold(0, |bits, (k, _)| bits | KeyFilter::bit(k));
+        KeyFilter(keys)
+    }
+
+    /// False only when the event has no such key.
+    pub(crate) fn may_have(self, key: &str) -> bool {
+        self.0 & KeyFilter::bit(key) != 0
+    }
+}
+
 /// An accepted event as detector input.
-pub(crate) struct EventInput<'a>(pub(crate) &'a Event);
+pub(crate) struct EventInput<'a> {
+    event: &'a Event,
+    keys: KeyFilter,
+}
+
+impl<'a> EventInput<'a> {
+    pub(crate) fn new(event: &'a Event) -> EventInput<'a> {
+        EventInput {
+            event,
+            keys: KeyFilter::of(event),
+        }
+    }
+
+    pub(crate) fn may_have(&self, key: &str) -> bool {
+        self.keys.may_have(key)
+    }
+}
 
 impl Input for EventInput<'_> {
     fn time(&self) -> i64 {
-        self.0.time
+        self.event.time
     }
     fn name(&self) -> &str {
-        &self.0.name
+        &self.event.name
     }
     fn is_view(&self) -> bool {
-        matches!(self.0.kind, MessageKind::Page | MessageKind::Screen) || is_view_name(&self.0.name)
+        matches!(self.event.kind, MessageKind::Page | MessageKind::Screen)
+            || is_view_name(&self.event.name)
     }
     fn field(&self, key: &str) -> Option<Field<'_>> {
-        let e = self.0;
+        if !self.may_have(key) {
+            return None;
+        }
+        let e = self.event;
         [&e.properties, &e.context, &e.traits]
             .into_iter()
             .find_map(|list| list.iter().find(|(k, _)| k == key))
             .and_then(|(_, v)| field_of(Val::of(v)))
     }
     fn session_id(&self) -> Option<&str> {
-        self.0.session_id.as_deref()
+        self.event.session_id.as_deref()
     }
     fn conversation_id(&self) -> Option<&str> {
-        self.0.conversation_id.as_deref()
+        self.event.conversation_id.as_deref()
     }
 }
 
@@ -317,6 +367,33 @@ pub fn for_each_unit(
             rows.clear();
             rows.extend(sub.rows.iter().map(|&i| start + i));
             f(&sub.key, &rows, sigs);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The filter may say yes to an absent key, never no to a present one.
+        #[test]
+        fn the_key_filter_never_hides_a_present_key(
+            keys in proptest::collection::vec("[a-c.$_]{0,6}", 0..40),
+            probes in proptest::collection::vec("[a-c.$_]{0,6}", 0..40),
+        ) {
+            let mut e = Event::new("u", 0, "e");
+            for (i, k) in keys.iter().enumerate() {
+                let list = [&mut e.properties, &mut e.context, &mut e.traits];
+                list.into_iter().nth(i % 3).expect("three lists").push((k.into(), Value::Int(1)));
+            }
+            let input = EventInput::new(&e);
+            for k in keys.iter().chain(&probes) {
+                let present = keys.contains(k);
+                prop_assert!(!present || input.may_have(k), "{} hidden", k);
+                prop_assert_eq!(input.field(k).is_some(), present, "{}", k);
+            }
         }
     }
 }
