@@ -895,7 +895,10 @@ impl Memtable {
                 f.prop_end[r - 1] as usize
             };
             for p in from..f.prop_end[r] as usize {
-                let col = props.entry(self.prop_key[p]).or_default();
+                // Every column ends `rows` long: one allocation each, never regrown.
+                let col = props
+                    .entry(self.prop_key[p])
+                    .or_insert_with(|| Vec::with_capacity(rows.len()));
                 col.resize(i, None);
                 col.push(Some(self.prop_val[p]));
             }

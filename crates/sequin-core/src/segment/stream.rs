@@ -143,6 +143,10 @@ fn read_items(text: &str, mut i: usize, sizes: &mut Vec<usize>) -> Option<(Vec<F
     }
     loop {
         let (Item(fields), end) = value_at(text, i)?;
+        if items.is_empty() {
+            // Room for the rest at the first item's size: no regrowing (moves of big items).
+            items.reserve(((b.len() - end) / (end - i).max(1)).min(1024) + 1);
+        }
         sizes.push(end - i);
         items.push(fields);
         i = skip_ws(b, end);
