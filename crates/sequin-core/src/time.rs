@@ -376,6 +376,41 @@ mod tests {
     }
 
     #[test]
+    fn malformed_or_unusual_rfc3339_is_left_to_chrono() {
+        for text in [
+            "",
+            "2024-03-17",
+            "2024-03-17T15:37",
+            "2024-03-17T15:37:50",
+            "2024-03-17T15:37:50.",
+            "2024-03-17T15:37:50.Z",
+            "2024-03-17T15:37:50Zx",
+            "2024-03-17T15:37:50Z\n",
+            "2024-03-17T15:37:50+0100",
+            "2024-03-17T15:37:50+01",
+            "2024-03-17T15:37:50\u{2212}01:00",
+            "2024-03-17T15:37:50.1234567890Z",
+            "2024-03-17T15:37:60Z",
+            "2024-03-17t15:37:50Z",
+            "2024-03-17 15:37:50Z",
+            "2024-03-17T15:37:50z",
+            "2024-0３-17T15:37:50Z",
+            "+2024-03-17T15:37:50Z",
+        ] {
+            assert_eq!(rfc3339_common(text.as_bytes()), None, "{text}");
+        }
+        // What it does read, it reads as chrono does.
+        for text in [
+            "2024-03-17T15:37:50-00:00",
+            "2024-03-17T15:37:50+23:59",
+            "1000-01-01T00:00:00.5Z",
+        ] {
+            let chrono = DateTime::parse_from_rfc3339(text).map(|d| d.timestamp_micros());
+            assert_eq!(rfc3339_common(text.as_bytes()), chrono.ok(), "{text}");
+        }
+    }
+
+    #[test]
     fn every_day_of_leap_and_century_years_reads_as_chrono_reads_it() {
         for year in [
             1600, 1700, 1900, 1970, 1999, 2000, 2023, 2024, 2100, 2400, 9999,
