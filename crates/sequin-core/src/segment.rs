@@ -715,6 +715,24 @@ mod tests {
     /// Text that is not JSON is never read as a batch, however close it comes; the
     /// ordinary path then reports it.
     #[test]
+    fn a_batch_of_many_tiny_items_is_left_to_the_tree_path() {
+        let item = r#"{"type":"track","userId":"u","event":"e"}"#;
+        let text = |n: usize| format!(r#"{{"batch":[{}]}}"#, vec![item; n].join(","));
+        let at_limit = text(stream::MAX_FAST_ITEMS);
+        assert_eq!(
+            map_batch_text(&at_limit, Some(0), 32 * 1024).map(|e| e.len()),
+            Some(stream::MAX_FAST_ITEMS)
+        );
+        let over = text(stream::MAX_FAST_ITEMS + 1);
+        assert!(map_batch_text(&over, Some(0), 32 * 1024).is_none());
+        // The tree path reads it whole.
+        let mut out = Vec::new();
+        let tree: Json = serde_json::from_str(&over).unwrap();
+        map_message(&tree, Some(0), &mut out).unwrap();
+        assert_eq!(out.len(), stream::MAX_FAST_ITEMS + 1);
+    }
+
+    #[test]
     fn a_malformed_batch_is_declined() {
         let item =
             r#"{"type":"track","userId":"u","event":"e","timestamp":"2024-01-01T00:00:00Z"}"#;

@@ -131,8 +131,14 @@ pub(super) fn read_batch(text: &str) -> Option<BatchFields> {
     })
 }
 
+/// Items beyond which a batch is left to the tree path. An item as read here takes ~600
+/// bytes however small its text, so a 500 KB body of `{},{},…` would hold ~95 MB; the
+/// tree holds a few tens of bytes per such item. Real batches (Segment's SDKs send 100
+/// or so) stay well below.
+pub(super) const MAX_FAST_ITEMS: usize = 4096;
+
 /// The `batch` array from its `[` at `i`: its items, each's size pushed to `sizes`, and
-/// the index just past its `]`.
+/// the index just past its `]`. `None` past [`MAX_FAST_ITEMS`].
 fn read_items(text: &str, mut i: usize, sizes: &mut Vec<usize>) -> Option<(Vec<Fields>, usize)> {
     let b = text.as_bytes();
     expect(b, i, b'[')?;
@@ -142,6 +148,9 @@ fn read_items(text: &str, mut i: usize, sizes: &mut Vec<usize>) -> Option<(Vec<F
         return Some((items, i + 1));
     }
     loop {
+        if items.len() == MAX_FAST_ITEMS {
+            return None;
+        }
         let (Item(fields), end) = value_at(text, i)?;
         if items.is_empty() {
             // Room for the rest at the first item's size: no regrowing (moves of big items).
