@@ -143,7 +143,7 @@ pub fn map_batch_text(
     received_at: Option<Micros>,
     max_item_bytes: usize,
 ) -> Option<Vec<Event>> {
-    let batch = stream::read_batch(text)?;
+    let mut batch = stream::read_batch(text)?;
     if batch.sizes.iter().any(|&n| n > max_item_bytes) {
         return None;
     }
@@ -151,8 +151,7 @@ pub fn map_batch_text(
     let sent = slot("sentAt").expect("a field key");
     let mut events = Vec::with_capacity(batch.items.len());
     // Items are mapped where they lie (they are big: moving each costs more than reading it).
-    let mut items = batch.items;
-    for fields in &mut items {
+    for fields in &mut batch.items {
         if fields.scalars[sent].is_none() {
             fields.scalars[sent] = batch.sent_at.clone();
         }
@@ -712,8 +711,6 @@ mod tests {
             })
     }
 
-    /// Text that is not JSON is never read as a batch, however close it comes; the
-    /// ordinary path then reports it.
     #[test]
     fn a_batch_of_many_tiny_items_is_left_to_the_tree_path() {
         let item = r#"{"type":"track","userId":"u","event":"e"}"#;
@@ -732,6 +729,8 @@ mod tests {
         assert_eq!(out.len(), stream::MAX_FAST_ITEMS + 1);
     }
 
+    /// Text that is not JSON is never read as a batch, however close it comes; the
+    /// ordinary path then reports it.
     #[test]
     fn a_malformed_batch_is_declined() {
         let item =
